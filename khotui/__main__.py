@@ -1,0 +1,7 @@
+"""`python -m khotui` is the same as the `khotui` console script."""
+
+import sys
+
+from khotui.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The one error type khotui raises for anything an operator has to act on.
+
+Every failure that reaches the user says what happened, to which file, and what to do about it.
+Code that reads the host or decodes input converts low-level exceptions (OSError, struct.error,
+ValueError...) into a `KhotuiError` at the point where it still knows the file; the CLI and the
+TUI print `str(error)` and never a traceback.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from pathlib import Path
+
+
+class KhotuiError(Exception):
+    """A failure with a message for the operator, the file it concerns, and the fix."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None,
+                 fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.fix = fix
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"message": self.message, "path": self.path, "fix": self.fix}
+
+
+def explain_os_error(exc: OSError, path: str | os.PathLike[str] | Path, *,
+                     what: str = "file") -> KhotuiError:
+    """Turn an OSError raised while reading `path` into a KhotuiError with a fix."""
+    code = exc.errno
+    if code in (_errno.EACCES, _errno.EPERM):
+        return KhotuiError(f"cannot read this {what}: permission denied", path=path,
+                           fix="run khotui as root (sudo khotui ...), or review a snapshot taken as root")
+    if code == _errno.ENOENT:
+        return KhotuiError(f"no such {what}", path=path, fix="check the path")
+    if code == _errno.EISDIR:
+        return KhotuiError(f"is a directory, not a {what}", path=path,
+                           fix="give the path of a regular file")
+    if code == _errno.ELOOP:
+        return KhotuiError("symbolic link loop", path=path, fix="point at the real file")
+    if code == _errno.ENXIO or code == _errno.ENODEV:
+        return KhotuiError(f"not a readable {what} (device or special file)", path=path,
+                           fix="give the path of a regular file")
+    reason = exc.strerror or type(exc).__name__
+    return KhotuiError(f"cannot read this {what}: {reason}", path=path,
+                       fix="check that the file exists and is readable")

@@ -1,0 +1,30 @@
+"""Shared test fixtures: where the real KHO captures and the KHO kernel live.
+
+Tests read `../shared/` beside the checkout (override with KHOTUI_SHARED). Captures are the
+ground truth: each is a sysroot recorded from a KHO kernel plus the kernel's own placement log.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("KHOTUI_SHARED", REPO.parent / "shared"))
+CAPTURES = SHARED / "kho"
+VM = SHARED / "vm"
+
+
+def capture_names() -> list[str]:
+    if not CAPTURES.is_dir():
+        return []
+    return sorted(p.name for p in CAPTURES.iterdir() if (p / "sysroot").is_dir())
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is missing: the real KHO captures are needed for this test")
+    return SHARED
