@@ -1,0 +1,188 @@
+"""Generic segment placement, exactly as Linux 7.3 does it for `kexec_file_load`.
+
+One `Placer` per simulated load: the image loader calls `add()` once per `kexec_add_buffer()`,
+in the kernel's order, and each segment is placed against the segments placed before it. Two
+walks exist:
+
+* KHO on, normal image: only the scratch regions, in `kho_scratch[]` order (lowmem, global,
+  nodes); the first region with a hole wins (`kho_locate_mem_hole()` → `kho_walk_scratch()`,
+  kernel/liveupdate/kexec_handover.c). None: EADDRNOTAVAIL.
+* KHO off: the top-level `System RAM` resources of /proc/iomem, highest first for top-down
+  buffers (`walk_system_ram_res_rev()`), lowest first for bottom-up ones
+  (`kexec_locate_mem_hole()`, kernel/kexec_file.c). The default CMA area, when the kernel has
+  one and `KEXEC_FILE_NO_CMA` is not passed, is tried before that walk; the page allocator then
+  picks the address, which no preview can know (the per-architecture planner says so).
+
+Within a region the hole search is `locate_mem_hole_top_down()` or `_bottom_up()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PAGE_SIZE = 4096
+ULONG_MAX = (1 << 64) - 1
+
+
+def align_up(value: int, align: int) -> int:
+    return (value + align - 1) // align * align
+
+
+def align_down(value: int, align: int) -> int:
+    return value // align * align
+
+
+@dataclass(frozen=True)
+class Region:
+    """A range the kernel searches for a hole: `[start, end]`, end inclusive as in `struct resource`."""
+
+    start: int
+    end: int
+    name: str
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+
+@dataclass
+class KexecBuf:
+    """The request one `kexec_add_buffer()` call makes (the fields of `struct kexec_buf`)."""
+
+    name: str
+    bufsz: int
+    memsz: int
+    buf_align: int = PAGE_SIZE
+    buf_min: int = 0
+    buf_max: int = ULONG_MAX
+    top_down: bool = True
+
+
+@dataclass
+class Segment:
+    """A placed (or unplaceable) segment; `mem` is None when it fits nowhere or cannot be known."""
+
+    name: str
+    bufsz: int
+    memsz: int
+    mem: int | None
+    buf_align: int
+    buf_min: int
+    buf_max: int
+    top_down: bool
+    region: str | None = None
+
+    @property
+    def end(self) -> int | None:
+        """Last byte (inclusive), or None when not placed."""
+        return None if self.mem is None else self.mem + self.memsz - 1
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "mem": self.mem,
+            "memsz": self.memsz,
+            "bufsz": self.bufsz,
+            "region": self.region,
+            "buf_align": self.buf_align,
+            "buf_min": self.buf_min,
+            "buf_max": self.buf_max,
+            "top_down": self.top_down,
+        }
+
+
+@dataclass
+class Placer:
+    """Places segments one after another, like the kernel filling `image->segment[]`.
+
+    `regions` are tried in order. `kho` selects the KHO walk (array order, for both directions);
+    otherwise `regions` are the System RAM resources in ascending address order and are walked
+    highest-first for top-down buffers, lowest-first for bottom-up ones.
+    """
+
+    regions: list[Region]
+    kho: bool
+    segments: list[Segment] = field(default_factory=list)
+    failed: Segment | None = None
+
+    def add(self, kbuf: KexecBuf) -> Segment:
+        """Mirror of `kexec_add_buffer()`, kernel/kexec_file.c: align, then find a hole."""
+        memsz = align_up(kbuf.memsz, PAGE_SIZE)
+        buf_align = max(kbuf.buf_align, PAGE_SIZE)
+        segment = Segment(name=kbuf.name, bufsz=kbuf.bufsz, memsz=memsz, mem=None,
+                          buf_align=buf_align, buf_min=kbuf.buf_min, buf_max=kbuf.buf_max,
+                          top_down=kbuf.top_down)
+        if self.failed is None:
+            for region in self._walk_order(kbuf.top_down):
+                mem = self._locate_in(region, segment)
+                if mem is not None:
+                    segment.mem = mem
+                    segment.region = region.name
+                    break
+            else:
+                self.failed = segment
+        self.segments.append(segment)
+        return segment
+
+    def fits(self, kbuf: KexecBuf) -> int | None:
+        """Where `kbuf` would go now, without recording it (for arm64's retry loop)."""
+        memsz = align_up(kbuf.memsz, PAGE_SIZE)
+        probe = Segment(name=kbuf.name, bufsz=kbuf.bufsz, memsz=memsz, mem=None,
+                        buf_align=max(kbuf.buf_align, PAGE_SIZE), buf_min=kbuf.buf_min,
+                        buf_max=kbuf.buf_max, top_down=kbuf.top_down)
+        for region in self._walk_order(kbuf.top_down):
+            mem = self._locate_in(region, probe)
+            if mem is not None:
+                return mem
+        return None
+
+    def _walk_order(self, top_down: bool) -> list[Region]:
+        if self.kho or not top_down:
+            return self.regions
+        return list(reversed(self.regions))
+
+    def _locate_in(self, res: Region, seg: Segment) -> int | None:
+        """`locate_mem_hole_callback()`: skip regions that are too small or out of bounds."""
+        if res.size < seg.memsz:
+            return None
+        if res.end < seg.buf_min or res.start > seg.buf_max:
+            return None
+        if seg.top_down:
+            return self._top_down(res, seg)
+        return self._bottom_up(res, seg)
+
+    def _overlaps(self, start: int, end: int) -> bool:
+        """`kimage_is_destination_range()`, kernel/kexec_core.c: inclusive ends."""
+        for other in self.segments:
+            if other.mem is None:
+                continue
+            if end >= other.mem and start <= other.mem + other.memsz - 1:
+                return True
+        return False
+
+    def _top_down(self, res: Region, seg: Segment) -> int | None:
+        # mirrors locate_mem_hole_top_down(), kernel/kexec_file.c
+        t_end = min(res.end, seg.buf_max)
+        t_start = t_end - seg.memsz + 1
+        while True:
+            t_start = align_down(t_start, seg.buf_align)
+            if t_start < res.start or t_start < seg.buf_min:
+                return None
+            t_end = t_start + seg.memsz - 1
+            if self._overlaps(t_start, t_end):
+                t_start -= PAGE_SIZE
+                continue
+            return t_start
+
+    def _bottom_up(self, res: Region, seg: Segment) -> int | None:
+        # mirrors locate_mem_hole_bottom_up(), kernel/kexec_file.c
+        t_start = max(res.start, seg.buf_min)
+        while True:
+            t_start = align_up(t_start, seg.buf_align)
+            t_end = t_start + seg.memsz - 1
+            if t_end > res.end or t_end > seg.buf_max:
+                return None
+            if self._overlaps(t_start, t_end):
+                t_start += PAGE_SIZE
+                continue
+            return t_start
