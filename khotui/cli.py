@@ -1,8 +1,190 @@
-"""Command line entry point (placeholder until the CLI lands)."""
+"""`khotui` command line: status, plan, snapshot, load, unload — and the TUI when no command is given.
 
+The forms and exit codes are a contract for scripts:
+  0  the load would succeed (plan), no failing check (status), done (snapshot, load, unload)
+  1  the load would fail: a failing check, or a segment that fits nowhere
+  2  bad usage or unreadable input
+Every error reaches the user as one message naming the file and the fix; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
 import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from khotui import __version__
+from khotui.errors import KhotuiError
+
+EXIT_OK, EXIT_WOULD_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("khotui: not built yet", file=sys.stderr)
-    return 2
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with our one-line style (it already uses 2 for usage errors)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"khotui: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_root(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    # The top-level parser stores under other names: argparse lets a subparser's defaults
+    # overwrite values given before the command (`khotui --root X status`).
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--root", metavar="DIR", dest=prefix + "root", default=None,
+                     help="read the host state below DIR (a snapshot) instead of /")
+    src.add_argument("--demo", action="store_true", dest=prefix + "demo",
+                     help="read the bundled demo snapshot (a real KHO capture)")
+
+
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", required=True, metavar="FILE", help="kernel image to load")
+    p.add_argument("--initrd", metavar="FILE", help="initrd to load (default: none)")
+    cmd = p.add_mutually_exclusive_group()
+    cmd.add_argument("--cmdline", metavar="TEXT",
+                     help="exact command line for the new kernel")
+    cmd.add_argument("--append", metavar="TEXT",
+                     help="reuse the current command line (minus BOOT_IMAGE= and initrd=) plus TEXT")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_root(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="khotui", description="Prepare a kexec with Kexec HandOver (KHO).")
+    parser.add_argument("--version", action="version", version=f"khotui {__version__}")
+    _add_root(parser, prefix="top_")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("status", help="KHO state, scratch regions, kexec state, findings")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_root(p)
+
+    p = sub.add_parser("plan", help="dry run: checks and the predicted placement of every segment")
+    _add_load_args(p)
+
+    p = sub.add_parser("snapshot", help="write the host state khotui reads to OUT (a sysroot)")
+    p.add_argument("out", metavar="OUT")
+    _add_root(p)
+
+    p = sub.add_parser("load", help="kexec_file_load the kernel after the checks and the plan")
+    _add_load_args(p)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--force", action="store_true", help="load even when a check fails (says which)")
+    p.add_argument("--exec", dest="execute", action="store_true",
+                   help="after a successful load, execute the kexec (asks again)")
+    p.add_argument("--log", metavar="FILE", default="/var/log/khotui.log",
+                   help="append a JSON line per load here (default: %(default)s)")
+
+    p = sub.add_parser("unload", help="unload the loaded kexec image")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--log", metavar="FILE", default="/var/log/khotui.log")
+    return parser
+
+
+def _is_demo(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "demo", False) or getattr(args, "top_demo", False))
+
+
+def _root_of(args: argparse.Namespace) -> Path:
+    if _is_demo(args):
+        from khotui.demo import demo_root
+        return demo_root()
+    root = getattr(args, "root", None) or getattr(args, "top_root", None)
+    if root is None:
+        return Path("/")
+    if not Path(root).is_dir():
+        raise KhotuiError("not a directory", path=root,
+                          fix="give a snapshot directory made by `khotui snapshot`, or omit --root")
+    return Path(root)
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from khotui import report, textout
+    status = report.host_status(_root_of(args))
+    if args.json:
+        _print_json(status.as_dict())
+    else:
+        textout.print_status(status)
+    return EXIT_WOULD_FAIL if status.failed else EXIT_OK
+
+
+def _plan_request(args: argparse.Namespace):
+    from khotui import report
+    return report.PlanRequest(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline,
+                              append=args.append)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from khotui import report, textout
+    result = report.plan_load(_root_of(args), _plan_request(args))
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        textout.print_plan(result)
+    return EXIT_OK if result.would_succeed else EXIT_WOULD_FAIL
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from khotui.host.sysroot import Sysroot
+    from khotui.snapshot import write_snapshot
+    result = write_snapshot(Sysroot(_root_of(args)), Path(args.out))
+    print(f"khotui: wrote a snapshot to {args.out}; review it with: khotui --root {args.out}")
+    skipped = getattr(result, "skipped", None) or []
+    for path, why in skipped:
+        print(f"  skipped {path}: {why}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from khotui import loadcli
+    return loadcli.load(args, _root_of(args))
+
+
+def cmd_unload(args: argparse.Namespace) -> int:
+    from khotui import loadcli
+    return loadcli.unload(args)
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    try:
+        from khotui.tui.app import run_app
+    except ImportError as exc:  # the TUI is optional for scripts; say what is missing
+        raise KhotuiError(f"the interactive app is not available: {exc}",
+                          fix="use `khotui status` or `khotui plan`, or reinstall khotui") from None
+    return run_app(root=_root_of(args), demo=_is_demo(args))
+
+
+COMMANDS = {"status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot,
+            "load": cmd_load, "unload": cmd_unload}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS.get(args.command, cmd_tui)
+    try:
+        return handler(args)
+    except KhotuiError as exc:
+        print(f"khotui: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("khotui: interrupted; nothing was changed", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug in khotui: still no traceback for the operator
+        if os.environ.get("KHOTUI_DEBUG"):
+            raise
+        print(f"khotui: internal error ({type(exc).__name__}: {exc}); nothing was changed on the "
+              "host. Rerun with KHOTUI_DEBUG=1 for the traceback and report it.", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,352 @@
+"""Pre-flight checks: what would stop the load, or the handover, before anything is called.
+
+Each check is a `Finding` (ok / warn / fail / skip, one line, the fix). The checks read only a
+`CheckContext` of plain values, filled by `khotui.report` from the host readers, the image
+inspection and the plan, so each rule is stated once here and is testable on its own.
+
+A `fail` means the load would fail or the handover would be lost (`plan` exits 1); a `warn` is
+something the operator should know but that does not stop a load.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+
+
+@dataclass
+class Finding:
+    id: str
+    status: str
+    message: str
+    fix: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "message": self.message, "fix": self.fix}
+
+
+@dataclass
+class CheckContext:
+    """Everything the checks look at, as plain values (None: not known / not applicable)."""
+
+    live: bool
+    arch: str | None
+    osrelease: str | None
+    config: dict[str, str] = field(default_factory=dict)
+    config_source: str | None = None
+    kho_enabled: bool = False
+    kho_off_reason: str | None = None
+    kho_off_fix: str | None = None
+    kho_abi: str | None = None
+    kho_layout: str | None = None
+    kho_finalized: bool | None = None
+    kho_scratch_count: int = 0
+    kho_error: str | None = None
+    is_root: bool | None = None
+    has_cap_sys_boot: bool | None = None
+    kexec_load_disabled: int | None = None
+    load_limit_reboot: int | None = None
+    lockdown: str | None = None
+    kexec_loaded: bool | None = None
+    iomem_all_zero: bool = False
+    # Only for `plan` / `load`:
+    planning: bool = False
+    kernel_path: str | None = None
+    kernel_error: str | None = None
+    kernel_error_fix: str | None = None
+    kernel_format: str | None = None
+    kernel_arch: str | None = None
+    kernel_loadable: bool | None = None
+    kernel_why_not: str | None = None
+    kernel_version: str | None = None
+    kernel_signed: bool | None = None
+    kernel_cmdline_size: int | None = None
+    next_config: dict[str, str] | None = None
+    next_config_source: str | None = None
+    initrd_path: str | None = None
+    initrd_error: str | None = None
+    initrd_error_fix: str | None = None
+    initrd_format: str | None = None
+    cmdline: str | None = None
+    plan_fits: bool | None = None
+    plan_errno: str | None = None
+    plan_failure: str | None = None
+    plan_failure_fix: str | None = None
+
+
+# KHO root `compatible` per release line (reference/kho-abi.md §0, §2.2). The root compatible is
+# an opaque string: two kernels hand over only if theirs are equal
+# (kho_populate() → fdt_node_check_compatible(), kernel/liveupdate/kexec_handover.c).
+KHO_ABI_BY_RELEASE: list[tuple[tuple[int, int], tuple[int, int], str | None]] = [
+    ((6, 16), (7, 0), "kho-v1"),
+    ((7, 1), (7, 1), None),            # kho-v2 or kho-v3 depending on the exact 7.1 build
+    ((7, 2), (7, 3), "kho-v4"),
+]
+
+
+def _release_tuple(release: str | None) -> tuple[int, int] | None:
+    if not release:
+        return None
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def kho_abi_for_release(release: str | None) -> str | None:
+    """The KHO ABI string a release line is known to use, or None when it cannot be told."""
+    rel = _release_tuple(release)
+    if rel is None:
+        return None
+    for low, high, abi in KHO_ABI_BY_RELEASE:
+        if low <= rel <= high:
+            return abi
+    return None
+
+
+def _enabled(config: dict[str, str] | None, name: str) -> bool | None:
+    if not config:
+        return None
+    return config.get(name) in ("y", "m")
+
+
+def _cmdline_has_kho_on(cmdline: str) -> bool | None:
+    """The last `kho=` wins (early_param parsing order); None when absent."""
+    value = None
+    for token in cmdline.split():
+        if token.startswith("kho="):
+            value = token[4:].lower() in ("1", "y", "on", "yes", "true")
+    return value
+
+
+def check_kho(ctx: CheckContext) -> list[Finding]:
+    out: list[Finding] = []
+    if ctx.kho_error:
+        out.append(Finding("kho-enabled", FAIL, ctx.kho_error, ctx.kho_off_fix))
+    elif ctx.kho_enabled:
+        abi = ctx.kho_abi or "ABI unknown (outgoing FDT not readable)"
+        out.append(Finding("kho-enabled", OK,
+                           f"KHO is on: {abi}, {ctx.kho_scratch_count} scratch regions"))
+    else:
+        out.append(Finding("kho-enabled", WARN,
+                           f"KHO is off: {ctx.kho_off_reason or 'no kho/ in debugfs'}; "
+                           "a kexec would hand over nothing",
+                           ctx.kho_off_fix))
+    if ctx.kho_layout == "6.16-7.0" and ctx.kho_enabled:
+        rel = _release_tuple(ctx.osrelease)
+        if ctx.kho_finalized:
+            out.append(Finding("kho-finalize", OK, "KHO is finalized (out/finalize = 1)"))
+        elif rel is not None and rel < (6, 19):
+            out.append(Finding("kho-finalize", WARN,
+                               "KHO is not finalized: on 6.16–6.18 no KHO data reaches the next "
+                               "kernel unless /sys/kernel/debug/kho/out/finalize is 1 before the load",
+                               "echo 1 > /sys/kernel/debug/kho/out/finalize, then load "
+                               "(khotui never writes it for you)"))
+        else:
+            out.append(Finding("kho-finalize", WARN,
+                               "KHO is not finalized: the next kernel will refuse the handover "
+                               "(\"disabling KHO revival\") unless out/finalize is 1 before the exec",
+                               "echo 1 > /sys/kernel/debug/kho/out/finalize before executing the kexec"))
+    return out
+
+
+def check_privileges(ctx: CheckContext) -> list[Finding]:
+    if not ctx.live:
+        return [Finding("privileges", SKIP, "snapshot: privileges are checked on the live host")]
+    if ctx.is_root and ctx.has_cap_sys_boot:
+        return [Finding("privileges", OK, "running as root with CAP_SYS_BOOT")]
+    if not ctx.is_root:
+        return [Finding("privileges", FAIL,
+                        "not running as root: kexec_file_load needs CAP_SYS_BOOT and the KHO "
+                        "debugfs files are root-only (mode 0400)",
+                        "run khotui with sudo")]
+    return [Finding("privileges", FAIL, "root without CAP_SYS_BOOT (a container or a capability "
+                    "bounding set removed it): kexec_file_load returns EPERM",
+                    "run khotui on the host itself, with CAP_SYS_BOOT")]
+
+
+def check_kexec_state(ctx: CheckContext) -> list[Finding]:
+    out: list[Finding] = []
+    if _enabled(ctx.config, "CONFIG_KEXEC_FILE") is False:
+        out.append(Finding("kexec-file", FAIL,
+                           "the running kernel is built without CONFIG_KEXEC_FILE: "
+                           "kexec_file_load(2) does not exist here (ENOSYS), and KHO needs it",
+                           "boot a kernel built with CONFIG_KEXEC_FILE=y"))
+    if ctx.kexec_load_disabled:
+        out.append(Finding("kexec-load-disabled", FAIL,
+                           "kernel.kexec_load_disabled is 1: every kexec load returns EPERM",
+                           "it cannot be set back to 0; reboot the host the normal way"))
+    elif ctx.kexec_load_disabled == 0:
+        out.append(Finding("kexec-load-disabled", OK, "kernel.kexec_load_disabled is 0"))
+    limit = ctx.load_limit_reboot
+    if limit == 0:
+        out.append(Finding("load-limit", FAIL,
+                           "kernel.kexec_load_limit_reboot is 0: no loads are left (EPERM)",
+                           "the limit can only be lowered; reboot the host the normal way"))
+    elif limit is not None and limit > 0:
+        out.append(Finding("load-limit", WARN,
+                           f"kernel.kexec_load_limit_reboot allows {limit} more load call(s); "
+                           "every call counts, failed ones and unloads too"))
+    elif limit is not None:
+        out.append(Finding("load-limit", OK, "no kexec load limit (kexec_load_limit_reboot = -1)"))
+    if ctx.kexec_loaded:
+        out.append(Finding("image-loaded", WARN,
+                           "a kexec image is already loaded; a new load replaces it. The kernel "
+                           "cannot tell which syscall loaded it: one loaded by kexec_load(2) "
+                           "(kexec -c) carries no KHO data",
+                           "load again with khotui (or `khotui unload`) so the image carries the handover"))
+    return out
+
+
+def check_lockdown(ctx: CheckContext) -> list[Finding]:
+    mode = ctx.lockdown
+    sig_force = _enabled(ctx.config, "CONFIG_KEXEC_SIG_FORCE")
+    needs_sig = (mode not in (None, "none")) or bool(sig_force)
+    if mode is None and not sig_force:
+        return [Finding("lockdown", OK, "no lockdown LSM: no signature required")]
+    if not needs_sig:
+        return [Finding("lockdown", OK, "lockdown mode none: no signature required")]
+    why = f"lockdown mode {mode}" if mode not in (None, "none") else "CONFIG_KEXEC_SIG_FORCE"
+    if not ctx.planning:
+        return [Finding("lockdown", WARN, f"{why}: the image to load must carry a valid signature")]
+    if ctx.kernel_signed:
+        return [Finding("lockdown", OK, f"{why}: the image carries a signature (the kernel verifies it)")]
+    return [Finding("lockdown", FAIL,
+                    f"{why}: this image carries no signature, so kexec_file_load will refuse it "
+                    "(EPERM or EKEYREJECTED)",
+                    "load a kernel signed with a key in the kernel's keyring (e.g. your "
+                    "distribution's signed vmlinuz)")]
+
+
+def check_iomem(ctx: CheckContext) -> list[Finding]:
+    if ctx.iomem_all_zero:
+        return [Finding("iomem", WARN, "/proc/iomem shows every address as 0: it hides them from "
+                        "non-root readers", "run khotui as root")]
+    return []
+
+
+def check_image(ctx: CheckContext) -> list[Finding]:
+    out: list[Finding] = []
+    if ctx.kernel_error:
+        out.append(Finding("kernel-image", FAIL, ctx.kernel_error, ctx.kernel_error_fix))
+        return out
+    if ctx.kernel_loadable:
+        ver = f", {ctx.kernel_version}" if ctx.kernel_version else ""
+        out.append(Finding("kernel-image", OK, f"{ctx.kernel_format}{ver}"))
+    else:
+        out.append(Finding("kernel-image", FAIL,
+                           f"{ctx.kernel_path}: {ctx.kernel_why_not or 'not a kernel this kernel can load'}",
+                           "give the kernel image the boot loader would boot (e.g. /boot/vmlinuz-*)"))
+    if ctx.kernel_arch and ctx.arch and ctx.kernel_arch != ctx.arch:
+        out.append(Finding("kernel-arch", FAIL,
+                           f"the image is for {ctx.kernel_arch}, this host is {ctx.arch}",
+                           f"pick an {ctx.arch} kernel"))
+    if ctx.initrd_error:
+        out.append(Finding("initrd", FAIL, ctx.initrd_error, ctx.initrd_error_fix))
+    elif ctx.initrd_path:
+        fmt = ctx.initrd_format or "unknown format"
+        status = OK if ctx.initrd_format and ctx.initrd_format != "unknown" else WARN
+        out.append(Finding("initrd", status, f"initrd: {fmt}",
+                           None if status == OK else "check that this is an initramfs (cpio, maybe compressed)"))
+    return out
+
+
+def check_cmdline(ctx: CheckContext) -> list[Finding]:
+    out: list[Finding] = []
+    cmdline = ctx.cmdline or ""
+    kho_on = _cmdline_has_kho_on(cmdline)
+    default_on = _enabled(ctx.next_config, "CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT")
+    if ctx.kho_enabled:
+        if kho_on:
+            out.append(Finding("cmdline-kho", OK, "the next command line keeps kho=on"))
+        elif kho_on is None and default_on:
+            out.append(Finding("cmdline-kho", OK, "no kho= on the next command line, but the next "
+                               f"kernel enables KHO by default ({ctx.next_config_source})"))
+        else:
+            said = "kho=off" if kho_on is False else "no kho=on"
+            out.append(Finding("cmdline-kho", FAIL,
+                               f"the next command line has {said}: the new kernel would ignore "
+                               "the handed-over memory and lose what was preserved",
+                               "add kho=on to the command line (--append kho=on)"))
+    limit = ctx.kernel_cmdline_size
+    if limit:
+        length = len(cmdline.encode()) + 1
+        # mirrors the "Kernel command line too long" test in bzImage64_load(),
+        # arch/x86/kernel/kexec-bzimage64.c: cmdline_len (with NUL) + MAX_ELFCOREHDR_STR_LEN
+        if length > limit or length + 30 > limit:
+            out.append(Finding("cmdline-length", FAIL,
+                               f"the command line is {length} bytes with its NUL; the image accepts "
+                               f"{limit - 30} (cmdline_size {limit} minus 30 reserved): EINVAL",
+                               "shorten the command line"))
+        else:
+            out.append(Finding("cmdline-length", OK, f"command line {length} of {limit - 30} bytes"))
+    return out
+
+
+def check_next_abi(ctx: CheckContext) -> list[Finding]:
+    if not ctx.kho_enabled or ctx.kernel_error or not ctx.kernel_loadable:
+        return []
+    out: list[Finding] = []
+    if ctx.next_config is not None and _enabled(ctx.next_config, "CONFIG_KEXEC_HANDOVER") is False:
+        out.append(Finding("next-kho", FAIL,
+                           f"the new kernel is built without CONFIG_KEXEC_HANDOVER ({ctx.next_config_source}): "
+                           "it cannot receive the handover",
+                           "load a kernel built with CONFIG_KEXEC_HANDOVER=y"))
+    release = _release_of(ctx.kernel_version)
+    running = ctx.kho_abi
+    if release and ctx.osrelease and release == ctx.osrelease:
+        out.append(Finding("next-abi", OK, f"same kernel release {release}: same KHO ABI ({running})"))
+        return out
+    expected = kho_abi_for_release(release)
+    if expected is None or running is None:
+        out.append(Finding("next-abi", WARN,
+                           f"cannot tell the KHO ABI of {release or 'the new kernel'}; this kernel "
+                           f"speaks {running or 'an unknown ABI'}. Kernels with different KHO "
+                           "compatible strings cannot hand over",
+                           "check the new kernel's include/linux/kho/abi/kexec_handover.h "
+                           "(KHO_FDT_COMPATIBLE) before executing"))
+    elif expected != running:
+        out.append(Finding("next-abi", FAIL,
+                           f"the new kernel {release} speaks {expected}, this kernel {running}: the new "
+                           "kernel will refuse the handover (\"disabling KHO revival\")",
+                           "load a kernel with the same KHO ABI, or update without KHO"))
+    else:
+        out.append(Finding("next-abi", OK, f"the new kernel {release} speaks {expected}, as this one does"))
+    return out
+
+
+def check_plan(ctx: CheckContext) -> list[Finding]:
+    if ctx.plan_fits is None:
+        return []
+    if ctx.plan_fits:
+        where = "the scratch regions" if ctx.kho_enabled else "System RAM"
+        return [Finding("segments-fit", OK, f"every segment fits in {where}")]
+    return [Finding("segments-fit", FAIL,
+                    f"{ctx.plan_errno}: {ctx.plan_failure}" if ctx.plan_errno else (ctx.plan_failure or "the load would fail"),
+                    ctx.plan_failure_fix)]
+
+
+def _release_of(kernel_version: str | None) -> str | None:
+    """`7.3.4 (root@vm) #2 SMP ...` → `7.3.4` (the bzImage header's kernel_version string)."""
+    if not kernel_version:
+        return None
+    return kernel_version.split()[0]
+
+
+def run_status_checks(ctx: CheckContext) -> list[Finding]:
+    return (check_kho(ctx) + check_privileges(ctx) + check_kexec_state(ctx)
+            + check_lockdown(ctx) + check_iomem(ctx))
+
+
+def run_plan_checks(ctx: CheckContext) -> list[Finding]:
+    return (run_status_checks(ctx) + check_image(ctx) + check_cmdline(ctx)
+            + check_next_abi(ctx) + check_plan(ctx))
+
+
+def worst(findings: list[Finding]) -> str:
+    statuses = {f.status for f in findings}
+    for s in (FAIL, WARN, OK):
+        if s in statuses:
+            return s
+    return OK

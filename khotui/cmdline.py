@@ -1,0 +1,88 @@
+"""The next kernel's command line: derived from the running one, edited, and explained.
+
+`next_cmdline()` is the rule `plan`/`load` apply without `--cmdline`: reuse /proc/cmdline minus
+the tokens that belong to this boot only (`BOOT_IMAGE=` from the boot loader, `initrd=` which
+kexec replaces with its own initrd segment), then append the operator's tokens. `diff_cmdline()`
+explains an edit token by token for the TUI's live diff.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+# Tokens the boot loader adds for this boot only; kexec passes its own initrd.
+BOOT_ONLY_KEYS = ("BOOT_IMAGE", "initrd")
+
+
+def split_cmdline(text: str) -> list[str]:
+    """Split like the kernel's next_arg(): whitespace separates, double quotes group."""
+    tokens: list[str] = []
+    current: list[str] = []
+    in_quote = False
+    has_token = False
+    for ch in text:
+        if ch == '"':
+            in_quote = not in_quote
+            current.append(ch)
+            has_token = True
+        elif ch.isspace() and not in_quote:
+            if has_token:
+                tokens.append("".join(current))
+                current, has_token = [], False
+        else:
+            current.append(ch)
+            has_token = True
+    if has_token:
+        tokens.append("".join(current))
+    return tokens
+
+
+def token_key(token: str) -> str:
+    return token.split("=", 1)[0]
+
+
+def next_cmdline(current: str, append: str | None = None) -> str:
+    """`current` without BOOT_IMAGE=/initrd=, plus `append`; single spaces between tokens."""
+    kept = [t for t in split_cmdline(current) if token_key(t) not in BOOT_ONLY_KEYS]
+    if append:
+        kept += split_cmdline(append)
+    return " ".join(kept)
+
+
+@dataclass
+class CmdlineDiff:
+    removed: list[str] = field(default_factory=list)      # in the running cmdline, not in the new one
+    added: list[str] = field(default_factory=list)        # new tokens
+    boot_only_removed: list[str] = field(default_factory=list)  # BOOT_IMAGE=, initrd= dropped
+    duplicates: list[str] = field(default_factory=list)   # keys given more than once (last wins)
+    kho: str | None = None                                # value of the effective kho= token
+
+    def as_dict(self) -> dict:
+        return dict(removed=self.removed, added=self.added,
+                    boot_only_removed=self.boot_only_removed, duplicates=self.duplicates,
+                    kho=self.kho)
+
+
+def diff_cmdline(current: str, new: str) -> CmdlineDiff:
+    cur = split_cmdline(current)
+    nxt = split_cmdline(new)
+    diff = CmdlineDiff()
+    nxt_set = set(nxt)
+    cur_set = set(cur)
+    for t in cur:
+        if t not in nxt_set:
+            (diff.boot_only_removed if token_key(t) in BOOT_ONLY_KEYS else diff.removed).append(t)
+    diff.added = [t for t in nxt if t not in cur_set]
+    seen: dict[str, int] = {}
+    for t in nxt:
+        seen[token_key(t)] = seen.get(token_key(t), 0) + 1
+    diff.duplicates = [k for k, n in seen.items() if n > 1]
+    for t in nxt:
+        if token_key(t) == "kho":
+            diff.kho = t.split("=", 1)[1] if "=" in t else ""
+    return diff
+
+
+def quote_for_shell(cmdline: str) -> str:
+    return shlex.quote(cmdline)
