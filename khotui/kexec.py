@@ -233,12 +233,16 @@ class LibcSyscalls:
         return 0
 
 
+def _open_libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def real_syscalls() -> LibcSyscalls:
     """The only way to the real kernel. Raises if dry-run mode is on or the arch is unknown."""
     _guard("kexec_file_load")
     machine = _machine()
     syscall_number(machine)
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _open_libc()
     # libc["syscall"] returns a fresh function pointer each time, so the two argtypes differ
     load_fn = libc["syscall"]
     load_fn.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
