@@ -146,16 +146,38 @@ class OpenedFiles:
         return [w for f in self.files for w in f.warnings]
 
     def changed_since_open(self, *, rehash: bool = True) -> list[str]:
-        """What changed in the opened files since they were hashed (empty: nothing)."""
+        """What changed in the opened files since they were hashed (empty: nothing).
+
+        Size and mtime first, then (by default) the content hash. ctime is not compared: a
+        rename over the path or a chmod moves it without touching the content the fd reads.
+        """
         changes = []
         for f in self.files:
             st = os.fstat(f.fd)
-            if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != (f.size, f.mtime_ns, f.ctime_ns):
-                changes.append(f"{f.path}: the {f.role} was modified after khotui opened it "
-                               f"(size {f.size} -> {st.st_size})")
+            if st.st_size != f.size:
+                changes.append(f"{f.path}: the {f.role} changed size after khotui opened it "
+                               f"({f.size} -> {st.st_size} bytes)")
+            elif st.st_mtime_ns != f.mtime_ns:
+                changes.append(f"{f.path}: the {f.role} was written after khotui opened it")
             elif rehash and audit.sha256_fd(f.fd) != f.sha256:
                 changes.append(f"{f.path}: the {f.role}'s content changed after khotui hashed it")
         return changes
+
+    def replaced_paths(self) -> list[str]:
+        """Paths that now name another file than the one opened (the opened one is still what
+        gets loaded; the operator should know the path moved on)."""
+        notes = []
+        for f in self.files:
+            try:
+                st = os.stat(f.path)
+                same = (st.st_dev, st.st_ino) == (f.dev, f.ino)
+            except OSError:
+                same = False
+            if not same:
+                notes.append(f"{f.path} now names a different file than when khotui opened it; "
+                             f"the {f.role} loaded is the one previewed (sha256 {f.sha256[:16]}), "
+                             "not the new one")
+        return notes
 
     def close(self) -> None:
         if self.closed:
@@ -216,7 +238,7 @@ def run_load(files: OpenedFiles, cmdline: str, *, flags: int = 0,
                         syscalls=syscalls)
     rec = audit.record(result, kernel=files.kernel, initrd=files.initrd, log_path=log_path,
                        syslog=syslog)
-    return LoadOutcome(result, rec, list(files.warnings) + rec.warnings)
+    return LoadOutcome(result, rec, files.warnings + files.replaced_paths() + rec.warnings)
 
 
 def run_unload(*, on_crash: bool = False, syscalls: kexec.Syscalls,
