@@ -432,3 +432,20 @@ def test_fmt_size():
     assert kexec.fmt_size((8 << 20) + (512 << 10)) == "8.5 MiB"
     assert kexec.fmt_size(4096) == "4 KiB"
     assert kexec.fmt_size(100) == "100 B"
+
+
+def test_typed_values_survive_a_real_foreign_call():
+    """Through a genuine C function pointer (a ctypes callback with the syscall's prototype),
+    so ctypes itself converts the wrapper's values, as it would for libc's syscall()."""
+    seen = []
+    proto = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long, ctypes.c_int, ctypes.c_int,
+                             ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong)
+
+    def callback(nr, kfd, ifd, cmdline_len, cmdline, flags):
+        seen.append((nr, kfd, ifd, cmdline_len, ctypes.string_at(cmdline, cmdline_len), flags))
+        return 0
+
+    c_fn = proto(callback)
+    kexec.load(11, None, "kho=on", flags=KEXEC_FILE_DEBUG,
+               syscalls=LibcSyscalls(c_fn, machine="x86_64"))
+    assert seen == [(320, 11, -1, 7, b"kho=on\0", KEXEC_FILE_DEBUG | KEXEC_FILE_NO_INITRAMFS)]
