@@ -282,8 +282,8 @@ class LoadResult:
     def error(self, context: ExplainContext | None = None) -> KhotuiError:
         """The failure as the project's error, explained for this host."""
         ex = explain(self.errno, context)
-        return KhotuiError(f"kexec_file_load ({self.action}) failed: {ex.errno_name}: "
-                           f"{ex.summary}. {ex.cause}", fix=ex.fix)
+        return KhotuiError(f"kexec_file_load ({self.action}) failed with {ex.errno_name}: "
+                           f"{ex.summary}: {ex.cause}", fix=ex.fix)
 
 
 def errno_name(code: int) -> str:
@@ -473,9 +473,13 @@ def _eperm(ctx: ExplainContext) -> tuple[str, str]:
         if len(known) > 1:
             fix += ". Also: " + "; ".join(c for c, _ in known[1:])
         return cause, fix
+    if len(maybe) == 1:
+        return maybe[0]
     if maybe:
-        return ("one of, in order of likelihood: " + _join([c for c, _ in maybe]),
-                " / ".join(f for _, f in maybe))
+        return ("one of, most likely first: "
+                + "; ".join(f"({i}) {c}" for i, (c, _) in enumerate(maybe, 1)),
+                "depending on which: " + "; ".join(f"({i}) {f}" for i, (_, f) in
+                                                   enumerate(maybe, 1)))
     return ("root with CAP_SYS_BOOT, kexec allowed, no load limit and no lockdown: a security "
             "module refused the file (LoadPin, IMA policy) or the CMA path refused internally",
             "check dmesg and the audit log for the denial (journalctl -k | grep -i -e loadpin "
@@ -557,9 +561,12 @@ def _eaddrnotavail(ctx: ExplainContext) -> tuple[str, str]:
                      "node), never elsewhere")
         cause += ("; segments already placed (the scratch array, purgatory, boot params, "
                   "kernel) also use scratch space")
-        return cause, ("use a smaller initrd (or none), or reboot the running kernel with a "
-                       "larger kho_scratch= (e.g. kho_scratch=256M,512M,256M) so the scratch "
-                       "regions can hold kernel + initrd")
+        # kho_reserve_scratch() runs on a cold boot only; a KHO boot reuses the old array
+        return cause, ("use a smaller initrd (or none), or reboot with a larger kho_scratch= "
+                       "(lowmem,global,per-node, e.g. kho_scratch=256M,512M,256M, or a "
+                       "percentage such as kho_scratch=400%) so the scratch regions can hold "
+                       "kernel + initrd; it must be a cold reboot: a kexec'd KHO kernel keeps "
+                       "the previous kernel's scratch regions")
     return ("no free range of System RAM can hold a segment (or a destination is misaligned)",
             "use a smaller kernel/initrd, free memory, or check /proc/iomem for the RAM layout")
 
