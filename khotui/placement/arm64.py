@@ -33,6 +33,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
+from khotui.image_arm64 import Arm64Image
 from khotui.placement.core import (PAGE_SIZE, ULONG_MAX, KexecBuf, Placer, Region, Segment,
                                    align_up)
 
@@ -468,7 +469,8 @@ class Arm64PlanInput:
     """Everything plan_arm64() needs, read from the host or a snapshot.
 
     kernel_size: the Image file's size (the kernel segment's bufsz);
-    image_size, text_offset: from the Image header (khotui.image_arm64);
+    image_size, text_offset: from the Image header (khotui.image_arm64; `for_image()` fills
+    them and keeps `image`, whose refusal then makes the plan fail with EINVAL);
     initrd_size: None without an initrd (or with KEXEC_FILE_NO_INITRAMFS);
     cmdline: the command line without its trailing NUL; None when none is passed;
     fdt: /sys/firmware/fdt, the running kernel's flattened device tree;
@@ -498,6 +500,13 @@ class Arm64PlanInput:
     ima_kexec: bool = False
     ima_size: int | None = None
     rng_initialized: bool = True
+    image: Arm64Image | None = None
+
+    @classmethod
+    def for_image(cls, image: Arm64Image, **kwargs) -> "Arm64PlanInput":
+        """The input for a parsed Image: kernel_size, image_size, text_offset from it."""
+        return cls(kernel_size=image.file_size or 0, image_size=image.image_size or 0,
+                   text_offset=image.text_offset or 0, image=image, **kwargs)
 
 
 @dataclass
@@ -666,6 +675,16 @@ def plan_arm64(inp: Arm64PlanInput) -> Arm64Plan:
         if placer.fits(array) is None:
             return fail(array, "EADDRNOTAVAIL", "the KHO scratch array fits in no scratch region")
         placer.add(array)
+
+    if inp.image is not None and inp.image.loadable is not True:
+        # image_probe() / image_load() refuse the file after IMA and KHO were placed
+        if inp.image.loadable is False:
+            plan.errno = "EINVAL"
+            plan.message = inp.image.why_not
+            plan.fix = inp.image.fix
+            return plan
+        plan.exact = False
+        assumptions.append(f"the Image may be refused (EINVAL): {inp.image.why_not}")
 
     if dtb_error is not None:
         # load_other_segments() fails at every kernel position, so image_load() walks the
