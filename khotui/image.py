@@ -205,14 +205,14 @@ class KernelImage:
 
     def loadable_on(self, arch: str) -> tuple[bool, str | None, str | None]:
         """(loadable, errno, why) for a running kernel of architecture `arch`."""
+        # x86 refuses in bzImage64_probe() (ENOEXEC); arm64 in image_probe()/image_load() (EINVAL)
+        probe_errno = "EINVAL" if arch == "arm64" else "ENOEXEC"
         if not self.loadable:
-            errno = self.errno or ("EINVAL" if arch == "arm64" else "ENOEXEC")
-            return False, errno, self.why_not
+            return False, "EFBIG" if self.errno == "EFBIG" else probe_errno, self.why_not
         if self.arch is not None and self.arch != arch:
-            # x86 probes with bzImage64_probe() (ENOEXEC); arm64 with image_probe() (EINVAL)
-            errno = "EINVAL" if arch == "arm64" else "ENOEXEC"
-            return False, errno, (f"this is an {self.arch} {self.format}; the running kernel is "
-                                  f"{arch} and loads only its own architecture's images")
+            return False, probe_errno, (f"this is an {self.arch} {self.format}; the running "
+                                        f"kernel is {arch} and loads only its own "
+                                        f"architecture's images")
         return True, None, None
 
     def as_dict(self) -> dict[str, Any]:
