@@ -18,7 +18,7 @@ from khotui.image_arm64 import (Arm64Running, LINUX_PE_MAGIC, parse_arm64_image,
 
 @pytest.fixture(scope="module")
 def real_image(tmp_path_factory) -> bytes:
-    from conftest import VM
+    from tests.conftest import VM
     packed = VM / "arm64" / "Image-kho-7.3.4-arm64.gz"
     if not packed.is_file():
         pytest.skip(f"{packed} is missing")
@@ -55,7 +55,7 @@ def test_real_image_header(real_image):
 
 
 def test_real_image_gz_is_recognised_but_not_loadable():
-    from conftest import VM
+    from tests.conftest import VM
     packed = VM / "arm64" / "Image-kho-7.3.4-arm64.gz"
     if not packed.is_file():
         pytest.skip(f"{packed} is missing")

@@ -56,7 +56,7 @@ def config(sysroot: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def image():
-    from conftest import VM
+    from tests.conftest import VM
     packed = VM / "arm64" / "Image-kho-7.3.4-arm64.gz"
     if not packed.is_file():
         pytest.skip(f"{packed} is missing")
