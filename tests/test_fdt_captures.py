@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import struct
 from pathlib import Path
 
 import pytest
-from pyfdt.pyfdt import (FdtBlobParse, FdtNode as PyNode, FdtNop, FdtProperty,
-                         FdtPropertyBytes, FdtPropertyStrings, FdtPropertyWords)
 
 from conftest import CAPTURES
+from fixtures.pyfdt_shape import our_shape, pyfdt_header, pyfdt_shape
 from khotui.fdt import (BlobKind, KhoLayout, decode_kho_fdt, decode_sub_blob, describe_property,
                         parse_fdt, to_dts)
 
@@ -154,36 +151,6 @@ def test_kho_test_blob_is_fdt(two_nodes):
 
 # ---- cross-check against pyfdt on complete blobs --------------------------------------------
 
-def _py_raw(prop) -> bytes:
-    if isinstance(prop, FdtPropertyStrings):
-        return b"".join(s.encode() + b"\0" for s in prop.strings)
-    if isinstance(prop, FdtPropertyWords):
-        return b"".join(struct.pack(">I", w) for w in prop.words)
-    if isinstance(prop, FdtPropertyBytes):
-        return bytes(b & 0xFF for b in prop.bytes)
-    return b""
-
-
-def _py_shape(node: PyNode) -> tuple:
-    props, children = [], []
-    for item in node:
-        if isinstance(item, PyNode):
-            children.append(_py_shape(item))
-        elif isinstance(item, FdtProperty) and not isinstance(item, FdtNop):
-            props.append((item.get_name(), _py_raw(item)))
-    name = "" if node.get_name() == "/" else node.get_name()
-    return (name, props, children)
-
-
-def _our_shape(node) -> tuple:
-    return (node.name, [(p.name, p.raw) for p in node.properties],
-            [_our_shape(c) for c in node.children])
-
-
-def pyfdt_shape(data: bytes) -> tuple:
-    return _py_shape(FdtBlobParse(io.BytesIO(data)).to_fdt().get_rootnode())
-
-
 COMPLETE = [p for p in ROOT_FDTS if p.parent.name == "in"] + \
            [p for p in SUB_BLOBS if p.name == "kho_test"]
 
@@ -192,6 +159,6 @@ COMPLETE = [p for p in ROOT_FDTS if p.parent.name == "in"] + \
 def test_structure_matches_pyfdt(path):
     data = path.read_bytes()
     tree = parse_fdt(data, str(path))
-    assert _our_shape(tree.root) == pyfdt_shape(data)
-    header = FdtBlobParse(io.BytesIO(data)).fdt_header
+    assert our_shape(tree.root) == pyfdt_shape(data)
+    header = pyfdt_header(data)
     assert tree.header.as_dict() == {k: header[k] for k in tree.header.as_dict()}
