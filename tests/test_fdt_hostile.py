@@ -11,37 +11,9 @@ from khotui.errors import KhotuiError
 from khotui.fdt import decode_kho_fdt, decode_sub_blob, parse_fdt, to_dts
 from khotui.fdt.reader import FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_NOP, FDT_PROP, MAX_DEPTH
 
+from fixtures.fdt_blobs import begin, blob, prop, tok
+
 NAME = "/sys/kernel/debug/kho/out/fdt"
-
-
-def tok(*words: int) -> bytes:
-    return b"".join(struct.pack(">I", w) for w in words)
-
-
-def begin(name: str) -> bytes:
-    raw = name.encode() + b"\0"
-    raw += b"\0" * (-len(raw) % 4)
-    return tok(FDT_BEGIN_NODE) + raw
-
-
-def prop(nameoff: int, value: bytes) -> bytes:
-    return tok(FDT_PROP, len(value), nameoff) + value + b"\0" * (-len(value) % 4)
-
-
-def blob(structure: bytes, strings: bytes = b"compatible\0", *, totalsize: int | None = None,
-         version: int = 17, **override: int) -> bytes:
-    """An FDT around `structure` and `strings`, header fields overridable."""
-    off_rsv = 40
-    off_struct = off_rsv + 16
-    off_strings = off_struct + len(structure)
-    total = off_strings + len(strings)
-    fields = dict(magic=0xD00DFEED, totalsize=total if totalsize is None else totalsize,
-                  off_dt_struct=off_struct, off_dt_strings=off_strings, off_mem_rsvmap=off_rsv,
-                  version=version, last_comp_version=16, boot_cpuid_phys=0,
-                  size_dt_strings=len(strings), size_dt_struct=len(structure))
-    fields.update(override)
-    header = struct.pack(">10I", *fields.values())
-    return header + b"\0" * 16 + structure + strings
 
 
 GOOD = blob(begin("") + prop(0, b"kho-v4\0") + begin("n") + tok(FDT_END_NODE) +

@@ -16,8 +16,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from khotui.errors import KhotuiError
-from khotui.fdt.reader import FdtNode, FdtProp, FdtTree, decode_c_string, parse_fdt
+from khotui.fdt.reader import FdtNode, FdtProp, FdtTree, parse_fdt
 
 PROP_COMPATIBLE = "compatible"
 PROP_MEMORY_MAP = "preserved-memory-map"  # KHO_FDT_MEMORY_MAP_PROP_NAME
