@@ -9,8 +9,8 @@ import pytest
 
 from conftest import CAPTURES
 from fixtures.pyfdt_shape import our_shape, pyfdt_header, pyfdt_shape
-from khotui.fdt import (BlobKind, KhoLayout, decode_kho_fdt, decode_sub_blob, describe_property,
-                        parse_fdt, to_dts)
+from khotui.fdt import (BlobKind, KhoLayout, cross_check_sub_blobs, decode_kho_fdt,
+                        decode_sub_blob, describe_property, parse_fdt, to_dts)
 
 KHO = Path("sys/kernel/debug/kho")
 
@@ -162,3 +162,16 @@ def test_structure_matches_pyfdt(path):
     assert our_shape(tree.root) == pyfdt_shape(data)
     header = pyfdt_header(data)
     assert tree.header.as_dict() == {k: header[k] for k in tree.header.as_dict()}
+
+
+@pytest.mark.parametrize("path", ROOT_FDTS, ids=_id)
+def test_sub_fdts_files_agree_with_the_root(path):
+    kho = decode_kho_fdt(path.read_bytes(), str(path))
+    sizes = {f.name: f.stat().st_size for f in (path.parent / "sub_fdts").iterdir()}
+    assert cross_check_sub_blobs(kho, sizes) == []
+    notes = cross_check_sub_blobs(kho, {"kho_test": 1, "LUO": 32})
+    assert notes == ["sub_fdts/kho_test is 1 bytes but its blob-size says 240",
+                     "sub-node kexec-metadata has no sub_fdts/kexec-metadata file",
+                     "sub_fdts/LUO has no sub-node in the "
+                     + ("part of the root FDT that was readable (233 of 293 bytes)"
+                        if kho.truncated else "root FDT")]

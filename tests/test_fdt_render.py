@@ -59,5 +59,8 @@ def test_json_of_everything():
     assert data["root"]["properties"][0] == {"name": "compatible", "length": 7,
                                              "hex": b"kho-v4\0".hex()}
     assert data["truncated"] is None and data["complete"] is True
+    big = decode_sub_blob("mystery", bytes(1000))
+    assert big.hexdump(32).splitlines()[-1] == "… 968 more bytes"
+    assert big.hexdump().splitlines()[-1] == "… 744 more bytes"
     raw = decode_sub_blob("mystery", b"\1\2")
     assert json.loads(json.dumps(raw.as_dict()))["head_hex"] == "0102"

@@ -23,6 +23,7 @@ from typing import Any
 from khotui.errors import KhotuiError
 from khotui.fdt.kho import u64_native
 from khotui.fdt.reader import FdtTree, is_fdt, parse_fdt
+from khotui.fdt.render import hexdump
 
 KEXEC_METADATA_NAME = "kexec-metadata"   # KHO_METADATA_NODE_NAME
 KEXEC_METADATA_SIZE = 73                 # sizeof(struct kho_kexec_metadata), __packed
@@ -100,6 +101,10 @@ class SubBlob:
     luo: LuoSer | None = None
     reserve_mem: list[ReserveMem] | None = None  # memblock only
     warnings: list[str] = field(default_factory=list)
+
+    def hexdump(self, limit: int = HEAD_BYTES) -> str:
+        """The first `limit` bytes (at most HEAD_BYTES kept), then "… N more bytes"."""
+        return hexdump(self.head, limit, total=self.size)
 
     def as_dict(self) -> dict[str, Any]:
         return {

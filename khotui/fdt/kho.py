@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping
 
 from khotui.fdt.reader import FdtNode, FdtProp, FdtTree, parse_fdt
 
@@ -288,10 +288,35 @@ def _with_inferred_names(tree: FdtTree, inferred: dict[int, str]) -> FdtTree:
     return replace(tree, root=mapping[id(tree.root)], warnings=list(tree.warnings))
 
 
+def cross_check_sub_blobs(kho: KhoFdt, sizes: Mapping[str, int]) -> list[str]:
+    """Compare the root's sub-nodes with the `sub_fdts/` files beside it (name -> file size).
+
+    A sub-node without a file is what the kernel does with an invalid node
+    (kho_in_debugfs_init() skips it); a size other than blob-size means the blob was rewritten
+    or the snapshot is inconsistent.
+    """
+    notes = []
+    for sub in kho.subtrees:
+        if sub.name not in sizes:
+            notes.append(f"sub-node {sub.name} has no sub_fdts/{sub.name} file")
+        elif sub.blob_size is not None and sizes[sub.name] != sub.blob_size:
+            notes.append(f"sub_fdts/{sub.name} is {sizes[sub.name]} bytes but its blob-size "
+                         f"says {sub.blob_size}")
+    known = {s.name for s in kho.subtrees}
+    for name in sizes:
+        if name not in known:
+            if kho.truncated is None:
+                notes.append(f"sub_fdts/{name} has no sub-node in the root FDT")
+            else:
+                notes.append(f"sub_fdts/{name} has no sub-node in the part of the root FDT "
+                             f"that was readable ({kho.truncated_text})")
+    return notes
+
+
 def abi_compatible(a: str | None, b: str | None) -> bool:
     """Can a kernel writing ABI `a` hand over to one expecting `b`? Exact match only."""
     return a is not None and a == b
 
 
 __all__ = ["KNOWN_KHO_ABIS", "KHO_PROP_NAMES", "KhoFdt", "KhoLayout", "KhoSubtree",
-           "abi_compatible", "decode_kho_fdt", "u64_native"]
+           "abi_compatible", "cross_check_sub_blobs", "decode_kho_fdt", "u64_native"]

@@ -22,8 +22,11 @@ RESERVE_MEM_U64 = {"start": "phys", "size": "size"}
 MAX_VALUE_BYTES = 64  # longer values are shown cut, with the count of the rest
 
 
-def hexdump(data: bytes, limit: int = 256, *, offset: int = 0) -> str:
-    """`hexdump -C`-style lines for at most `limit` bytes, then "… N more bytes"."""
+def hexdump(data: bytes, limit: int = 256, *, offset: int = 0, total: int | None = None) -> str:
+    """`hexdump -C`-style lines for at most `limit` bytes, then "… N more bytes".
+
+    `total` is the full size when `data` is already only the head of a larger blob.
+    """
     shown = data[:max(0, limit)]
     lines = []
     for pos in range(0, len(shown), 16):
@@ -33,7 +36,7 @@ def hexdump(data: bytes, limit: int = 256, *, offset: int = 0) -> str:
             hexes += "  " + " ".join(f"{b:02x}" for b in chunk[8:])
         text = "".join(chr(b) if 0x20 <= b < 0x7f else "." for b in chunk)
         lines.append(f"{offset + pos:08x}  {hexes:<49s} |{text}|")
-    rest = len(data) - len(shown)
+    rest = (len(data) if total is None else max(total, len(data))) - len(shown)
     if rest > 0:
         lines.append(f"… {rest} more bytes")
     if not data:
