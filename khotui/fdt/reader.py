@@ -9,7 +9,7 @@ Only input that is not an FDT at all, or whose header leaves nothing to walk, ra
 `KhotuiError`.
 
 The token walk mirrors libfdt's `fdt_check_header()` and `fdt_next_tag()`
-(scripts/dtc/libfdt/fdt.c); the token values are those of include/linux/libfdt_env.h / fdt.h.
+(scripts/dtc/libfdt/fdt.c); token values and header layout are those of scripts/dtc/libfdt/fdt.h.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class FdtTree:
     name: str                      # how the operator knows the file (display path)
     header: FdtHeader
     root: FdtNode
-    size: int                      # bytes present
+    size: int                      # bytes in the file
     reserve_map: list[tuple[int, int]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     truncated: tuple[int, int] | None = None  # (bytes present, header totalsize)
@@ -327,7 +327,7 @@ def parse_fdt(data: bytes, name: str) -> FdtTree:
                           path=name, fix="this is a bug in khotui: please report it")
     data = bytes(data)
     header = parse_header(data, name)
-    have = len(data)
+    file_size = have = len(data)
     warnings: list[str] = []
     truncated = None
     if have < header.totalsize:
@@ -352,7 +352,7 @@ def parse_fdt(data: bytes, name: str) -> FdtTree:
                              f"the {have}-byte file: no nodes to show")
     root, complete = _walk(data, header, struct_start, min(struct_end, have),
                            struct_end > have, warnings, name)
-    return FdtTree(name=name, header=header, root=root, size=have, reserve_map=reserve_map,
+    return FdtTree(name=name, header=header, root=root, size=file_size, reserve_map=reserve_map,
                    warnings=warnings, truncated=truncated, complete=complete)
 
 
