@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyfdt.pyfdt import Fdt, FdtNode as PyNode, FdtPropertyBytes, FdtPropertyStrings
 
-from conftest import CAPTURES
+from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError
 from khotui.fdt import decode_kho_fdt, decode_sub_blob, describe_property, parse_fdt, to_dts
-from fixtures.pyfdt_shape import our_shape, pyfdt_shape
+from tests.fixtures.pyfdt_shape import our_shape, pyfdt_shape
 
 KHO = "sys/kernel/debug/kho"
 SEEDS = {

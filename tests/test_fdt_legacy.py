@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.legacy_kho import (MEMORY_MAP_PHYS, RESERVE_MEM, SUB_FDT_PHYS, build_kho_v1_root,
+from tests.fixtures.legacy_kho import (MEMORY_MAP_PHYS, RESERVE_MEM, SUB_FDT_PHYS, build_kho_v1_root,
                                  make_legacy_sysroot)
 from khotui.fdt import BlobKind, KhoLayout, decode_kho_fdt, decode_sub_blob, to_dts
 

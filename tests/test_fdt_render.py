@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from khotui.fdt import FdtNode, FdtProp, decode_sub_blob, describe_property, hexdump, parse_fdt, to_dts
-from fixtures.fdt_blobs import begin, blob, prop, tok
+from tests.fixtures.fdt_blobs import begin, blob, prop, tok
 from khotui.fdt.reader import FDT_END, FDT_END_NODE
 
 
