@@ -22,7 +22,7 @@ _CHUNK = re.compile(r"\d+|[A-Za-z]+|~")
 def version_key(version: str) -> tuple:
     """Sort key: numeric chunks compare as numbers, so 6.10.0 > 6.1.0-18-amd64; `~`/`rc` sort first."""
     key = []
-    for chunk in _CHUNK.findall(version):
+    for chunk in _CHUNK.findall(version.replace("~rc", "~")):
         if chunk == "~" or chunk.lower() == "rc":
             key.append((-1, 0, ""))          # 6.10~rc1 (Debian) and 6.10.0-rc1 < 6.10.0
         elif chunk.isdigit():
