@@ -114,3 +114,18 @@ def test_20000_lines_parse_fast_and_linearly():
     # 20,000 lines: ~10 ms on a typical machine, ~40 ms on the slow shared test VM
     assert t_big < 0.2, f"{t_big * 1000:.0f} ms"
     assert t_big < 25 * t_small + 0.01  # 10x the lines, not 100x the time
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789abcdefx- :\n\tSystemRAM", max_size=200))
+def test_any_text_parses_or_raises_khotui_error(text):
+    try:
+        iomem = parse_iomem(text)
+    except KhotuiError as err:
+        assert err.path and err.fix and "line " in err.message
+    else:
+        for r in iomem.flat:
+            assert r.start <= r.end and all(r.start <= c.start and c.end <= r.end for c in r.children)

@@ -304,3 +304,17 @@ def test_unreadable_blob_is_a_khotui_error(tmp_path, monkeypatch):
     with pytest.raises(KhotuiError) as err:
         read_kho(Sysroot(root))
     assert err.value.path.endswith("out/fdt")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0x123abcfgX\n -", max_size=60))
+def test_any_scratch_text_parses_or_raises_khotui_error(text):
+    try:
+        values = kho_mod.parse_scratch_lines(text, path="/sys/kernel/debug/kho/out/scratch_phys")
+    except KhotuiError as err:
+        assert err.path.endswith("scratch_phys") and err.fix
+    else:
+        assert all(v >= 0 for v in values)
