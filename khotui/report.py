@@ -381,14 +381,22 @@ def _simulate_arm64(status: HostStatus, kernel: Any, initrd: Any, cmdline: str,
         initrd_size=None if initrd is None else initrd.size,
         cmdline=cmdline.encode(),
         kho=status.kho.enabled,
-        scratch=[(r.addr, r.size) for r in status.kho.scratch],
+        scratch=[(r.addr, r.size, _scratch_name(r)) for r in status.kho.scratch],
         free_ranges=free,
         free_ranges_exact=False,
         cma=bool(b.meminfo.get("CmaTotal")) and not request.no_cma,
         kexec_handover=b.config_enabled("CONFIG_KEXEC_HANDOVER") is not False,
         ima_kexec=bool(b.config_enabled("CONFIG_IMA_KEXEC")),
     )
+    # the header parser saw only the head of the file; the segment's bufsz is the whole file
+    inp.kernel_size = kernel.size
     return plan_arm64(inp)
+
+
+def _scratch_name(region: Any) -> str:
+    if region.kind == "node":
+        return f"node{region.node}" if region.node is not None else f"node?{region.index - 2}"
+    return region.kind
 
 
 def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanRequest, kernel: Any,
