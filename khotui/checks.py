@@ -64,6 +64,8 @@ class CheckContext:
     kernel_version: str | None = None
     kernel_signed: bool | None = None
     kernel_cmdline_size: int | None = None
+    kernel_size: int | None = None
+    kernel_expected_size: int | None = None      # setup + syssize paragraphs (bzImage header)
     next_config: dict[str, str] | None = None
     next_config_source: str | None = None
     initrd_path: str | None = None
@@ -238,6 +240,15 @@ def check_image(ctx: CheckContext) -> list[Finding]:
         out.append(Finding("kernel-image", FAIL,
                            f"{ctx.kernel_path}: {ctx.kernel_why_not or 'not a kernel this kernel can load'}",
                            "give the kernel image the boot loader would boot (e.g. /boot/vmlinuz-*)"))
+    if (ctx.kernel_expected_size and ctx.kernel_size is not None
+            and ctx.kernel_size < ctx.kernel_expected_size):
+        # bzImage64_load() only checks the setup part; a cut payload loads fine and the new
+        # kernel dies decompressing itself, after the old one is gone
+        out.append(Finding("kernel-truncated", FAIL,
+                           f"{ctx.kernel_path} is truncated: {ctx.kernel_size} of the "
+                           f"{ctx.kernel_expected_size} bytes its header declares. The kernel "
+                           "would load it, and the new kernel would fail to decompress after the kexec",
+                           "copy the kernel image again (compare its size and checksum with the package)"))
     if ctx.kernel_arch and ctx.arch and ctx.kernel_arch != ctx.arch:
         out.append(Finding("kernel-arch", FAIL,
                            f"the image is for {ctx.kernel_arch}, this host is {ctx.arch}",
