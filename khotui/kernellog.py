@@ -305,6 +305,20 @@ def read_kmsg(sysroot: Sysroot, *, max_records: int = KMSG_MAX_RECORDS,
     return "\n".join(records) + ("\n" if records else "")
 
 
+def kmsg_to_dmesg(records: str) -> str:
+    """/dev/kmsg records ("pri,seq,usec,flags;message") as dmesg text ("[secs.usecs] message")."""
+    # record format: Documentation/ABI/testing/dev-kmsg; continuation lines are key=value metadata
+    lines = []
+    for record in records.splitlines():
+        head, sep, message = record.partition(";")
+        fields = head.split(",")
+        if not sep or len(fields) < 3 or not fields[2].isdigit():
+            continue
+        usec = int(fields[2])
+        lines.append(f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {message}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def read_kernel_log(sysroot: Sysroot) -> str | None:
     """The kernel log of a host: live `/dev/kmsg`, or a snapshot's `<root>/dmesg` (None if absent)."""
     if sysroot.is_live:
