@@ -1,0 +1,37 @@
+"""VM tier: skip (one line, with the reason) only when the tier cannot run on this machine.
+
+Reasons to skip: KHOTUI_SKIP_VM=1, no qemu-system-x86_64, no KHO kernel (build one with
+tests/vm/build-kernel), not root, no .venv. Everything else that goes wrong once QEMU and the
+kernel are there is a test failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import guest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).resolve().parent
+    reason = None
+    checked = False
+    for item in items:
+        if here not in Path(item.path).resolve().parents:
+            continue
+        item.add_marker(pytest.mark.vm)
+        if not checked:
+            reason, checked = guest.missing_prerequisite(), True
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"VM tier: {reason}"))
+
+
+@pytest.fixture
+def vm_run_dir(tmp_path_factory, request) -> Path:
+    """A fresh run directory on the host file system (the guest sees it at the same path)."""
+    return tmp_path_factory.mktemp(f"vm-{request.node.name[:40]}")
