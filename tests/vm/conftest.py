@@ -7,7 +7,9 @@ kernel are there is a test failure, not a skip.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"VM tier: {reason}"))
 
 
+def new_run_dir(tmp_path_factory, name: str) -> Path:
+    """A fresh run directory on the host file system (the guest sees it at the same path).
+
+    Under $KHOTUI_VM_OUT when set (kept, e.g. as CI artifacts: serial log, what the guest
+    wrote, QEMU command line, timing.json), else in pytest's temporary directory.
+    """
+    base = os.environ.get("KHOTUI_VM_OUT")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{name[:40]}-", dir=base))
+    return tmp_path_factory.mktemp(f"vm-{name[:40]}")
+
+
+@pytest.fixture(scope="session")
+def vm_dirs(tmp_path_factory):
+    """`vm_dirs(name)` -> a new run directory; for module-scoped boots shared by tests."""
+    return lambda name: new_run_dir(tmp_path_factory, name)
+
+
 @pytest.fixture
-def vm_run_dir(tmp_path_factory, request) -> Path:
-    """A fresh run directory on the host file system (the guest sees it at the same path)."""
-    return tmp_path_factory.mktemp(f"vm-{request.node.name[:40]}")
+def vm_run_dir(vm_dirs, request) -> Path:
+    return vm_dirs(request.node.name)

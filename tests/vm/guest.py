@@ -48,6 +48,8 @@ MAKE_INITRD = SHARED / "kho" / "make-initrd"
 VENV_BIN = REPO / ".venv" / "bin"
 GUESTUTIL = HERE / "guestutil.py"
 QEMU = os.environ.get("KHOTUI_QEMU", "qemu-system-x86_64")
+# How guest steps (and the host-side `--help` probe) invoke the CLI under test.
+KHOTUI_CLI = os.environ.get("KHOTUI_VM_CLI", "python -m khotui")
 OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/qemu/OVMF.fd")
 
 # Guest-side constants, also handy for tests.
@@ -137,6 +139,12 @@ class GuestRun:
     def file(self, rel: str) -> Path:
         return self.out / rel
 
+    def assert_stage(self, stage: int) -> None:
+        """Stage `stage` ran to its end (all its steps, whatever their exit codes)."""
+        if not self.finished(stage):
+            what = "never started" if not self.reached(stage) else "did not finish"
+            raise GuestError(f"stage {stage} {what}\n{self.summary()}")
+
     def assert_completed(self) -> None:
         """Every stage started and finished, QEMU exited by itself in time."""
         problems = []
@@ -210,15 +218,16 @@ def missing_prerequisite() -> str | None:
 @lru_cache(maxsize=None)
 def khotui_command_missing(cmd: str) -> str | None:
     """Why `python -m khotui CMD` cannot be used yet (None when `CMD --help` works in the venv)."""
-    py = VENV_BIN / "python"
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    line = f"{KHOTUI_CLI} {cmd} --help"
     try:
-        p = subprocess.run([str(py), "-m", "khotui", cmd, "--help"], cwd=REPO,
+        p = subprocess.run(["bash", "-c", line], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"`python -m khotui {cmd} --help` could not run in the host venv: {e}"
+        return f"`{line}` could not run in the host venv: {e}"
     if p.returncode != 0:
         said = (p.stderr or p.stdout).strip().splitlines()
-        return (f"`python -m khotui {cmd} --help` failed in the host venv (rc={p.returncode}"
+        return (f"`{line}` failed in the host venv (rc={p.returncode}"
                 f"{': ' + said[-1] if said else ''}): that CLI command has not landed yet")
     return None
 
