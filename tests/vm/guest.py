@@ -43,7 +43,18 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SHARED = Path(os.environ.get("KHOTUI_SHARED", REPO.parent / "shared"))
 VM_DIR = SHARED / "vm"
-KERNEL = Path(os.environ.get("KHOTUI_VM_KERNEL", VM_DIR / "bzImage-kho-7.3.4"))
+
+
+def _find_kernel() -> Path:
+    """$KHOTUI_VM_KERNEL, else ../shared/vm's kernel, else the one tests/vm/build-kernel made."""
+    if os.environ.get("KHOTUI_VM_KERNEL"):
+        return Path(os.environ["KHOTUI_VM_KERNEL"]).resolve()
+    built = HERE / "build" / "bzImage-kho-7.3.4"
+    shared = VM_DIR / "bzImage-kho-7.3.4"
+    return built if built.is_file() and not shared.is_file() else shared
+
+
+KERNEL = _find_kernel()
 MAKE_INITRD = SHARED / "kho" / "make-initrd"
 VENV_BIN = REPO / ".venv" / "bin"
 GUESTUTIL = HERE / "guestutil.py"
@@ -202,7 +213,7 @@ def missing_prerequisite() -> str | None:
         return f"no {QEMU} on PATH (Debian: apt-get install qemu-system-x86)"
     if not KERNEL.is_file():
         return (f"no KHO kernel at {KERNEL}: build one with tests/vm/build-kernel "
-                f"(or set KHOTUI_VM_KERNEL)")
+                f"(~13 min on 2 cores; or set KHOTUI_VM_KERNEL)")
     if os.geteuid() != 0:
         return ("not root: the guest's root is the host's / read over 9p with QEMU's own "
                 "permissions, and it must read 0700 paths (e.g. the venv's interpreter)")
