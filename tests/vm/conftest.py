@@ -1,8 +1,9 @@
 """VM tier: skip (one line, with the reason) only when the tier cannot run on this machine.
 
-Reasons to skip: KHOTUI_SKIP_VM=1, no qemu-system-x86_64, no KHO kernel (build one with
-tests/vm/build-kernel), not root, no .venv. Everything else that goes wrong once QEMU and the
-kernel are there is a test failure, not a skip.
+Reasons to skip (guest.missing_prerequisite): KHOTUI_SKIP_VM=1, no qemu-system-x86_64, no KHO
+kernel (build one with tests/vm/build-kernel), no .venv, or not root while the venv's interpreter
+is unreadable to this user (the guest reads the host's / over 9p with QEMU's permissions).
+Everything else that goes wrong once QEMU and the kernel are there is a failure, not a skip.
 """
 
 from __future__ import annotations

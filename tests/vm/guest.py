@@ -214,11 +214,17 @@ def missing_prerequisite() -> str | None:
     if not KERNEL.is_file():
         return (f"no KHO kernel at {KERNEL}: build one with tests/vm/build-kernel "
                 f"(~13 min on 2 cores; or set KHOTUI_VM_KERNEL)")
-    if os.geteuid() != 0:
-        return ("not root: the guest's root is the host's / read over 9p with QEMU's own "
-                "permissions, and it must read 0700 paths (e.g. the venv's interpreter)")
-    if not (VENV_BIN / "python").exists():
+    if not os.path.lexists(VENV_BIN / "python"):
         return f"no {VENV_BIN}/python: run `make venv` first"
+    # The guest reads the host's / through QEMU's 9p server, i.e. with this user's permissions
+    # (security_model=none): as root it reads everything; otherwise the venv's interpreter and
+    # the checkout must be readable (a pyenv Python under /root, mode 0700, is not).
+    if os.geteuid() != 0:
+        real = os.path.realpath(VENV_BIN / "python")
+        for p in (real, str(REPO / "khotui"), str(HERE / "guestutil.py")):
+            if not os.access(p, os.R_OK):
+                return (f"not root, and {p} is not readable by uid {os.geteuid()}: the guest "
+                        f"reads the host's / over 9p with QEMU's permissions")
     return None
 
 
