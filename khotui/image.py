@@ -201,6 +201,7 @@ class KernelImage:
     linux_section_format: str | None = None  # 'bzImage', 'arm64-Image', ... of that section
     compression: str | None = None           # zboot payload or whole-file compression
     version: str | None = None               # kernel_version string, UKI .uname, ...
+    signed: bool | None = None               # PE Authenticode certificate table present
     notes: list[str] = field(default_factory=list)
 
     def loadable_on(self, arch: str) -> tuple[bool, str | None, str | None]:
@@ -229,7 +230,8 @@ class KernelImage:
             "pe_sections": [asdict(s) for s in self.pe_sections],
             "linux_section": None if self.linux_section is None else asdict(self.linux_section),
             "linux_section_format": self.linux_section_format,
-            "compression": self.compression, "version": self.version, "notes": list(self.notes),
+            "compression": self.compression, "version": self.version, "signed": self.signed,
+            "notes": list(self.notes),
         }
 
 
@@ -458,7 +460,7 @@ def _bzimage(rd: _Reader, head: bytes) -> KernelImage:
         version = _cstring(raw) or None
     hdr = SetupHeader(**values, kernel_version=version)
     image = KernelImage(name=rd.name, size=rd.size, format="bzImage", arch="x86_64",
-                        loadable=True, setup=hdr, version=version)
+                        loadable=True, setup=hdr, version=version, signed=pe_signed(rd, head))
     if head[:2] == b"MZ":
         image.notes.append("starts with MZ: the EFI stub; kexec_file_load uses the bzImage header")
     why = _bzimage64_probe(rd.size, hdr)
@@ -498,7 +500,7 @@ def _arm64(rd: _Reader, head: bytes) -> KernelImage:
     if parse_arm64_image is not None:
         parsed = parse_arm64_image(head)
     image = KernelImage(name=rd.name, size=rd.size, format="arm64-Image", arch="arm64",
-                        loadable=True, arm64=parsed)
+                        loadable=True, arm64=parsed, signed=pe_signed(rd, head))
     if head[:2] == b"MZ":
         image.notes.append("starts with MZ: the EFI stub; kexec_file_load uses the Image header")
     if parsed is not None:
@@ -517,6 +519,30 @@ def _arm64(rd: _Reader, head: bytes) -> KernelImage:
         image.loadable, image.errno = False, "EINVAL"
         image.why_not = "image_size is 0 in the Image header (a pre-3.17 kernel)"
     return image
+
+
+def pe_signed(rd: _Reader, head: bytes) -> bool | None:
+    """Whether a PE file carries an Authenticode signature (a non-empty certificate table).
+
+    The kernel's verifier for bzImages, kexec_kernel_verify_pe_sig() → verify_pefile_signature()
+    (crypto/asymmetric_keys/verify_pefile.c), reads IMAGE_DIRECTORY_ENTRY_SECURITY; no table
+    means no signature, so lockdown or KEXEC_SIG_FORCE refuse the image. None: not a PE file.
+    Whether the signature verifies against the kernel's keyrings only the kernel can tell."""
+    if len(head) < 0x40 or head[:2] != b"MZ":
+        return None
+    e_lfanew = struct.unpack_from("<I", head, 0x3C)[0]
+    pe = rd.pread(e_lfanew, 24 + 112 + 8 * 5)
+    if len(pe) < 24 + 2 or pe[:4] != b"PE\0\0":
+        return None
+    magic = struct.unpack_from("<H", pe, 24)[0]
+    base = {0x10B: 24 + 96, 0x20B: 24 + 112}.get(magic)   # data directories, PE32 / PE32+
+    if base is None or len(pe) < base + 8 * 5:
+        return None
+    count = struct.unpack_from("<I", pe, base - 4)[0]
+    if count <= 4:
+        return False
+    offset, size = struct.unpack_from("<II", pe, base + 8 * 4)
+    return size > 0 and offset > 0 and offset + size <= rd.size
 
 
 def _pe_sections(rd: _Reader, head: bytes) -> tuple[str | None, list[PeSection]] | None:
