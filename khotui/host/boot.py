@@ -79,7 +79,7 @@ def parse_meminfo(text: str) -> dict[str, int]:
         if not sep:
             continue
         parts = rest.split()
-        if parts and parts[0].isdigit():
+        if parts and parts[0].isascii() and parts[0].isdigit():  # not '²'
             info[key.strip()] = int(parts[0])
     return info
 

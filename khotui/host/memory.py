@@ -178,7 +178,8 @@ def _node_names(sysroot: Sysroot) -> list[tuple[int, str]]:
 
 def _memory_ids(names: list[str]) -> list[int]:
     """Block indices of the `memoryN` entries of a node directory, without a regex per name."""
-    return sorted(int(n[6:]) for n in names if n.startswith("memory") and n[6:].isdigit())
+    return sorted(int(n[6:]) for n in names if n.startswith("memory") and n[6:].isascii()
+                  and n[6:].isdigit())
 
 
 def _udev_devices(subsystem: str):
@@ -197,7 +198,7 @@ def _mem_total_kb(text: str | None) -> int | None:
     for line in text.splitlines():
         parts = line.split()
         # "Node 0 MemTotal:        1030736 kB" (node_read_meminfo(), drivers/base/node.c)
-        if len(parts) >= 4 and parts[2] == "MemTotal:" and parts[3].isdigit():
+        if len(parts) >= 4 and parts[2] == "MemTotal:" and parts[3].isascii() and parts[3].isdigit():
             return int(parts[3])
     return None
 
