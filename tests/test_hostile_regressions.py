@@ -17,3 +17,25 @@ def test_meminfo_non_ascii_digit_is_skipped_not_a_crash():
     assert parse_meminfo("MemTotal: ² kB\nMemFree: 12 kB\n") == {"MemFree": 12}
     assert _mem_total_kb("Node 0 MemTotal: ² kB\n") is None
     assert _memory_ids(["memory²", "memory3"]) == [3]
+
+
+def test_meminfo_with_a_5000_digit_value_is_skipped():
+    # int() refuses decimal strings over 4300 digits (ValueError)
+    assert parse_meminfo("MemTotal: " + "9" * 5000 + " kB\n") == {}
+    assert _mem_total_kb("Node 0 MemTotal: " + "9" * 5000 + " kB\n") is None
+
+
+@pytest.mark.parametrize("text", [
+    "kexec_file: kernel: 000 kernel_size: 0123\n",           # int('0123', 0) raised ValueError
+    "kexec_file: kernel: 000 kernel_size: " + "9" * 5000 + "\n",
+    "kexec_file: nr_segments = " + "9" * 5000 + "\n",
+    "kexec_file: segment[" + "1" * 5000 + "]: buf=0 bufsz=0x1 mem=0x1 memsz=0x1\n",
+])
+def test_kernel_log_odd_numbers(text):
+    from khotui.kernellog import parse_kernel_log_all
+    parse_kernel_log_all(text)
+
+
+def test_kernel_log_decimal_kernel_size_with_leading_zero():
+    from khotui.kernellog import parse_kernel_log
+    assert parse_kernel_log("kexec_file: kernel: 000 kernel_size: 0123\n").kernel_size == 123

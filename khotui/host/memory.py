@@ -198,7 +198,8 @@ def _mem_total_kb(text: str | None) -> int | None:
     for line in text.splitlines():
         parts = line.split()
         # "Node 0 MemTotal:        1030736 kB" (node_read_meminfo(), drivers/base/node.c)
-        if len(parts) >= 4 and parts[2] == "MemTotal:" and parts[3].isascii() and parts[3].isdigit():
+        if (len(parts) >= 4 and parts[2] == "MemTotal:" and parts[3].isascii()
+                and parts[3].isdigit() and len(parts[3]) <= 20):
             return int(parts[3])
     return None
 
