@@ -247,6 +247,11 @@ class InitrdInfo:
         return asdict(self)
 
 
+# Memory a compressed-header peek may use: an lzma header can ask for a 4 GiB dictionary, and
+# liblzma allocates the dictionary before decoding a byte.
+PEEK_MEMLIMIT = 64 << 20
+
+
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -386,9 +391,10 @@ def _peek_decompressed(kind: str, data: bytes) -> bytes:
         if kind == "gzip" and data[:2] == b"\x1f\x8b":
             return zlib.decompressobj(wbits=31).decompress(data, 0x1000)
         if kind == "xz":
-            return lzma.LZMADecompressor().decompress(data, 0x1000)
+            return lzma.LZMADecompressor(memlimit=PEEK_MEMLIMIT).decompress(data, 0x1000)
         if kind == "lzma":
-            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(data, 0x1000)
+            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE,
+                                          memlimit=PEEK_MEMLIMIT).decompress(data, 0x1000)
         if kind == "bzip2":
             return bz2.BZ2Decompressor().decompress(data, 0x1000)
     except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
@@ -692,10 +698,9 @@ def _follow_cpio(rd: _Reader, info: InitrdInfo) -> None:
         if hdr[:6] not in _CPIO_NEWC:
             info.note = f"bad cpio header at offset {offset}"
             return
-        try:
-            filesize = int(hdr[54:62], 16)
-            namesize = int(hdr[94:102], 16)
-        except ValueError:
+        filesize = _cpio_hex(hdr[54:62])
+        namesize = _cpio_hex(hdr[94:102])
+        if filesize is None or namesize is None:
             info.note = f"bad cpio header at offset {offset}"
             return
         name = rd.pread(offset + _CPIO_HEADER, min(namesize, 16))
@@ -721,6 +726,13 @@ def _follow_cpio(rd: _Reader, info: InitrdInfo) -> None:
     info.parts = ["cpio newc", nxt]
     info.note = (f"a concatenation: cpio newc (likely early microcode/firmware) then {nxt} at "
                  f"offset {offset}")
+
+
+def _cpio_hex(field: bytes) -> int | None:
+    """An 8-digit newc header field; int(..., 16) alone would take ' -1' or '+1_0'."""
+    if len(field) != 8 or field.strip(b"0123456789abcdefABCDEF"):
+        return None
+    return int(field, 16)
 
 
 def _align4(value: int) -> int:

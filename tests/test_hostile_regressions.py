@@ -39,3 +39,34 @@ def test_kernel_log_odd_numbers(text):
 def test_kernel_log_decimal_kernel_size_with_leading_zero():
     from khotui.kernellog import parse_kernel_log
     assert parse_kernel_log("kexec_file: kernel: 000 kernel_size: 0123\n").kernel_size == 123
+
+
+def _cpio_header(filesize: bytes, namesize: bytes = b"0000000B") -> bytes:
+    hdr = b"070701" + b"0" * 48 + filesize + b"0" * 32 + namesize + b"0" * 8
+    assert len(hdr) == 110
+    return hdr
+
+
+@pytest.mark.parametrize("field", [b"-0000010", b" +00_010", b"0000001 "])
+def test_cpio_size_fields_are_strict_hex(field):
+    # int(b'-0000010', 16) is -16: the walk went backwards (and a BytesIO seek(-n) raised)
+    import io
+    from khotui.image import inspect_initrd
+    data = _cpio_header(field) + b"TRAILER!!!\0" + b"\0" * 100
+    info = inspect_initrd(io.BytesIO(data), name="initrd")
+    assert info.format == "cpio newc" and "bad cpio header" in (info.note or "")
+
+
+def test_lzma_header_asking_for_a_4gib_dictionary_does_not_allocate_it():
+    import io
+    import tracemalloc
+    from khotui.image import inspect_kernel
+    data = b"\x5d\x00\x00\xff\xff" + b"\xff" * 8 + b"\0" * 64
+    tracemalloc.start()
+    try:
+        image = inspect_kernel(io.BytesIO(data), name="vmlinuz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert image.format == "lzma" and not image.loadable
+    assert peak < 80 << 20, peak    # was 4 GiB
