@@ -70,3 +70,24 @@ def test_lzma_header_asking_for_a_4gib_dictionary_does_not_allocate_it():
         tracemalloc.stop()
     assert image.format == "lzma" and not image.loadable
     assert peak < 80 << 20, peak    # was 4 GiB
+
+
+@pytest.mark.parametrize("text", ["0-4000000000", "0-20000000", ",".join(["7"] * 70000)])
+def test_node_list_naming_billions_of_ids_is_refused_not_expanded(text):
+    # parse_list('0-20000000') built a 20-million-int list (3.7 GB RSS)
+    import tracemalloc
+    from khotui.host.memory import parse_list
+    tracemalloc.start()
+    try:
+        with pytest.raises(KhotuiError) as info:
+            parse_list(text, path="/sys/devices/system/node/has_memory")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "has_memory" in str(info.value) and info.value.fix
+    assert peak < 16 << 20, peak
+
+
+def test_node_list_at_the_bound_still_parses():
+    from khotui.host.memory import MAX_LIST_IDS, parse_list
+    assert len(parse_list(f"0-{MAX_LIST_IDS - 1}")) == MAX_LIST_IDS
