@@ -91,3 +91,14 @@ def test_node_list_naming_billions_of_ids_is_refused_not_expanded(text):
 def test_node_list_at_the_bound_still_parses():
     from khotui.host.memory import MAX_LIST_IDS, parse_list
     assert len(parse_list(f"0-{MAX_LIST_IDS - 1}")) == MAX_LIST_IDS
+
+
+def test_iomem_nested_1500_levels_is_an_error_not_a_recursion_error():
+    # parse_iomem accepted it, then Iomem.as_dict() (snapshots, JSON) hit RecursionError
+    from khotui.host.iomem import parse_iomem
+    deep = "".join("  " * i + f"0-ff : r{i}\n" for i in range(1500))
+    with pytest.raises(KhotuiError) as info:
+        parse_iomem(deep, path="/proc/iomem")
+    assert "nested" in info.value.message and info.value.fix
+    ok = "".join("  " * i + f"0-ff : r{i}\n" for i in range(20))
+    parse_iomem(ok).as_dict()
