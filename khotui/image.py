@@ -263,6 +263,7 @@ class _Reader:
         self._owned_fd: int | None = None
         self._file: Any = None
         self._fd: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
         if isinstance(source, int):
             self.name = name or f"fd {source}"
             self._fd = source
@@ -316,6 +317,7 @@ class _Reader:
             except OSError as exc:
                 raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
             self._refuse(st.st_mode)   # the path may have been swapped since stat()
+            self._stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             return st.st_size
         pos = self._file.tell()
         end = self._file.seek(0, os.SEEK_END)
@@ -345,6 +347,21 @@ class _Reader:
                 self._file.seek(pos)
         except OSError as exc:
             raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
+
+    def check_unchanged(self) -> None:
+        """Raise when the file was written while we read it: the headers may be torn."""
+        if self._fd is None or self._stamp is None:
+            return
+        try:
+            st = os.fstat(self._fd)
+        except OSError as exc:
+            raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self._stamp:
+            raise KhotuiError(
+                f"the {self.what} file changed while khotui read it (size {self._stamp[0]} -> "
+                f"{st.st_size} bytes): something is still writing it", path=self.name,
+                fix="wait until the copy, build or package install has finished, then run "
+                    "khotui again")
 
     def close(self) -> None:
         if self._owned_fd is not None:
@@ -425,6 +442,7 @@ def inspect_kernel(source: Source, *, name: str | None = None) -> KernelImage:
         if rd.size > KEXEC_FILE_SIZE_MAX and image.loadable:
             image.loadable, image.errno = False, "EFBIG"
             image.why_not = "the file is larger than 4 GiB, the most kexec_file_load reads (EFBIG)"
+        rd.check_unchanged()
         return image
 
 
@@ -675,6 +693,7 @@ def inspect_initrd(source: Source, *, name: str | None = None) -> InitrdInfo:
         if rd.size > KEXEC_FILE_SIZE_MAX:
             info.note = ((info.note + "; ") if info.note else "") + \
                 "larger than 4 GiB: kexec_file_load refuses it (EFBIG)"
+        rd.check_unchanged()
         return info
 
 
