@@ -122,12 +122,13 @@ def _enabled(config: dict[str, str] | None, name: str) -> bool | None:
 
 
 def _cmdline_has_kho_on(cmdline: str) -> bool | None:
-    """The last `kho=` wins (early_param parsing order); None when absent."""
-    value = None
-    for token in cmdline.split():
-        if token.startswith("kho="):
-            value = token[4:].lower() in ("1", "y", "on", "yes", "true")
-    return value
+    """The last `kho=` wins (early_param parsing order); None when absent. Tokens as the
+    kernel splits them: quotes group, and what follows `--` is init's, not the kernel's."""
+    from khotui.host.boot import cmdline_param, kstrtobool
+    value = cmdline_param(cmdline, "kho")
+    if value is None:
+        return None
+    return bool(kstrtobool(value))    # kho_parse_enable(): kstrtobool(), an error leaves it off
 
 
 def check_kho(ctx: CheckContext) -> list[Finding]:

@@ -102,3 +102,28 @@ def test_iomem_nested_1500_levels_is_an_error_not_a_recursion_error():
     assert "nested" in info.value.message and info.value.fix
     ok = "".join("  " * i + f"0-ff : r{i}\n" for i in range(20))
     parse_iomem(ok).as_dict()
+
+
+def test_unbalanced_quote_in_the_running_cmdline_does_not_swallow_appended_tokens():
+    # 'foo="bar' + append 'kho=on' joined to 'foo="bar kho=on': the kernel's next_arg() reads
+    # that as foo='bar kho=on' and the new kernel never sees kho=on
+    from khotui.cmdline import next_cmdline, split_cmdline
+    from khotui.host.boot import cmdline_param
+    new = next_cmdline('ro foo="bar', "kho=on")
+    assert cmdline_param(new, "kho") == "on"
+    assert split_cmdline(new)[-1] == "kho=on"
+    # hypothesis' find: '"' then '" BOOT_IMAGE' re-split into a bare BOOT_IMAGE token
+    assert split_cmdline(next_cmdline('"', '" BOOT_IMAGE')) == ['""', '" BOOT_IMAGE"']
+
+
+@pytest.mark.parametrize("cmdline, expected", [
+    ('console=ttyS0 foo="bar kho=on"', "fail"),     # kho=on is inside foo's quoted value
+    ("console=ttyS0 -- kho=on", "fail"),              # after --: an argument for init
+    ("console=ttyS0 kho=on", "ok"),
+    ("console=ttyS0 kho=1 kho=off", "fail"),
+])
+def test_kho_on_is_read_as_the_kernel_reads_it(cmdline, expected):
+    from khotui.checks import CheckContext, check_cmdline
+    ctx = CheckContext(live=False, arch="x86_64", osrelease="7.3.4", kho_enabled=True,
+                       cmdline=cmdline)
+    assert check_cmdline(ctx)[0].status == expected
