@@ -321,6 +321,14 @@ def plan_load(root: str | os.PathLike[str], request: PlanRequest, *,
 def _simulate(status: HostStatus, kernel: Any, initrd: Any, cmdline: str,
               request: PlanRequest, assumptions: list[str]) -> Any:
     arch = status.boot.arch
+    if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
+        # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
+        # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
+        why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
+               if status.iomem is not None else "/proc/iomem could not be read")
+        assumptions.append(f"no placement preview: with KHO off the kernel places segments in "
+                           f"System RAM, and {why}; run khotui as root for the preview")
+        return None
     if arch == "x86_64":
         return _simulate_x86(status, kernel, initrd, cmdline, request)
     if arch == "arm64":

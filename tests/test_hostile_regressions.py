@@ -127,3 +127,25 @@ def test_kho_on_is_read_as_the_kernel_reads_it(cmdline, expected):
     ctx = CheckContext(live=False, arch="x86_64", osrelease="7.3.4", kho_enabled=True,
                        cmdline=cmdline)
     assert check_cmdline(ctx)[0].status == expected
+
+
+def test_plan_with_kho_off_and_an_all_zero_iomem_does_not_fail_placement(tmp_path, shared):
+    # as non-root, plan reported EADDRNOTAVAIL 'fits in no System RAM range: System RAM 0x0-0x0'
+    import shutil
+    from khotui import report
+    from tests.bad_inputs import KERNEL, KOFF
+    root = tmp_path / "sysroot"
+    shutil.copytree(KOFF, root)
+    iomem = root / "proc/iomem"
+    iomem.chmod(0o644)
+    iomem.write_text("".join(_zero_line(line) for line in iomem.read_text().splitlines(True)))
+    result = report.plan_load(root, report.PlanRequest(kernel=str(KERNEL)))
+    assert result.plan is None and result.fits is None
+    assert not any(f.id == "segments-fit" for f in result.findings)
+    assert any("run khotui as root" in a for a in result.assumptions)
+    assert any(f.id == "iomem" and f.status == "warn" for f in result.findings)
+
+
+def _zero_line(line: str) -> str:
+    import re
+    return re.sub(r"^( *)[0-9a-f]+-[0-9a-f]+", r"\g<1>00000000-00000000", line)
