@@ -249,6 +249,11 @@ class InitrdInfo:
         return asdict(self)
 
 
+# Memory a compressed-header peek may use: an lzma header can ask for a 4 GiB dictionary, and
+# liblzma allocates the dictionary before decoding a byte.
+PEEK_MEMLIMIT = 64 << 20
+
+
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -260,6 +265,7 @@ class _Reader:
         self._owned_fd: int | None = None
         self._file: Any = None
         self._fd: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
         if isinstance(source, int):
             self.name = name or f"fd {source}"
             self._fd = source
@@ -313,6 +319,7 @@ class _Reader:
             except OSError as exc:
                 raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
             self._refuse(st.st_mode)   # the path may have been swapped since stat()
+            self._stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             return st.st_size
         pos = self._file.tell()
         end = self._file.seek(0, os.SEEK_END)
@@ -342,6 +349,21 @@ class _Reader:
                 self._file.seek(pos)
         except OSError as exc:
             raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
+
+    def check_unchanged(self) -> None:
+        """Raise when the file was written while we read it: the headers may be torn."""
+        if self._fd is None or self._stamp is None:
+            return
+        try:
+            st = os.fstat(self._fd)
+        except OSError as exc:
+            raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self._stamp:
+            raise KhotuiError(
+                f"the {self.what} file changed while khotui read it (size {self._stamp[0]} -> "
+                f"{st.st_size} bytes): something is still writing it", path=self.name,
+                fix="wait until the copy, build or package install has finished, then run "
+                    "khotui again")
 
     def close(self) -> None:
         if self._owned_fd is not None:
@@ -388,9 +410,10 @@ def _peek_decompressed(kind: str, data: bytes) -> bytes:
         if kind == "gzip" and data[:2] == b"\x1f\x8b":
             return zlib.decompressobj(wbits=31).decompress(data, 0x1000)
         if kind == "xz":
-            return lzma.LZMADecompressor().decompress(data, 0x1000)
+            return lzma.LZMADecompressor(memlimit=PEEK_MEMLIMIT).decompress(data, 0x1000)
         if kind == "lzma":
-            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(data, 0x1000)
+            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE,
+                                          memlimit=PEEK_MEMLIMIT).decompress(data, 0x1000)
         if kind == "bzip2":
             return bz2.BZ2Decompressor().decompress(data, 0x1000)
     except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
@@ -421,6 +444,7 @@ def inspect_kernel(source: Source, *, name: str | None = None) -> KernelImage:
         if rd.size > KEXEC_FILE_SIZE_MAX and image.loadable:
             image.loadable, image.errno = False, "EFBIG"
             image.why_not = "the file is larger than 4 GiB, the most kexec_file_load reads (EFBIG)"
+        rd.check_unchanged()
         return image
 
 
@@ -695,6 +719,7 @@ def inspect_initrd(source: Source, *, name: str | None = None) -> InitrdInfo:
         if rd.size > KEXEC_FILE_SIZE_MAX:
             info.note = ((info.note + "; ") if info.note else "") + \
                 "larger than 4 GiB: kexec_file_load refuses it (EFBIG)"
+        rd.check_unchanged()
         return info
 
 
@@ -718,10 +743,9 @@ def _follow_cpio(rd: _Reader, info: InitrdInfo) -> None:
         if hdr[:6] not in _CPIO_NEWC:
             info.note = f"bad cpio header at offset {offset}"
             return
-        try:
-            filesize = int(hdr[54:62], 16)
-            namesize = int(hdr[94:102], 16)
-        except ValueError:
+        filesize = _cpio_hex(hdr[54:62])
+        namesize = _cpio_hex(hdr[94:102])
+        if filesize is None or namesize is None:
             info.note = f"bad cpio header at offset {offset}"
             return
         name = rd.pread(offset + _CPIO_HEADER, min(namesize, 16))
@@ -747,6 +771,13 @@ def _follow_cpio(rd: _Reader, info: InitrdInfo) -> None:
     info.parts = ["cpio newc", nxt]
     info.note = (f"a concatenation: cpio newc (likely early microcode/firmware) then {nxt} at "
                  f"offset {offset}")
+
+
+def _cpio_hex(field: bytes) -> int | None:
+    """An 8-digit newc header field; int(..., 16) alone would take ' -1' or '+1_0'."""
+    if len(field) != 8 or field.strip(b"0123456789abcdefABCDEF"):
+        return None
+    return int(field, 16)
 
 
 def _align4(value: int) -> int:

@@ -193,6 +193,11 @@ def context_for(status: HostStatus) -> CheckContext:
         kho_finalized=status.kho.finalized,
         kho_scratch_count=len(status.kho.scratch),
         kho_error=kho_error,
+        kho_scratch=[(r.index, r.kind, r.addr, r.size) for r in status.kho.scratch],
+        kho_scratch_source=status.sysroot.display("/sys/kernel/debug/kho/out/scratch_phys"),
+        system_ram=([(r.start, r.end) for r in status.iomem.system_ram() if not r.driver_managed]
+                    or None) if status.iomem is not None and not status.iomem.all_zero else None,
+        iomem_error=status.errors.get("iomem"),
         is_root=None if k.euid is None else k.euid == 0,
         has_cap_sys_boot=k.cap_sys_boot,
         kexec_load_disabled=None if k.kexec_load_disabled is None else int(k.kexec_load_disabled),
@@ -305,7 +310,8 @@ def plan_load(root: str | os.PathLike[str], request: PlanRequest, *,
         assumptions.extend(a for a in plan.assumptions if a not in assumptions)
 
     ctx = context_for(status)
-    _fill_plan_context(ctx, status, request, kernel, initrd, cmdline, plan)
+    _fill_plan_context(ctx, status, request, kernel, initrd, cmdline, plan,
+                       kernel_file=kernel_file, initrd_file=initrd_file)
     findings = checks.run_plan_checks(ctx)
     return PlanResult(status=status, request=request, cmdline=cmdline, kernel=kernel,
                       initrd=initrd, plan=plan, findings=findings, assumptions=assumptions)
@@ -314,6 +320,14 @@ def plan_load(root: str | os.PathLike[str], request: PlanRequest, *,
 def _simulate(status: HostStatus, kernel: Any, initrd: Any, cmdline: str,
               request: PlanRequest, assumptions: list[str]) -> Any:
     arch = status.boot.arch
+    if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
+        # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
+        # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
+        why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
+               if status.iomem is not None else "/proc/iomem could not be read")
+        assumptions.append(f"no placement preview: with KHO off the kernel places segments in "
+                           f"System RAM, and {why}; run khotui as root for the preview")
+        return None
     if arch == "x86_64":
         return _simulate_x86(status, kernel, initrd, cmdline, request)
     if arch == "arm64":
@@ -400,10 +414,35 @@ def _scratch_name(region: Any) -> str:
     return region.kind
 
 
+def _writable_warnings(role: str, path: str, source: Any) -> list[tuple[str, str]]:
+    """(message, fix) when someone other than root could rewrite the file before the load
+    (the same rule `load` applies to the descriptors it opened, khotui.loadflow)."""
+    from khotui.loadflow import _writable_by_others
+    try:
+        if isinstance(source, int):
+            st = os.fstat(source)
+        elif source is not None and hasattr(source, "fileno"):
+            st = os.fstat(source.fileno())
+        else:
+            st = os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return []   # an in-memory file, or gone: the inspection already said what it could
+    out = []
+    for text in _writable_by_others(role, path, st):
+        message, _sep, fix = text.partition(" Fix: ")
+        out.append((message, fix or f"chown root:root {path}; chmod go-w {path} (or copy the "
+                    f"{role} to a root-owned directory such as /boot and use that copy)"))
+    return out
+
+
 def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanRequest, kernel: Any,
-                       initrd: Any, cmdline: str, plan: Any) -> None:
+                       initrd: Any, cmdline: str, plan: Any, *, kernel_file: Any = None,
+                       initrd_file: Any = None) -> None:
     ctx.planning = True
     ctx.kernel_path = request.kernel
+    ctx.file_warnings = (_writable_warnings("kernel", request.kernel, kernel_file)
+                         + (_writable_warnings("initrd", request.initrd, initrd_file)
+                            if request.initrd else []))
     ctx.kernel_format = kernel.format
     ctx.kernel_arch = kernel.arch
     ok, _errno, why = kernel.loadable_on(status.boot.arch or kernel.arch or "")

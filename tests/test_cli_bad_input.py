@@ -147,3 +147,32 @@ def test_non_root_on_the_live_host_gets_a_partial_view(tmp_path):
     status = json.loads(result.stdout)
     priv = [c for c in status["checks"] if c["id"] == "privileges"][0]
     assert priv["status"] == "fail" and "root" in priv["message"]
+
+
+def test_non_root_plan_on_the_live_host_says_what_needs_root(tmp_path, shared):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root (to drop to nobody) and setpriv")
+    kernel = KERNEL    # tmp_path is below a 0700 directory of root's; the shared kernel is 0444
+    env = dict(os.environ, HOME="/nonexistent")
+    env.pop("KHOTUI_DEBUG", None)
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             sys.executable, "-m", "khotui", "plan", "--json", "--kernel",
+                             str(kernel)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "internal error" not in result.stderr
+    if result.returncode == 2 and "ermission denied" in result.stderr:
+        pytest.skip("the checkout or the kernel copy is not readable by nobody here")
+    plan = json.loads(result.stdout)
+    checks = {c["id"]: c for c in plan["checks"]}
+    # what needs root is said, with the fix
+    assert checks["privileges"]["status"] == "fail" and "root" in checks["privileges"]["message"]
+    assert checks["privileges"]["fix"]
+    # the image is still inspected: a useful partial view
+    assert checks["kernel-image"]["status"] == "ok" and plan["kernel"]["format"] == "bzImage"
+    assert result.returncode == 1
+    if "iomem" in checks:   # addresses hidden: no fake placement failure against zeros
+        assert checks["iomem"]["fix"]
+        seg = checks.get("segments-fit")
+        assert seg is None or "0x0-0x0" not in seg["message"]
+        assert any("root" in a for a in plan["assumptions"]) or plan["fits"] is not None

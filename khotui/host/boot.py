@@ -80,7 +80,8 @@ def parse_meminfo(text: str) -> dict[str, int]:
         if not sep:
             continue
         parts = rest.split()
-        if parts and parts[0].isdigit():
+        # ASCII digits only ('²'.isdigit() is True), and few enough for int() (4300-digit cap)
+        if parts and parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 20:
             info[key.strip()] = int(parts[0])
     return info
 
