@@ -115,6 +115,26 @@ def test_memory_node_ids_matches_the_topology_on_every_capture(shared):
         assert memory.memory_node_ids(root) == memory.read_topology(root).memory_nodes, sysroot
 
 
+def test_json_output_is_written_in_few_pieces(host10x, monkeypatch, capsys):
+    """json.dump() wrote each token separately: 201,580 write(2) calls for the 100x status when
+    stdout is unbuffered (PYTHONUNBUFFERED=1). Now at most one per 64 KiB."""
+    from khotui import cli
+
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, s):
+            Counting.writes += 1
+            return super().write(s)
+
+    out = Counting()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert cli.main(["status", "--json", "--root", str(host10x)]) in (0, 1)
+    text = out.getvalue()
+    assert len(json.loads(text)["kho"]["out_fdt"]["subtrees"]) == 1000
+    assert Counting.writes <= len(text) // getattr(cli, "JSON_CHUNK", 64 << 10) + 2
+
+
 # --- time budgets against a baseline measured here ---------------------------------------------------
 
 
