@@ -169,8 +169,8 @@ def growth_inputs():
 
     def scratch(f: float):
         import tempfile
-        shape = gen_sysroot.shape_for_scale("100x")
-        n = max(3, round(shape.scratch_regions * f))
+        shape = full
+        n = max(3, round(shape.scratch_regions * 10 * f))   # 3, 34, 340 regions
         tmp = Path(tempfile.mkdtemp(prefix="khotui-scratch-"))
         out = tmp / "sys/kernel/debug/kho/out"
         out.mkdir(parents=True)
