@@ -20,7 +20,7 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
-	$(PY) bench/run.py
+	$(PY) bench/cli_plan.py && $(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -103,9 +103,22 @@ def _root_of(args: argparse.Namespace) -> Path:
     return Path(root)
 
 
+JSON_CHUNK = 64 << 10
+
+
 def _print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
+    # In 64 KiB pieces: json.dump() writes every token separately (200,000 writes for the
+    # status of a 10,000-node KHO FDT), each a syscall when stdout is unbuffered
+    # (PYTHONUNBUFFERED, python -u); json.dumps() would hold the whole text at once.
+    out, parts, size = sys.stdout, [], 0
+    for part in json.JSONEncoder(indent=2, sort_keys=False).iterencode(obj):
+        parts.append(part)
+        size += len(part)
+        if size >= JSON_CHUNK:
+            out.write("".join(parts))
+            parts, size = [], 0
+    parts.append("\n")
+    out.write("".join(parts))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

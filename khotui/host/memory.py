@@ -16,10 +16,11 @@ recorded as small files holding the link target; only their names are used here.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
-from khotui.errors import KhotuiError
+from khotui.errors import KhotuiError, explain_os_error
 from khotui.host.sysroot import Sysroot
 
 NODE_DIR = "/sys/devices/system/node"
@@ -249,12 +250,34 @@ def read_topology(sysroot: Sysroot) -> Topology:
 
 
 def memory_node_ids(sysroot: Sysroot) -> list[int]:
-    """Node ids with memory in `for_each_node_state(nid, N_MEMORY)` order."""
+    """Node ids with memory in `for_each_node_state(nid, N_MEMORY)` order.
+
+    From `has_memory`, else the nodes with at least one `memoryM` entry: the first entry of
+    each node directory is enough, so a 32-node, 196,000-block host costs 32 short directory
+    scans instead of listing (and sorting) every block as read_topology() does.
+    """
     host = f"{NODE_DIR}/has_memory"
     text = sysroot.read_optional_text(host)
     if text is not None:
         return parse_list(text, path=sysroot.display(host))
-    return read_topology(sysroot).memory_nodes
+    if sysroot.is_live:
+        return read_topology(sysroot).memory_nodes
+    return [nid for nid, host_dir in _node_names(sysroot) if _has_memory_entry(sysroot, host_dir)]
+
+
+def _has_memory_entry(sysroot: Sysroot, host_dir: str) -> bool:
+    """Does this node directory hold any `memoryN` entry? Stops at the first one."""
+    try:
+        with os.scandir(sysroot.path(host_dir)) as it:
+            for entry in it:
+                n = entry.name
+                if n.startswith("memory") and n[6:].isdigit():
+                    return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise explain_os_error(exc, sysroot.display(host_dir), what="directory") from None
+    return False
 
 
 def _flag(text: str | None) -> bool | None:
