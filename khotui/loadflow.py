@@ -1,0 +1,250 @@
+"""Open the kernel and initrd once, check and hash them, and load exactly those descriptors.
+
+What was previewed is what gets loaded: each file is opened once, inspected and hashed through
+its fd, and the same fd goes to `kexec_file_load`, which reads the file through it from offset 0
+(kernel_read_file_from_fd(), fs/kernel_read_file.c). Renaming another file over the path after
+opening changes nothing. Writing into the opened file still would, so files that someone other
+than root can write are flagged, and `changed_since_open()` re-checks before the syscall.
+
+Pure core: no printing; warnings are returned as strings for the CLI/TUI to show.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import fcntl
+import os
+import pwd
+import stat
+from dataclasses import dataclass, field
+from typing import Callable
+
+from khotui import audit, kexec
+from khotui.errors import KhotuiError, explain_os_error
+
+_KIND = {
+    stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link",
+}
+
+
+@dataclass
+class OpenedFile:
+    """One open file, as the kernel will read it."""
+
+    role: str  # "kernel" or "initrd"
+    path: str  # as the operator gave it (may be a symlink such as /boot/vmlinuz)
+    resolved: str  # what the fd actually refers to
+    fd: int
+    size: int
+    sha256: str
+    uid: int
+    gid: int
+    mode: int
+    dev: int
+    ino: int
+    mtime_ns: int
+    ctime_ns: int
+    warnings: list[str] = field(default_factory=list)
+
+    def read_head(self, n: int) -> bytes:
+        """The first `n` bytes, via pread (for image.py's header parsing), fd position untouched."""
+        return os.pread(self.fd, n, 0)
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _resolved(fd: int, path: str) -> str:
+    # /proc/self/fd/N names the file actually opened, with no race against a rename
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _writable_by_others(role: str, path: str, st: os.stat_result) -> list[str]:
+    """Anyone but root who can write the opened file could change it between hash and load."""
+    warnings = []
+    if st.st_uid != 0:
+        warnings.append(f"{path}: the {role} is owned by {_owner(st.st_uid)}, not root: that "
+                        "user could change it after khotui hashed it and before it is loaded")
+    if st.st_mode & stat.S_IWOTH:
+        warnings.append(f"{path}: the {role} is world-writable (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}): anyone could change it before it is "
+                        f"loaded. Fix: chmod o-w {path}")
+    elif st.st_mode & stat.S_IWGRP and st.st_gid != 0:
+        warnings.append(f"{path}: the {role} is writable by group {st.st_gid} (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}): its members could change it before it "
+                        f"is loaded. Fix: chmod g-w {path}")
+    return warnings
+
+
+def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
+    """Open `path` for the kernel to read: follows symlinks (records where they led), refuses
+    anything but a non-empty regular file of at most 4 GiB, hashes it through the fd."""
+    path = os.fspath(path)
+    try:
+        # O_NONBLOCK: a FIFO given by mistake must not hang the open; cleared again below
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise explain_os_error(exc, path, what=role) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _KIND.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            # kernel_read_file() answers EINVAL for anything but a regular file
+            raise KhotuiError(f"the {role} is {kind}, not a regular file", path=path,
+                              fix=f"give the path of the {role} image file")
+        if st.st_size == 0:
+            raise KhotuiError(f"the {role} is empty", path=path,
+                              fix=f"point at the real {role}; an interrupted install can leave "
+                                  "an empty file behind")
+        if st.st_size > kexec.KEXEC_FILE_SIZE_MAX:
+            ex = kexec.explain(_errno.EFBIG, kexec.ExplainContext(
+                **{f"{role}_size": st.st_size, f"{role}_path": path}))
+            raise KhotuiError(f"the {role} is {kexec.fmt_size(st.st_size)}: {ex.cause}",
+                              path=path, fix=ex.fix)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        resolved = _resolved(fd, path)
+        try:
+            digest = audit.sha256_fd(fd)
+        except OSError as exc:
+            raise explain_os_error(exc, path, what=role) from None
+        return OpenedFile(role=role, path=path, resolved=resolved, fd=fd, size=st.st_size,
+                          sha256=digest, uid=st.st_uid, gid=st.st_gid, mode=st.st_mode,
+                          dev=st.st_dev, ino=st.st_ino, mtime_ns=st.st_mtime_ns,
+                          ctime_ns=st.st_ctime_ns,
+                          warnings=_writable_by_others(role, path, st))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@dataclass
+class OpenedFiles:
+    """The kernel and (optional) initrd, open until `close()` / the end of the `with` block."""
+
+    kernel: OpenedFile
+    initrd: OpenedFile | None = None
+    closed: bool = False
+
+    @property
+    def initrd_fd(self) -> int | None:
+        return None if self.initrd is None else self.initrd.fd
+
+    @property
+    def files(self) -> list[OpenedFile]:
+        return [f for f in (self.kernel, self.initrd) if f is not None]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for f in self.files for w in f.warnings]
+
+    def changed_since_open(self, *, rehash: bool = True) -> list[str]:
+        """What changed in the opened files since they were hashed (empty: nothing).
+
+        Size and mtime first, then (by default) the content hash. ctime is not compared: a
+        rename over the path or a chmod moves it without touching the content the fd reads.
+        """
+        changes = []
+        for f in self.files:
+            st = os.fstat(f.fd)
+            if st.st_size != f.size:
+                changes.append(f"{f.path}: the {f.role} changed size after khotui opened it "
+                               f"({f.size} -> {st.st_size} bytes)")
+            elif st.st_mtime_ns != f.mtime_ns:
+                changes.append(f"{f.path}: the {f.role} was written after khotui opened it")
+            elif rehash and audit.sha256_fd(f.fd) != f.sha256:
+                changes.append(f"{f.path}: the {f.role}'s content changed after khotui hashed it")
+        return changes
+
+    def replaced_paths(self) -> list[str]:
+        """Paths that now name another file than the one opened (the opened one is still what
+        gets loaded; the operator should know the path moved on)."""
+        notes = []
+        for f in self.files:
+            try:
+                st = os.stat(f.path)
+                same = (st.st_dev, st.st_ino) == (f.dev, f.ino)
+            except OSError:
+                same = False
+            if not same:
+                notes.append(f"{f.path} now names a different file than when khotui opened it; "
+                             f"the {f.role} loaded is the one previewed (sha256 {f.sha256[:16]}), "
+                             "not the new one")
+        return notes
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for f in self.files:
+            try:
+                os.close(f.fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> OpenedFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_for_load(kernel_path: str | os.PathLike[str],
+                  initrd_path: str | os.PathLike[str] | None = None) -> OpenedFiles:
+    """Open, check and hash the kernel and initrd once. Use as a context manager."""
+    kernel = open_one(kernel_path, "kernel")
+    try:
+        initrd = None if initrd_path is None else open_one(initrd_path, "initrd")
+    except BaseException:
+        os.close(kernel.fd)
+        raise
+    return OpenedFiles(kernel, initrd)
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """The kernel's answer, the audit record, and every warning to show the operator."""
+
+    result: kexec.LoadResult
+    audit: audit.AuditOutcome | None
+    warnings: list[str]
+
+
+def run_load(files: OpenedFiles, cmdline: str, *, flags: int = 0,
+             syscalls: kexec.Syscalls,
+             log_path: str | os.PathLike[str] | None = audit.DEFAULT_LOG_PATH,
+             syslog: Callable[[str, bool], None] | None = audit.default_syslog) -> LoadOutcome:
+    """Load the opened files (same fds as hashed), then record the attempt.
+
+    Refuses, before the syscall, files that changed since they were hashed. A kernel error comes
+    back in `result` (ok False); `result.error(context)` explains it.
+    """
+    if files.closed:
+        raise KhotuiError("the kernel and initrd were closed before the load",
+                          fix="open them again (this is a khotui bug)")
+    changes = files.changed_since_open()
+    if changes:
+        raise KhotuiError("; ".join(changes) + ": refusing to load what was not previewed",
+                          path=files.kernel.path,
+                          fix="find out who writes the file, then preview and load again")
+    result = kexec.load(files.kernel.fd, files.initrd_fd, cmdline, flags=flags,
+                        syscalls=syscalls)
+    rec = audit.record(result, kernel=files.kernel, initrd=files.initrd, log_path=log_path,
+                       syslog=syslog)
+    return LoadOutcome(result, rec, files.warnings + files.replaced_paths() + rec.warnings)
+
+
+def run_unload(*, on_crash: bool = False, syscalls: kexec.Syscalls,
+               log_path: str | os.PathLike[str] | None = audit.DEFAULT_LOG_PATH,
+               syslog: Callable[[str, bool], None] | None = audit.default_syslog) -> LoadOutcome:
+    """Unload (KEXEC_FILE_UNLOAD), then record the attempt."""
+    result = kexec.unload(syscalls, on_crash=on_crash)
+    rec = audit.record(result, log_path=log_path, syslog=syslog)
+    return LoadOutcome(result, rec, list(rec.warnings))

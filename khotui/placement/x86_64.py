@@ -1,0 +1,419 @@
+"""Where Linux 7.3 puts each segment of an x86_64 bzImage `kexec_file_load`, before the call.
+
+The `kexec_add_buffer()` calls, in the kernel's order (kimage_file_prepare_segments(),
+kernel/kexec_file.c, then bzImage64_load(), arch/x86/kernel/kexec-bzimage64.c):
+
+    ima          CONFIG_IMA_KEXEC only          ima_add_kexec_buffer(), security/integrity/ima/ima_kexec.c
+    kho-scratch  KHO on only                    kho_fill_kimage(), kernel/liveupdate/kexec_handover.c
+    purgatory    the running kernel's           kexec_load_purgatory() → kexec_purgatory_setup_kbuf()
+    boot-params  boot_params+cmdline+setup_data bzImage64_load()
+    kernel       protected-mode part            bzImage64_load()
+    initrd       unless KEXEC_FILE_NO_INITRAMFS bzImage64_load()
+
+`core.Placer` places them: scratch regions in `kho_scratch[]` order with KHO on; otherwise the
+default CMA area first (unknowable), then System RAM highest first (or the memblock free ranges
+on kernels built with CONFIG_ARCH_KEEP_MEMBLOCK, e.g. CONFIG_INTEL_TDX_HOST=y).
+Plain data in (`X86PlanInput`), a `Plan` out; nothing here reads the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from khotui.image import KernelImage
+from khotui.kernellog import DEFAULT_PURGATORY, Purgatory
+from khotui.placement.core import (
+    PAGE_SIZE,
+    ULONG_MAX,
+    KexecBuf,
+    Placer,
+    Region,
+    Segment,
+    align_up,
+)
+
+ARCH = "x86_64"
+
+# arch/x86/kernel/kexec-bzimage64.c
+MAX_ELFCOREHDR_STR_LEN = 30
+MIN_PURGATORY_ADDR = 0x3000
+MIN_BOOTPARAM_ADDR = 0x3000
+MIN_KERNEL_LOAD_ADDR = 0x100000
+MIN_INITRD_LOAD_ADDR = 0x1000000
+SIZEOF_BOOT_PARAMS = 4096
+SIZEOF_SETUP_DATA = 16
+SIZEOF_EFI_SETUP_DATA = 96       # arch/x86/include/asm/setup_data.h: 4 u64 + reserved[8]
+RNG_SEED_LENGTH = 32
+SIZEOF_IMA_SETUP_DATA = 16       # addr, size
+SIZEOF_KHO_DATA = 32             # fdt_addr, fdt_size, scratch_addr, scratch_size
+EFI_MEMDESC_SIZE = 48            # efi.memmap.desc_size as UEFI firmware reports it on x86_64
+KHO_SCRATCH_ENTRY = 16           # struct kho_scratch { phys_addr_t addr, size; }
+KHO_SCRATCH_ALIGN = 64 << 10     # SZ_64K in kho_fill_kimage()
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+@dataclass(frozen=True)
+class ScratchRegion:
+    """One `kho_scratch[]` entry: [0] lowmem, [1] global, [2..] one per memory node."""
+
+    index: int
+    kind: str            # 'lowmem', 'global', 'node'
+    node: int | None
+    addr: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        if self.kind == "node":
+            return f"node{self.node if self.node is not None else self.index - 2}"
+        return self.kind
+
+
+@dataclass
+class X86PlanInput:
+    """Everything the x86_64 placement depends on, as plain data (host readers fill it)."""
+
+    kho_enabled: bool
+    kernel: KernelImage
+    cmdline: bytes                          # without the trailing NUL
+    initrd_size: int | None                 # None: KEXEC_FILE_NO_INITRAMFS
+    scratch: list[Any] = field(default_factory=list)          # ScratchRegion or (index, kind, node, addr, size)
+    system_ram: list[tuple[int, int]] = field(default_factory=list)  # top-level System RAM, [start, end]
+    cma_total_kb: int | None = 0            # /proc/meminfo CmaTotal; None: unknown
+    no_cma: bool = False                    # KEXEC_FILE_NO_CMA will be passed
+    efi_runtime_map_entries: int = 0        # entries under /sys/firmware/efi/runtime-map/
+    efi_memdesc_size: int = EFI_MEMDESC_SIZE
+    config_kexec_handover: bool = True      # CONFIG_KEXEC_HANDOVER of the running kernel
+    config_ima_kexec: bool = False          # CONFIG_IMA_KEXEC
+    ima_kexec_extra_kb: int = 0             # CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB
+    ima_measurements_size: int | None = None  # ima_get_binary_runtime_size(); None: unknown
+    config_dma_cma: bool | None = None      # CONFIG_DMA_CMA (the default CMA area kexec uses)
+    config_arch_keep_memblock: bool = False  # CONFIG_ARCH_KEEP_MEMBLOCK: memblock walk, not iomem
+    memblock_free: list[tuple[int, int]] | None = None  # free memblock ranges, [start, end]
+    force_dtb: bool = False                 # KEXEC_FILE_FORCE_DTB
+    boot_dtb_size: int | None = None        # fdt_totalsize(initial_boot_params), if any
+    mem_total_kb: int | None = None         # /proc/meminfo MemTotal, for the half-of-RAM check
+    purgatory: Purgatory = DEFAULT_PURGATORY
+
+    @property
+    def cmdline_len(self) -> int:
+        """What the syscall gets as `cmdline_len`: the bytes plus the trailing NUL."""
+        return len(self.cmdline) + 1
+
+    def scratch_regions(self) -> list[ScratchRegion]:
+        regions = []
+        for item in self.scratch:
+            if isinstance(item, ScratchRegion):
+                regions.append(item)
+            else:
+                index, kind, node, addr, size = item
+                regions.append(ScratchRegion(int(index), str(kind), node, int(addr), int(size)))
+        return regions
+
+
+@dataclass(frozen=True)
+class RegionTried:
+    """A region the failed segment was tried against, with what was left in it."""
+
+    name: str
+    start: int
+    size: int
+    largest_hole: int     # largest free range left after the segments placed before
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "start": self.start, "size": self.size,
+                "largest_hole": self.largest_hole}
+
+
+@dataclass
+class Plan:
+    """The predicted outcome of one `kexec_file_load`: segments in the kernel's order."""
+
+    arch: str
+    segments: list[Segment]
+    fits: bool | None                 # None: cannot be known (CMA, missing host data)
+    errno: str | None = None          # 'EADDRNOTAVAIL', 'EINVAL', 'ENOEXEC', ... or None
+    failed_segment: str | None = None
+    regions_tried: list[RegionTried] = field(default_factory=list)
+    message: str | None = None        # what goes wrong, for the operator
+    assumptions: list[str] = field(default_factory=list)
+    walk: str = ""                    # 'kho-scratch', 'system-ram', 'memblock', 'cma'
+    cmdline_len: int | None = None
+
+    def segment(self, name: str) -> Segment | None:
+        for seg in self.segments:
+            if seg.name == name:
+                return seg
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "segments": [s.as_dict() for s in self.segments],
+            "fits": self.fits,
+            "errno": self.errno,
+            "failed_segment": self.failed_segment,
+            "regions_tried": [r.as_dict() for r in self.regions_tried],
+            "message": self.message,
+            "assumptions": list(self.assumptions),
+            "walk": self.walk,
+            "cmdline_len": self.cmdline_len,
+        }
+
+
+def human_size(n: int) -> str:
+    for unit, name in ((1 << 30, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if n >= unit:
+            value = n / unit
+            return f"{value:.0f} {name}" if n % unit == 0 else f"{value:.1f} {name}"
+    return f"{n} bytes"
+
+
+def boot_params_bufsz(inp: X86PlanInput) -> int:
+    """Size of the boot_params + cmdline + EFI map + setup_data segment."""
+    # mirrors the kbuf.bufsz computation of bzImage64_load(), arch/x86/kernel/kexec-bzimage64.c
+    params_cmdline_sz = align_up(SIZEOF_BOOT_PARAMS + inp.cmdline_len + MAX_ELFCOREHDR_STR_LEN, 16)
+    efi_map_sz = inp.efi_runtime_map_entries * inp.efi_memdesc_size
+    bufsz = (params_cmdline_sz + align_up(efi_map_sz, 16) + SIZEOF_SETUP_DATA
+             + SIZEOF_EFI_SETUP_DATA + SIZEOF_SETUP_DATA + RNG_SEED_LENGTH)
+    if inp.force_dtb and inp.boot_dtb_size:
+        bufsz += SIZEOF_SETUP_DATA + inp.boot_dtb_size
+    if inp.config_ima_kexec:
+        bufsz += SIZEOF_SETUP_DATA + SIZEOF_IMA_SETUP_DATA
+    if inp.config_kexec_handover:
+        bufsz += SIZEOF_SETUP_DATA + SIZEOF_KHO_DATA
+    return bufsz
+
+
+def _ima_kbuf(inp: X86PlanInput, assumptions: list[str]) -> KexecBuf:
+    # mirrors ima_add_kexec_buffer(), security/integrity/ima/ima_kexec.c
+    extra = inp.ima_kexec_extra_kb * 1024 if inp.ima_kexec_extra_kb > 0 else PAGE_SIZE // 2
+    measured = inp.ima_measurements_size
+    if measured is None:
+        measured = 0
+        assumptions.append(
+            "CONFIG_IMA_KEXEC: the IMA measurement list size is unknown; the IMA segment is "
+            f"sized for an empty list ({human_size(extra)} extra, one page) — a long list makes "
+            "it larger and moves the segments after it")
+    return KexecBuf(name="ima", bufsz=0, memsz=align_up(measured + extra, PAGE_SIZE),
+                    buf_align=PAGE_SIZE, buf_min=0, buf_max=ULONG_MAX, top_down=True)
+
+
+def _segment_requests(inp: X86PlanInput, assumptions: list[str]) -> list[KexecBuf]:
+    """The kexec_add_buffer() calls of a normal (not crash) bzImage load, in order."""
+    hdr = inp.kernel.setup
+    assert hdr is not None
+    bufs: list[KexecBuf] = []
+    if inp.config_ima_kexec:
+        bufs.append(_ima_kbuf(inp, assumptions))
+    if inp.kho_enabled:
+        # mirrors kho_fill_kimage(), kernel/liveupdate/kexec_handover.c
+        size = KHO_SCRATCH_ENTRY * len(inp.scratch)
+        bufs.append(KexecBuf(name="kho-scratch", bufsz=size, memsz=size,
+                             buf_align=KHO_SCRATCH_ALIGN, buf_min=0, top_down=True))
+    pg = inp.purgatory
+    # mirrors kexec_purgatory_setup_kbuf(), kernel/kexec_file.c, with pbuf of bzImage64_load()
+    bufs.append(KexecBuf(name="purgatory", bufsz=pg.bufsz, memsz=pg.memsz, buf_align=pg.align,
+                         buf_min=MIN_PURGATORY_ADDR, top_down=True))
+    params = boot_params_bufsz(inp)
+    bufs.append(KexecBuf(name="boot-params", bufsz=params, memsz=params, buf_align=16,
+                         buf_min=MIN_BOOTPARAM_ADDR, top_down=True))
+    # mirrors the "Load kernel" step of bzImage64_load()
+    bufs.append(KexecBuf(name="kernel", bufsz=inp.kernel.size - hdr.kern16_size,
+                         memsz=align_up(hdr.init_size, PAGE_SIZE),
+                         buf_align=hdr.kernel_alignment,
+                         buf_min=max(hdr.pref_address, MIN_KERNEL_LOAD_ADDR), top_down=True))
+    if inp.initrd_size is not None:
+        bufs.append(KexecBuf(name="initrd", bufsz=inp.initrd_size, memsz=inp.initrd_size,
+                             buf_align=PAGE_SIZE, buf_min=MIN_INITRD_LOAD_ADDR, top_down=True))
+    return bufs
+
+
+def _unplaced(kbuf: KexecBuf) -> Segment:
+    return Segment(name=kbuf.name, bufsz=kbuf.bufsz, memsz=align_up(kbuf.memsz, PAGE_SIZE),
+                   mem=None, buf_align=max(kbuf.buf_align, PAGE_SIZE), buf_min=kbuf.buf_min,
+                   buf_max=kbuf.buf_max, top_down=kbuf.top_down)
+
+
+def _largest_hole(region: Region, placed: Iterable[Segment], buf_min: int) -> int:
+    start = max(region.start, buf_min)
+    if region.size <= 0 or start > region.end:
+        return 0
+    taken = sorted((s.mem, s.end) for s in placed
+                   if s.mem is not None and s.end >= start and s.mem <= region.end)
+    best, cursor = 0, start
+    for lo, hi in taken:
+        if lo > cursor:
+            best = max(best, lo - cursor)
+        cursor = max(cursor, hi + 1)
+    return max(best, region.end + 1 - cursor)
+
+
+def _check_image(inp: X86PlanInput) -> tuple[str, str] | None:
+    """(errno, message) when the load fails before any placement that matters."""
+    ok, errno, why = inp.kernel.loadable_on(ARCH)
+    if not ok:
+        return errno or "ENOEXEC", f"{inp.kernel.name}: {why}"
+    if inp.kernel.format != "bzImage" or inp.kernel.setup is None:
+        return "ENOEXEC", f"{inp.kernel.name}: not a bzImage ({inp.kernel.format})"
+    hdr = inp.kernel.setup
+    # mirrors the cmdline checks at the top of bzImage64_load()
+    if inp.cmdline_len > hdr.cmdline_size or \
+            inp.cmdline_len + MAX_ELFCOREHDR_STR_LEN > hdr.cmdline_size:
+        limit = max(hdr.cmdline_size - MAX_ELFCOREHDR_STR_LEN - 1, 0)
+        return "EINVAL", (
+            f"the command line is {len(inp.cmdline)} bytes; this kernel takes at most {limit} "
+            f"(its cmdline_size {hdr.cmdline_size}, less the NUL and the 30 bytes bzImage64_load() "
+            f"keeps for 'elfcorehdr=' even on a normal load): shorten it by "
+            f"{len(inp.cmdline) - limit} bytes")
+    return None
+
+
+def plan_x86_64(inp: X86PlanInput) -> Plan:
+    """Predict the segments of a normal x86_64 bzImage `kexec_file_load`."""
+    assumptions: list[str] = []
+    plan = Plan(arch=ARCH, segments=[], fits=None, assumptions=assumptions,
+                cmdline_len=inp.cmdline_len)
+    if b"\0" in inp.cmdline:
+        assumptions.append("the command line contains a NUL byte: the new kernel sees only the "
+                           "part before it")
+    failure = _check_image(inp)
+    if failure is not None:
+        plan.fits, (plan.errno, plan.message) = False, failure
+        return plan
+    assumptions.append(f"purgatory: {inp.purgatory.source}")
+    if inp.efi_runtime_map_entries:
+        assumptions.append(
+            f"EFI runtime map: {inp.efi_runtime_map_entries} entries of {inp.efi_memdesc_size} "
+            f"bytes (the firmware's descriptor size; 48 on OVMF and most x86_64 firmware) copied "
+            f"into the boot-params segment")
+    if inp.force_dtb:
+        assumptions.append(
+            "KEXEC_FILE_FORCE_DTB: the boot DTB is appended to boot-params "
+            + (f"({inp.boot_dtb_size} bytes)" if inp.boot_dtb_size else
+               "only if the host booted with one (x86 hosts seldom do; assumed none)"))
+    requests = _segment_requests(inp, assumptions)
+
+    if inp.kho_enabled:
+        regions = [Region(start=r.addr, end=r.addr + r.size - 1, name=r.name)
+                   for r in inp.scratch_regions()]
+        plan.walk = "kho-scratch"
+        if not regions:
+            plan.segments = [_unplaced(k) for k in requests]
+            plan.message = ("KHO is on but the scratch regions are unknown: read "
+                            "/sys/kernel/debug/kho/out/scratch_phys and scratch_len as root")
+            return plan
+        placer = Placer(regions=regions, kho=True)
+        assumptions.append("KHO on: every segment goes only into the scratch regions, tried in "
+                           "kho_scratch[] order (lowmem, global, nodes), top-down inside each")
+    else:
+        placer = _non_kho_placer(inp, plan, requests)
+        if placer is None:
+            return plan
+
+    for kbuf in requests:
+        placer.add(kbuf)
+        if placer.failed is not None:
+            break
+    plan.segments = list(placer.segments)
+    if placer.failed is None:
+        plan.fits = True
+        _check_sanity(inp, plan)
+        return plan
+    # the kernel stops at the first segment that fits nowhere; show the rest unplaced
+    plan.segments += [_unplaced(k) for k in requests[len(placer.segments):]]
+    failed = placer.failed
+    plan.fits, plan.errno, plan.failed_segment = False, "EADDRNOTAVAIL", failed.name
+    placed = [s for s in placer.segments if s.mem is not None]
+    plan.regions_tried = [RegionTried(name=r.name, start=r.start, size=max(r.size, 0),
+                                      largest_hole=_largest_hole(r, placed, failed.buf_min))
+                          for r in placer.regions]
+    where = "scratch region" if inp.kho_enabled else "System RAM range"
+    tried = ", ".join(f"{r.name} {human_size(r.size)}"
+                      + (f" ({human_size(r.largest_hole)} free)" if r.largest_hole != r.size else "")
+                      for r in plan.regions_tried)
+    plan.message = (f"{failed.name} ({human_size(failed.memsz)}) fits in no {where}: {tried}")
+    if failed.buf_min > 0:
+        plan.message += f"; it must lie at or above 0x{failed.buf_min:x}"
+    if inp.kho_enabled:
+        plan.message += (". Boot the running kernel with larger scratch regions (kho_scratch=, "
+                         "e.g. a larger lowmem size) or load a smaller "
+                         f"{'initrd' if failed.name == 'initrd' else failed.name}")
+    return plan
+
+
+def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> Placer | None:
+    """The KHO-off walk, or None (with plan filled in) when the addresses cannot be known."""
+    assumptions = plan.assumptions
+    # mirrors kexec_locate_mem_hole(), kernel/kexec_file.c: CMA first, then the RAM walk
+    cma_possible = (not inp.no_cma and inp.config_dma_cma is not False
+                    and (inp.cma_total_kb is None or inp.cma_total_kb > 0))
+    if cma_possible:
+        plan.walk = "cma"
+        plan.segments = [_unplaced(k) for k in requests]
+        size = "an unknown size" if inp.cma_total_kb is None else f"{inp.cma_total_kb} kB"
+        plan.message = ("addresses unknown: with KHO off the kernel first asks the default CMA "
+                        "area for each segment")
+        assumptions.append(
+            f"KHO off and a CMA area exists (CmaTotal {size}): kexec_alloc_contig() takes every "
+            f"segment (IMA, purgatory, boot-params, kernel, initrd alike) from the default CMA "
+            f"area when it can, and the page allocator picks the address, so no preview can be "
+            f"exact; a segment CMA cannot hold falls back to the top-down RAM walk. Passing "
+            f"KEXEC_FILE_NO_CMA makes the placement predictable")
+        return None
+    if inp.no_cma:
+        assumptions.append("KEXEC_FILE_NO_CMA: the CMA area is skipped")
+    elif inp.config_dma_cma is False and inp.cma_total_kb:
+        assumptions.append("CONFIG_DMA_CMA is off: kexec_alloc_contig() finds no default CMA area "
+                           "whatever CmaTotal says")
+    if inp.config_arch_keep_memblock:
+        plan.walk = "memblock"
+        if inp.memblock_free is None:
+            plan.segments = [_unplaced(k) for k in requests]
+            plan.message = ("addresses unknown: this kernel (CONFIG_ARCH_KEEP_MEMBLOCK) walks "
+                            "the free memblock ranges, not /proc/iomem")
+            assumptions.append(
+                "CONFIG_ARCH_KEEP_MEMBLOCK (selected by CONFIG_INTEL_TDX_HOST on x86): "
+                "kexec_walk_memblock() searches memblock.memory minus memblock.reserved, readable "
+                "in /sys/kernel/debug/memblock/{memory,reserved}")
+            return None
+        ranges = sorted(inp.memblock_free)
+        assumptions.append("KHO off: free memblock ranges walked from the highest down "
+                           "(for_each_free_mem_range_reverse)")
+        regions = [Region(start=s, end=e, name=f"memblock 0x{s:x}-0x{e:x}") for s, e in ranges]
+        return Placer(regions=regions, kho=False)
+    plan.walk = "system-ram"
+    if not inp.system_ram:
+        plan.segments = [_unplaced(k) for k in requests]
+        plan.message = ("addresses unknown: no System RAM ranges (read /proc/iomem as root; "
+                        "non-root readers see zeros)")
+        return None
+    ranges = sorted(inp.system_ram)
+    assumptions.append("KHO off: top-level System RAM ranges of /proc/iomem walked from the "
+                       "highest down (walk_system_ram_res_rev)")
+    regions = [Region(start=s, end=e, name=f"System RAM 0x{s:x}-0x{e:x}") for s, e in ranges]
+    return Placer(regions=regions, kho=False)
+
+
+def _check_sanity(inp: X86PlanInput, plan: Plan) -> None:
+    """The half-of-RAM rule of sanity_check_segment_list(), kernel/kexec_core.c."""
+    if not inp.mem_total_kb:
+        return
+    nr_pages = inp.mem_total_kb * 1024 // PAGE_SIZE
+    total = 0
+    for seg in plan.segments:
+        pages = seg.memsz // PAGE_SIZE
+        total += pages
+        if pages > nr_pages // 2:
+            plan.fits, plan.errno, plan.failed_segment = False, "EINVAL", seg.name
+            plan.message = (f"{seg.name} ({human_size(seg.memsz)}) is more than half of RAM "
+                            f"({human_size(inp.mem_total_kb * 1024)}): the kernel refuses it")
+            return
+    if total > nr_pages // 2:
+        plan.fits, plan.errno = False, "EINVAL"
+        plan.message = (f"the segments together ({human_size(total * PAGE_SIZE)}) are more than "
+                        f"half of RAM ({human_size(inp.mem_total_kb * 1024)}): the kernel "
+                        f"refuses the load")

@@ -1,0 +1,278 @@
+"""Open once, hash via the fd, load that fd: what was previewed is what the kernel reads."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+
+import pytest
+
+from khotui import kexec, loadflow
+from khotui.errors import KhotuiError
+from khotui.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS
+
+
+@pytest.fixture(autouse=True)
+def no_real_libc(monkeypatch):
+    def refuse():
+        raise AssertionError("a test tried to open the real libc for a syscall")
+    monkeypatch.setattr(kexec, "_open_libc", refuse)
+    monkeypatch.setattr(kexec, "DRY_RUN_ONLY", False)
+
+
+class RecordingSyscalls:
+    """The seam as a recorder: keeps the fds and reads back, through them, what the kernel
+    would read (from offset 0, as kernel_read_file() does)."""
+
+    def __init__(self, fail_errno: int = 0):
+        self.fail_errno = fail_errno
+        self.calls = []
+
+    def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags):
+        def content(fd):
+            return None if fd < 0 else os.pread(fd, os.fstat(fd).st_size, 0)
+        self.calls.append({"kernel_fd": kernel_fd, "initrd_fd": initrd_fd, "cmdline": cmdline,
+                           "flags": flags, "kernel": content(kernel_fd),
+                           "initrd": content(initrd_fd)})
+        if self.fail_errno:
+            raise OSError(self.fail_errno, os.strerror(self.fail_errno))
+        return 0
+
+    def reboot_kexec(self):
+        raise AssertionError("reboot must never be called here")
+
+
+@pytest.fixture
+def images(tmp_path):
+    kernel = tmp_path / "vmlinuz-7.3.4"
+    initrd = tmp_path / "initrd.img-7.3.4"
+    kernel.write_bytes(b"KERNEL-ORIGINAL" * 1000)
+    initrd.write_bytes(b"INITRD-ORIGINAL" * 500)
+    for p in (kernel, initrd):
+        p.chmod(0o644)
+    return kernel, initrd
+
+
+def quiet(**kw):
+    return dict(syslog=None, **kw)
+
+
+def test_open_hashes_and_records(images):
+    kernel, initrd = images
+    with loadflow.open_for_load(kernel, initrd) as files:
+        assert files.kernel.sha256 == hashlib.sha256(kernel.read_bytes()).hexdigest()
+        assert files.initrd.sha256 == hashlib.sha256(initrd.read_bytes()).hexdigest()
+        assert files.kernel.size == kernel.stat().st_size
+        assert files.kernel.path == str(kernel) and files.kernel.resolved == str(kernel)
+        assert files.kernel.read_head(6) == b"KERNEL"
+        if os.geteuid() == 0:
+            assert files.warnings == []
+        fds = [f.fd for f in files.files]
+    for fd in fds:  # the with block closed them
+        with pytest.raises(OSError) as info:
+            os.fstat(fd)
+        assert info.value.errno == errno.EBADF
+
+
+def test_symlink_is_followed_and_the_target_recorded(images, tmp_path):
+    kernel, _ = images
+    link = tmp_path / "vmlinuz"
+    link.symlink_to(kernel.name)
+    with loadflow.open_for_load(link) as files:
+        assert files.kernel.path == str(link)
+        assert files.kernel.resolved == str(kernel)
+        assert files.initrd is None and files.initrd_fd is None
+
+
+def test_renaming_another_file_over_the_path_changes_nothing(images, tmp_path):
+    kernel, initrd = images
+    original_kernel, original_initrd = kernel.read_bytes(), initrd.read_bytes()
+    log = tmp_path / "khotui.log"
+    sc = RecordingSyscalls()
+    with loadflow.open_for_load(kernel, initrd) as files:
+        previewed = files.kernel.sha256
+        # someone swaps both paths after the preview
+        for path in (kernel, initrd):
+            evil = tmp_path / (path.name + ".evil")
+            evil.write_bytes(b"EVIL" * 10)
+            os.rename(evil, path)
+        assert kernel.read_bytes() == b"EVIL" * 10
+        out = loadflow.run_load(files, "console=ttyS0 kho=on", flags=KEXEC_FILE_DEBUG,
+                                syscalls=sc, **quiet(log_path=log))
+    assert out.result.ok
+    assert sum("now names a different file" in w for w in out.warnings) == 2
+    (call,) = sc.calls
+    assert call["kernel_fd"] == files.kernel.fd and call["initrd_fd"] == files.initrd.fd
+    assert call["kernel"] == original_kernel
+    assert call["initrd"] == original_initrd
+    assert call["cmdline"] == b"console=ttyS0 kho=on" and call["flags"] == KEXEC_FILE_DEBUG
+    entry = json.loads(log.read_text())
+    assert entry["kernel"]["sha256"] == previewed == hashlib.sha256(original_kernel).hexdigest()
+    assert entry["initrd"]["sha256"] == hashlib.sha256(original_initrd).hexdigest()
+
+
+def test_writing_into_the_opened_file_refuses_the_load(images, tmp_path):
+    kernel, initrd = images
+    sc = RecordingSyscalls()
+    with loadflow.open_for_load(kernel, initrd) as files:
+        with open(kernel, "r+b") as f:  # same inode: the fd would see it
+            f.write(b"EVIL")
+        assert files.changed_since_open()
+        with pytest.raises(KhotuiError, match="refusing to load what was not previewed"):
+            loadflow.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
+    assert sc.calls == []
+
+
+def test_same_size_same_mtime_rewrite_is_caught_by_the_rehash(images):
+    kernel, _ = images
+    with loadflow.open_for_load(kernel) as files:
+        st = kernel.stat()
+        with open(kernel, "r+b") as f:
+            f.write(b"X")
+        os.utime(kernel, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert files.changed_since_open(rehash=False) == []  # size and mtime look the same
+        (change,) = files.changed_since_open()
+        assert "content changed" in change
+
+
+def test_no_initrd_loads_with_no_initramfs(images, tmp_path):
+    kernel, _ = images
+    sc = RecordingSyscalls()
+    with loadflow.open_for_load(kernel) as files:
+        out = loadflow.run_load(files, "quiet", syscalls=sc, **quiet(log_path=tmp_path / "l"))
+    assert sc.calls[0]["initrd_fd"] == -1
+    assert sc.calls[0]["flags"] & KEXEC_FILE_NO_INITRAMFS
+    assert out.audit.entry["initrd"] is None
+
+
+def test_failed_load_is_returned_and_audited(images, tmp_path):
+    kernel, initrd = images
+    log = tmp_path / "l"
+    sc = RecordingSyscalls(fail_errno=errno.EADDRNOTAVAIL)
+    with loadflow.open_for_load(kernel, initrd) as files:
+        out = loadflow.run_load(files, "", syscalls=sc, **quiet(log_path=log))
+    assert not out.result.ok and out.result.errno_name == "EADDRNOTAVAIL"
+    assert json.loads(log.read_text())["result"] == "EADDRNOTAVAIL"
+
+
+def test_unwritable_audit_log_only_warns(images, tmp_path):
+    kernel, _ = images
+    sc = RecordingSyscalls()
+    with loadflow.open_for_load(kernel) as files:
+        out = loadflow.run_load(files, "", syscalls=sc,
+                                **quiet(log_path=tmp_path / "missing" / "khotui.log"))
+    assert out.result.ok
+    assert any("could not append the audit record" in w for w in out.warnings)
+
+
+def test_closed_files_cannot_be_loaded(images, tmp_path):
+    kernel, _ = images
+    files = loadflow.open_for_load(kernel)
+    files.close()
+    files.close()  # idempotent
+    with pytest.raises(KhotuiError, match="closed"):
+        loadflow.run_load(files, "", syscalls=RecordingSyscalls(), **quiet(log_path=None))
+
+
+def test_unload_flow(tmp_path):
+    sc = RecordingSyscalls()
+    out = loadflow.run_unload(syscalls=sc, **quiet(log_path=tmp_path / "l"))
+    assert out.result.action == "unload"
+    assert sc.calls[0]["flags"] == kexec.KEXEC_FILE_UNLOAD
+    assert json.loads((tmp_path / "l").read_text())["action"] == "unload"
+
+
+def test_dry_run_switch_stops_a_load_through_the_libc_wrapper(images, tmp_path):
+    kernel, _ = images
+    called = []
+    sc = kexec.LibcSyscalls(lambda *a: called.append(a) or 0, machine="x86_64")
+    kexec.forbid_real_syscalls()
+    with loadflow.open_for_load(kernel) as files:
+        with pytest.raises(kexec.RealSyscallForbidden):
+            loadflow.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
+    assert called == []
+    assert not (tmp_path / "l").exists()  # nothing was attempted, nothing recorded
+
+
+# --- what open_for_load refuses --------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    with pytest.raises(KhotuiError, match="no such kernel"):
+        loadflow.open_for_load(tmp_path / "nope")
+
+
+def test_missing_initrd_closes_the_kernel(images, tmp_path, monkeypatch):
+    kernel, _ = images
+    closed = []
+    real_close = os.close
+    monkeypatch.setattr(os, "close", lambda fd: (closed.append(fd), real_close(fd)))
+    with pytest.raises(KhotuiError, match="no such initrd"):
+        loadflow.open_for_load(kernel, tmp_path / "nope")
+    assert len(closed) == 1
+
+
+def test_fifo_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(KhotuiError, match="FIFO"):
+        loadflow.open_for_load(fifo)
+
+
+def test_directory_and_device_are_refused(tmp_path):
+    with pytest.raises(KhotuiError, match="directory"):
+        loadflow.open_for_load(tmp_path)
+    with pytest.raises(KhotuiError, match="character device"):
+        loadflow.open_for_load("/dev/null")
+
+
+def test_empty_file_is_refused(tmp_path, images):
+    kernel, _ = images
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(KhotuiError, match="initrd is empty"):
+        loadflow.open_for_load(kernel, empty)
+
+
+def test_over_4_gib_is_refused_with_the_efbig_explanation(tmp_path, images):
+    kernel, _ = images
+    big = tmp_path / "big.img"
+    with open(big, "wb") as f:
+        f.truncate((4 << 30) + 1)  # sparse: costs no disk
+    with pytest.raises(KhotuiError) as info:
+        loadflow.open_for_load(kernel, big)
+    assert "4 GiB" in str(info.value) and "smaller initrd" in info.value.fix
+
+
+def test_world_writable_file_warns(images):
+    kernel, _ = images
+    kernel.chmod(0o666)
+    with loadflow.open_for_load(kernel) as files:
+        assert any("world-writable" in w and "chmod o-w" in w for w in files.warnings)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_file_owned_by_another_user_warns(images):
+    kernel, _ = images
+    os.chown(kernel, 65534, 65534)
+    with loadflow.open_for_load(kernel) as files:
+        (warning,) = files.warnings
+        assert "uid 65534" in warning and "not root" in warning
+
+
+def test_fds_are_close_on_exec(images):
+    kernel, _ = images
+    with loadflow.open_for_load(kernel) as files:
+        assert not os.get_inheritable(files.kernel.fd)
+        assert os.get_blocking(files.kernel.fd)  # O_NONBLOCK was cleared
+        assert stat.S_ISREG(os.fstat(files.kernel.fd).st_mode)
+
+
+def test_chmod_after_open_is_not_a_change(images):
+    kernel, _ = images
+    with loadflow.open_for_load(kernel) as files:
+        kernel.chmod(0o600)  # moves ctime only
+        assert files.changed_since_open() == []
+        assert files.replaced_paths() == []
