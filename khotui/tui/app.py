@@ -17,7 +17,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from khotui.tui import theme as themes
-from khotui.tui.messages import LoadFinished, PlanReady, PlanRequested, UnloadRequested
+from khotui.tui.messages import (FilesOpened, LoadFinished, PlanReady, PlanRequested,
+                                 UnloadRequested)
 from khotui.tui.viewmodel import LoadResult, Plan, PlanInput, Source
 
 # (mode, key, title) in the order of the navigation bar
@@ -126,18 +127,39 @@ class KhotuiApp(App[int]):
             self.notify("Nothing planned yet: choose a kernel on Prepare (4) first.",
                         severity="warning")
             return
+        self.notify("opening and hashing the kernel and initrd…", timeout=2)
+        self.open_files(self.plan)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def open_files(self, plan: Plan) -> None:
+        from khotui.errors import KhotuiError
+        try:
+            files, hashes = self.source.open_files(plan)
+        except KhotuiError as exc:
+            self.post_message(LoadFinished(LoadResult(
+                ok=False, dry_run=self.source.dry_run, title="Cannot open the files",
+                message=f"{exc.path}: {exc.message}" if exc.path else exc.message, fix=exc.fix)))
+            return
+        self.post_message(FilesOpened(plan, files, hashes))
+
+    @on(FilesOpened)
+    def _files_opened(self, event: FilesOpened) -> None:
         from khotui.tui.screens.confirm import ConfirmLoadScreen
+        event.plan.files = event.hashes
 
         def confirmed(ok: bool | None) -> None:
-            if ok and self.plan is not None:
-                self.run_load(self.plan)
+            if ok:
+                self.run_load(event.plan, event.files)
+            else:
+                event.files.close()
+                self.notify("not loaded", timeout=2)
 
-        self.push_screen(ConfirmLoadScreen(self.plan, self.source.hostname(),
+        self.push_screen(ConfirmLoadScreen(event.plan, self.source.hostname(),
                                            dry_run=self.source.dry_run), confirmed)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def run_load(self, plan: Plan) -> None:
-        self.post_message(LoadFinished(self.source.load(plan)))
+    def run_load(self, plan: Plan, files: Any = None) -> None:
+        self.post_message(LoadFinished(self.source.load(plan, files)))
 
     @on(UnloadRequested)
     def _unload_requested(self, event: UnloadRequested) -> None:

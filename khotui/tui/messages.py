@@ -29,3 +29,13 @@ class LoadFinished(Message):
     def __init__(self, result: LoadResult) -> None:
         super().__init__()
         self.result = result
+
+
+class FilesOpened(Message):
+    """The kernel and initrd are open and hashed: the confirmation shows these, the load uses them."""
+
+    def __init__(self, plan: Plan, files: object, hashes: list[tuple[str, str, int | None]]) -> None:
+        super().__init__()
+        self.plan = plan
+        self.files = files
+        self.hashes = hashes

@@ -152,7 +152,9 @@ def kexec_content(k: KexecSummary | Problem | None) -> Content | Problem:
     return fmt.kv(rows, 15)
 
 
-def boot_content(ov: Overview) -> Content:
+def boot_content(ov: Overview) -> Content | Problem:
+    if ov.boot_problem is not None:
+        return ov.boot_problem
     rows: list[tuple[str, str | Content]] = [
         ("release", ov.release or "unknown"),
         ("arch", ov.arch or "unknown"),

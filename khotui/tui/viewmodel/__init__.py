@@ -99,6 +99,7 @@ class Overview:
     arch: str | None = None
     release: str | None = None
     cmdline: str | None = None
+    boot_problem: Problem | None = None
     kho: KhoSummary | Problem | None = None
     scratch: list[ScratchRow] | Problem = field(default_factory=list)
     kexec: KexecSummary | Problem | None = None
@@ -159,12 +160,39 @@ class FdtProperty:
     raw: bytes = b""
 
 
-@dataclass
 class FdtNodeView:
-    name: str
-    path: str
-    properties: list[FdtProperty] = field(default_factory=list)
-    children: list["FdtNodeView"] = field(default_factory=list)
+    """A node of a decoded FDT. Properties and children are decoded when first asked for, so a
+    10,000-node tree costs only what the operator opens."""
+
+    def __init__(self, name: str, path: str, *, child_count: int,
+                 load_properties: Callable[[], list[FdtProperty]],
+                 load_children: Callable[[], list["FdtNodeView"]]) -> None:
+        self.name = name
+        self.path = path
+        self.child_count = child_count
+        self._load_properties = load_properties
+        self._load_children = load_children
+        self._properties: list[FdtProperty] | None = None
+        self._children: list[FdtNodeView] | None = None
+
+    @property
+    def properties(self) -> list[FdtProperty]:
+        if self._properties is None:
+            self._properties = self._load_properties()
+        return self._properties
+
+    @property
+    def children(self) -> list["FdtNodeView"]:
+        if self._children is None:
+            self._children = self._load_children() if self.child_count else []
+        return self._children
+
+    @classmethod
+    def plain(cls, name: str, path: str, properties: list[FdtProperty],
+              children: list["FdtNodeView"] | None = None) -> "FdtNodeView":
+        kids = children or []
+        return cls(name, path, child_count=len(kids), load_properties=lambda: properties,
+                   load_children=lambda: kids)
 
 
 @dataclass
@@ -304,38 +332,58 @@ class Source:
     """
 
     def __init__(self, root: Path | str = "/", *, demo: bool = False,
-                 syscalls: Any = None, label: str | None = None) -> None:
+                 syscalls: Any = None, label: str | None = None,
+                 dry_run: bool | None = None, log_path: str | None | object = ...,
+                 syslog: Any = ...) -> None:
         self.root = Path(root)
         self.demo = demo
         self.syscalls = syscalls
+        # where loadflow records each load (... = the core's defaults)
+        self.log_path = log_path
+        self.syslog = syslog
         from khotui.host.sysroot import Sysroot
         self.sysroot = Sysroot(self.root)
         self.live = self.sysroot.is_live and not demo
         if label:
             self.label = label
         elif demo:
-            self.label = "demo snapshot"
+            self.label = "demo"
         elif self.live:
             self.label = "live host"
         else:
-            self.label = f"snapshot {self.root}"
+            name = self.root.name
+            if name == "sysroot" and self.root.parent.name:
+                name = self.root.parent.name
+            self.label = f"snapshot {name}"
         self._status: Any = None
+        # Only the live host loads. Tests pass dry_run=False with a fake `syscalls` to drive
+        # the load flow on a capture; nothing else may.
+        if dry_run is False and syscalls is None and not self.live:
+            raise KhotuiError("refusing to load into a snapshot with the real syscalls",
+                              fix="pass a fake syscalls object, or use the live host")
+        self._dry_run = (not self.live) if dry_run is None else dry_run
+        self._hostname: str | None = None
 
     @property
     def dry_run(self) -> bool:
-        return not self.live
+        return self._dry_run
 
     # -- identity ------------------------------------------------------------------------------
 
     def hostname(self) -> str:
         """The name the operator types to confirm a load."""
-        text = None
+        if self._hostname is None:
+            self._hostname = self._read_hostname()
+        return self._hostname
+
+    def _read_hostname(self) -> str:
         try:
-            text = self.sysroot.read_optional_text("/proc/sys/kernel/hostname")
-        except KhotuiError:
-            text = None
-        if text and text.strip():
-            return text.strip()
+            from khotui.host.system import read_system
+            name = read_system(self.sysroot).hostname
+        except (ImportError, KhotuiError):
+            name = None
+        if name:
+            return name
         if self.live:
             return socket.gethostname()
         if self.demo:
@@ -347,44 +395,32 @@ class Source:
 
     # -- overview ------------------------------------------------------------------------------
 
-    def _host_status(self) -> Any:
-        from khotui import report
-        self._status = report.host_status(self.root)
-        return self._status
-
     def overview(self) -> Overview:
-        ov = Overview(source=self.label, hostname=self.hostname())
-        status = _guard(self._host_status)
-        if isinstance(status, Problem):
-            ov.kho = ov.kexec = status
-            ov.scratch = ov.findings = status
-            ov.system = _guard(self._system)
-            return ov
-        boot = _get(status, "boot")
-        ov.arch = _get(boot, "arch")
-        ov.release = _get(boot, "osrelease")
-        ov.cmdline = _get(boot, "cmdline")
-        ov.kho = _guard(lambda: kho_summary(_get(status, "kho")))
-        ov.scratch = _guard(lambda: scratch_rows(_get(_get(status, "kho"), "scratch", [])))
-        ov.kexec = _guard(lambda: kexec_summary(_get(status, "kexec")))
-        ov.findings = _guard(lambda: finding_rows(_get(status, "findings", [])))
-        ov.system = _guard(self._system)
-        if isinstance(ov.findings, list):
-            ov.worst = worst(ov.findings)
-        return ov
+        """Each panel is read on its own, so one unreadable source costs one panel."""
+        from khotui.tui.viewmodel import overview as o
+        return o.overview(self)
 
     def _system(self) -> SystemSummary:
-        if self.live:
-            import psutil
-            vm = psutil.virtual_memory()
-            return SystemSummary(mem_total=vm.total, mem_available=vm.available,
-                                 uptime=time.time() - psutil.boot_time(),
-                                 load=os.getloadavg(), cpus=psutil.cpu_count())
-        from khotui.host.boot import parse_meminfo
-        text = self.sysroot.read_optional_text("/proc/meminfo") or ""
-        info = parse_meminfo(text)
-        kb = lambda k: info[k] * 1024 if k in info else None  # noqa: E731
-        return SystemSummary(mem_total=kb("MemTotal"), mem_available=kb("MemAvailable"))
+        from khotui.host.system import read_system
+        s = read_system(self.sysroot)
+        return SystemSummary(mem_total=s.mem_total, mem_available=s.mem_available,
+                             uptime=s.uptime, load=s.loadavg, cpus=s.cpu_count)
+
+    def memory_events(self, cancelled: Callable[[], bool]):
+        """Yield once per memory block added or removed (live host, pyudev); stop when
+        `cancelled()` turns true. Nothing on a snapshot or without pyudev."""
+        if not self.live:
+            return
+        try:
+            import pyudev
+            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+            monitor.filter_by("memory")
+        except Exception:  # no udev (container, no netlink): refresh on demand only
+            return
+        while not cancelled():
+            device = monitor.poll(timeout=1.0)
+            if device is not None and device.action in ("add", "remove", "online", "offline"):
+                yield device.action
 
     # -- memory map ----------------------------------------------------------------------------
 
@@ -412,9 +448,13 @@ class Source:
         from khotui.tui.viewmodel import load as l
         return l.plan(self, request)
 
-    def load(self, plan: Plan) -> LoadResult:
+    def open_files(self, plan: Plan) -> tuple[Any, list[tuple[str, str, int | None]]]:
         from khotui.tui.viewmodel import load as l
-        return l.load(self, plan)
+        return l.open_files(self, plan)
+
+    def load(self, plan: Plan, files: Any = None) -> LoadResult:
+        from khotui.tui.viewmodel import load as l
+        return l.load(self, plan, files)
 
     def unload(self) -> LoadResult:
         from khotui.tui.viewmodel import load as l

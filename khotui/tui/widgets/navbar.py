@@ -19,15 +19,15 @@ class NavBar(Static):
 
     @staticmethod
     def _content(current: str, label: str, dry_run: bool) -> Content:
-        parts = [Content.from_markup("[b]khotui[/b] ")]
+        parts = [Content.from_markup("[b]khotui[/b]")]
         for mode, key, title in NAV:
             if mode == current:
                 parts.append(Content.from_markup(f"[reverse $primary] {key} {title} [/]", ))
             else:
                 parts.append(Content.from_markup(
                     f"[@click=app.goto('{mode}')] [$secondary]{key}[/] {title} [/]"))
-        right = f"  {label}"
+        right = f" {label}"
         parts.append(Content(right))
         if dry_run:
-            parts.append(Content.from_markup("  [b $warning]DRY RUN[/]"))
+            parts.append(Content.from_markup(" [b $warning]DRY RUN[/]"))
         return Content("").join(parts)
