@@ -1,0 +1,102 @@
+"""Plain-text output of `khotui status` and `khotui plan` for a terminal or a log.
+
+Addresses in hex, sizes in binary units, one finding per line with its fix underneath.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << (shift - 3)) == 0 or n >= 10 << shift:
+            value = n / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+def _findings(findings: list[Any], out: TextIO) -> None:
+    for f in findings:
+        out.write(f"  [{MARK.get(f.status, f.status)}] {f.message}\n")
+        if f.fix and f.status in ("warn", "fail"):
+            out.write(f"         fix: {f.fix}\n")
+
+
+def _scratch(status: Any, out: TextIO) -> None:
+    for r in status.kho.scratch:
+        label = r.kind if r.kind != "node" else f"node{r.node if r.node is not None else '?'}"
+        end = f"0x{r.addr + r.size - 1:x}" if r.size else "-"
+        out.write(f"  [{r.index}] {label:8} 0x{r.addr:<12x} .. {end:<14} {human_size(r.size):>9}\n")
+
+
+def print_status(status: Any, out: TextIO = sys.stdout) -> None:
+    b, k = status.boot, status.kexec
+    where = "live host" if status.live else f"snapshot {status.root}"
+    out.write(f"khotui status: {where}\n")
+    out.write(f"kernel   {b.osrelease or '?'} ({b.arch or 'unknown arch'})\n")
+    out.write(f"cmdline  {b.cmdline}\n")
+    if status.kho.enabled:
+        fin = ""
+        if status.kho.layout == "6.16-7.0":
+            fin = ", finalized" if status.kho.finalized else ", NOT finalized"
+        out.write(f"KHO      on, {status.kho_abi or 'ABI unknown'}{fin}; "
+                  f"{len(status.kho.scratch)} scratch regions:\n")
+        _scratch(status, out)
+        if status.kho.in_fdt is not None:
+            out.write("         incoming handover present (kho/in): this kernel was booted through KHO\n")
+    else:
+        out.write(f"KHO      off: {status.kho.off_message or 'no kho/ in debugfs'}\n")
+    lim = k.kexec_load_limit_reboot
+    out.write(f"kexec    loaded={_yn(k.loaded)} crash_loaded={_yn(k.crash_loaded)} "
+              f"load_disabled={_yn(k.kexec_load_disabled)} "
+              f"limit={'unlimited' if lim == -1 else lim} lockdown={k.lockdown or '?'}\n")
+    for source, message in status.errors.items():
+        out.write(f"error    {source}: {message}\n")
+    out.write("checks\n")
+    _findings(status.findings, out)
+
+
+def _yn(value: Any) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def print_plan(result: Any, out: TextIO = sys.stdout) -> None:
+    st = result.status
+    where = "live host" if st.live else f"snapshot {st.root}"
+    out.write(f"khotui plan (dry run, nothing is loaded): {where}, {result.arch}\n")
+    out.write(f"kernel   {result.request.kernel}: {result.kernel.format}"
+              f"{', ' + result.kernel.version if result.kernel.version else ''}\n")
+    if result.initrd is not None:
+        out.write(f"initrd   {result.request.initrd}: {result.initrd.format}, "
+                  f"{human_size(result.initrd.size)}\n")
+    out.write(f"cmdline  {result.cmdline}\n")
+    if st.kho.enabled:
+        out.write(f"KHO      on, {st.kho_abi or 'ABI unknown'}; scratch regions:\n")
+        _scratch(st, out)
+    else:
+        out.write("KHO      off: segments go to System RAM\n")
+    segs = result.segments()
+    if segs:
+        out.write(f"\n  {'segment':12} {'mem':>14} {'memsz':>10} {'bufsz':>10}  region\n")
+        for s in segs:
+            mem = f"0x{s.mem:x}" if s.mem is not None else "-"
+            out.write(f"  {s.name:12} {mem:>14} {'0x%x' % s.memsz:>10} {'0x%x' % s.bufsz:>10}"
+                      f"  {s.region or ('fits nowhere' if result.fits is False else 'unknown')}\n")
+    out.write("\nchecks\n")
+    _findings(result.findings, out)
+    if result.assumptions:
+        out.write("assumptions\n")
+        for a in result.assumptions:
+            out.write(f"  - {a}\n")
+    if result.would_succeed:
+        out.write("\nverdict: the load would succeed" +
+                  (" (placement not exactly predictable: see assumptions)\n" if result.fits is None else "\n"))
+    else:
+        why = f" ({result.errno})" if result.errno else ""
+        out.write(f"\nverdict: the load would FAIL{why}\n")
