@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,6 +27,7 @@ class HandoverLoaded(Message):
 
 class HandoverScreen(KhotuiScreen):
     MODE = "handover"
+    CSS_PATH = "handover.tcss"
     HELP = """\
 ## Handover (FDT) explorer
 
@@ -99,9 +101,8 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
         tree: Tree = Tree(side.title, id=f"fdt-side-{i}", classes="fdt-tree")
         tree.root.expand()
         for blob in side.blobs:
-            label = Content.from_markup("[b]$n[/] [dim]$k, $s B[/]", n=blob.name, k=blob.kind, s=str(blob.size))
-            if blob.warnings:
-                label += Content.from_markup(" [$warning]![/]")
+            label = Text.assemble((blob.name, "bold"), (f" {blob.kind}, {blob.size} B", "dim"),
+                                  (" !" if blob.warnings else "", "bold"))
             node = tree.root.add(label, data=(blob, blob.root),
                                  allow_expand=bool(blob.root and blob.root.children))
             if blob is side.blobs[0] and blob.root and len(blob.root.children) < 50:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -28,6 +29,7 @@ class MemoryLoaded(Message):
 
 class MemoryScreen(KhotuiScreen):
     MODE = "memory"
+    CSS_PATH = "memory.tcss"
     HELP = """\
 ## Memory map
 
@@ -116,15 +118,16 @@ address, and the **memory blocks** per node, in runs of consecutive blocks.
         tree = self.query_one("#iomem-tree", Tree)
         tree.clear()
         if isinstance(iomem, Problem):
-            tree.root.set_label(problem_content(iomem))
+            tree.root.set_label(Text(f"/proc/iomem unavailable: {iomem}"))
             return
         tree.root.set_label("/proc/iomem")
         self._add_children(tree.root, iomem)
         tree.root.expand()
 
     @staticmethod
-    def _label(line: IomemLine) -> Content:
-        return Content.from_markup("[$secondary]$r[/] $n", r=f"{line.start:08x}-{line.end:08x}", n=line.name)
+    def _label(line: IomemLine) -> Text:
+        # Tree labels are Rich Text; the address column is dimmed, the name never parsed as markup
+        return Text.assemble((f"{line.start:08x}-{line.end:08x}", "dim"), " ", line.name)
 
     def _add_children(self, node, lines: list[IomemLine]) -> None:  # noqa: ANN001
         for line in lines:

@@ -18,6 +18,7 @@ from khotui.tui.widgets.panel import Panel
 
 class PlanScreen(KhotuiScreen):
     MODE = "plan"
+    CSS_PATH = "plan.tcss"
     HELP = """\
 ## Plan
 

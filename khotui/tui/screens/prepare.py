@@ -33,6 +33,7 @@ class PreviewReady(Message):
 
 class PrepareScreen(KhotuiScreen):
     MODE = "prepare"
+    CSS_PATH = "prepare.tcss"
     HELP = """\
 ## Prepare load
 

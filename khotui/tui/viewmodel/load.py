@@ -109,31 +109,38 @@ def plan(src: "Source", request: PlanInput) -> Plan:
         return Plan(request=request, would_succeed=False, verdict=result.message,
                     segments=[], regions=[], findings=[FindingRow("plan", "fail", result.message,
                                                                   result.fix)])
-    d = result.as_dict() if hasattr(result, "as_dict") else {}
-    ok = bool(_get(result, "would_succeed", d.get("would_succeed")))
-    findings = finding_rows(_get(result, "findings", None) or d.get("findings", []))
-    segments = segment_rows(d.get("segments") or _get(_get(result, "plan"), "segments", []))
-    regions = scratch_rows(d.get("scratch") or d.get("regions") or [])
-    verdict = d.get("verdict") or _verdict(ok, findings)
-    files = [(f.get("path"), f.get("sha256", ""), f.get("size"))
-             for f in (d.get("files") or []) if isinstance(f, dict)]
-    notes = [str(n) for n in (d.get("notes") or [])]
+    ok = bool(result.would_succeed)
+    findings = finding_rows(result.findings)
+    segments = segment_rows(result.segments())
+    regions = scratch_rows(result.status.kho.scratch)
+    message = getattr(result.plan, "message", None)
+    if ok:
+        where = "the scratch regions" if result.status.kho.enabled else "System RAM"
+        verdict = f"the load would succeed: {len(segments)} segments fit in {where}"
+    else:
+        verdict = _verdict(ok, findings, message)
     return Plan(request=request, would_succeed=ok, verdict=verdict, segments=segments,
-                regions=regions, findings=findings, files=files, notes=notes, handle=result)
+                regions=regions, findings=findings, notes=list(result.assumptions),
+                handle=result)
 
 
 def _plan_load(src: "Source", request: PlanInput) -> Any:
     from khotui import report
+    status = src._status if src._status is not None else report.host_status(src.root)
+    src._status = status
     return report.plan_load(src.root, report.PlanRequest(kernel=request.kernel,
                                                          initrd=request.initrd,
-                                                         cmdline=request.cmdline, append=None))
+                                                         cmdline=request.cmdline),
+                            status=status)
 
 
-def _verdict(ok: bool, findings: list[FindingRow]) -> str:
+def _verdict(ok: bool, findings: list[FindingRow], message: str | None = None) -> str:
     if ok:
         return "the load would succeed"
     failing = [f for f in findings if f.status == "fail"]
-    return f"the load would fail: {failing[0].message}" if failing else "the load would fail"
+    n = f" ({len(failing)} failing checks)" if len(failing) > 1 else ""
+    first = failing[0].message if failing else (message or "see the checks")
+    return f"the load would fail{n}: {first}"
 
 
 # -- load / unload -----------------------------------------------------------------------------
@@ -189,7 +196,7 @@ def _live_load(src: "Source", plan: Plan, files: Any) -> LoadResult:
             files, _ = open_files(src, plan)
         with files:
             flags = kexec.KEXEC_FILE_DEBUG
-            release = _get(getattr(src, "_status", None), "osrelease")
+            release = getattr(getattr(src._status, "boot", None), "osrelease", None)
             if kexec.flags_unsupported_by(flags, release):
                 flags = 0
             outcome = loadflow.run_load(files, plan.request.cmdline, flags=flags,
