@@ -155,7 +155,8 @@ class KhotuiApp(App[int]):
                 self.notify("not loaded", timeout=2)
 
         self.push_screen(ConfirmLoadScreen(event.plan, self.source.hostname(),
-                                           dry_run=self.source.dry_run), confirmed)
+                                           dry_run=self.source.dry_run, shown=self.source.shown),
+                         confirmed)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def run_load(self, plan: Plan, files: Any = None) -> None:

@@ -85,18 +85,20 @@ class _TypedConfirm(ModalScreen[bool]):
 
 
 class ConfirmLoadScreen(_TypedConfirm):
-    def __init__(self, plan: Plan, hostname: str, *, dry_run: bool) -> None:
+    def __init__(self, plan: Plan, hostname: str, *, dry_run: bool, shown=str) -> None:  # noqa: ANN001
         super().__init__(hostname, dry_run=dry_run, title="Load this kernel with kexec_file_load",
                          action="Load")
         self.plan = plan
+        self.shown = shown
 
     def body(self) -> Content:
         p = self.plan
         rows: list[Content] = []
         files = p.files or [(p.request.kernel, "", None)] + ([(p.request.initrd, "", None)] if p.request.initrd else [])
         for (path, sha, size), what in zip(files, ("kernel", "initrd")):
-            rows.append(Content.from_markup("[b $secondary]$w[/] $p", w=f"{what:<8}", p=path))
-            rows.append(Content.from_markup("[dim]$s[/]", s=f"{'':<8} sha256 {sha or '?'}  {fmt.size(size)}"))
+            rows.append(Content.from_markup("[b $secondary]$w[/] $p [dim]$z[/]", w=f"{what:<8}",
+                                            p=self.shown(path), z=fmt.size(size)))
+            rows.append(Content.from_markup("[dim]$s[/]", s=f"{'sha256':<8} {sha or '?'}"))
         if not p.request.initrd:
             rows.append(Content.from_markup("[b $secondary]initrd  [/] none (KEXEC_FILE_NO_INITRAMFS)"))
         rows.append(Content.from_markup("[b $secondary]cmdline [/] $c", c=p.request.cmdline))

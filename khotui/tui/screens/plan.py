@@ -42,13 +42,15 @@ run only and says so. **4** goes back to change the choice.
                 "[dim]nothing planned yet: choose a kernel on [b]4 Prepare[/b] and press [b]p[/b][/]"),
                 id="plan-verdict")
             yield DataTable(id="segments", cursor_type="row", show_cursor=False)
-            yield MemoryBands(id="plan-bands")
+            yield MemoryBands(id="plan-bands", layers=("scratch", "plan"))
             yield Panel("Checks that fail or warn", id="plan-findings")
+            yield Panel("Assumptions", id="plan-notes")
 
     def on_mount(self) -> None:
         self.query_one("#segments").display = False
         self.query_one("#plan-bands").display = False
         self.query_one("#plan-findings").display = False
+        self.query_one("#plan-notes").display = False
         self.query_one("#plan-body").focus()
         plan = self.app.plan  # type: ignore[attr-defined]
         if plan is not None:
@@ -61,10 +63,11 @@ run only and says so. **4** goes back to change the choice.
         style = "$success" if plan.would_succeed else "$error"
         sign = "✓" if plan.would_succeed else "✗"
         text = (Content.from_markup(f"[b {style}]$s $v[/]", s=sign, v=plan.verdict)
-                + Content.from_markup("\n[dim]$k[/]", k=_request_line(plan)))
-        for note in plan.notes:
-            text += Content.from_markup("\n[$warning]![/] $n", n=note)
+                + Content.from_markup("\n[dim]$k[/]", k=_request_line(self.app.source, plan)))
         verdict.update(text)
+        notes = self.query_one("#plan-notes", Panel)
+        notes.show(Content("\n").join(Content.from_markup("[dim]·[/] $n", n=n) for n in plan.notes))
+        notes.display = bool(plan.notes)
         table = self.query_one("#segments", DataTable)
         table.clear(columns=True)
         table.add_columns("#", "segment", "mem", "end", "memsz", "bufsz", "region")
@@ -88,6 +91,7 @@ run only and says so. **4** goes back to change the choice.
         findings.display = True
 
 
-def _request_line(plan: Plan) -> str:
+def _request_line(source, plan: Plan) -> str:  # noqa: ANN001
     r = plan.request
-    return f"kernel {r.kernel} · initrd {r.initrd or 'none'} · cmdline {len(r.cmdline)} chars"
+    initrd = source.shown(r.initrd) if r.initrd else "none"
+    return f"kernel {source.shown(r.kernel)} · initrd {initrd} · cmdline {len(r.cmdline)} bytes"

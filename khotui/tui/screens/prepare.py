@@ -91,9 +91,9 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
             table.add_column("kernels")
             table.add_row(problem_content(ch.kernels))
         else:
-            table.add_columns("", "version", "size", "date", "initrd", "from")
+            table.add_columns("now", "version", "size", "date", "initrd", "from")
             for i, k in enumerate(ch.kernels):
-                table.add_row(Content.from_markup("[b $success]running[/]") if k.running else "",
+                table.add_row(Content.from_markup("[b $success]●[/]") if k.running else "",
                               k.version or "?", fmt.size(k.size),
                               time.strftime("%Y-%m-%d", time.localtime(k.mtime)) if k.mtime else "?",
                               _short(k.initrd) if k.initrd else "none", k.source, key=str(i))
@@ -129,8 +129,9 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
         self.notify(f"kernel {self.kernel}", timeout=2)
 
     def _show_selection(self) -> None:
-        rows = [("kernel", self.kernel or Content.from_markup("[$warning]none chosen[/]")),
-                ("initrd", self.initrd or "none (KEXEC_FILE_NO_INITRAMFS)")]
+        shown = self.app.source.shown  # type: ignore[attr-defined]
+        rows = [("kernel", shown(self.kernel) if self.kernel else Content.from_markup("[$warning]none chosen[/]")),
+                ("initrd", shown(self.initrd) if self.initrd else "none (KEXEC_FILE_NO_INITRAMFS)")]
         self.query_one("#selection", Static).update(fmt.kv(rows, 8))
 
     # -- files ---------------------------------------------------------------------------------

@@ -347,7 +347,7 @@ class Source:
         if label:
             self.label = label
         elif demo:
-            self.label = "demo"
+            self.label = "demo snapshot"
         elif self.live:
             self.label = "live host"
         else:
@@ -367,6 +367,14 @@ class Source:
     @property
     def dry_run(self) -> bool:
         return self._dry_run
+
+    def shown(self, path: str) -> str:
+        """How to name a file to the operator: its host path when it lies in the snapshot."""
+        try:
+            rel = Path(path).relative_to(self.root)
+        except ValueError:
+            return path
+        return "/" + str(rel) if not self.live else path
 
     # -- identity ------------------------------------------------------------------------------
 

@@ -27,10 +27,10 @@ def handover(src: "Source") -> Handover:
             continue
         side = HandoverSide(title)
         if fdt is not None:
-            path = src.sysroot.display(fdt_path or f"/sys/kernel/debug/kho/{sub_dir}/fdt")
+            path = fdt_path or f"/sys/kernel/debug/kho/{sub_dir}/fdt"
             side.blobs.append(_root_blob(fdt, path))
         for name, data in sorted(subs.items()):
-            path = src.sysroot.display(f"/sys/kernel/debug/kho/{sub_dir}/sub_fdts/{name}")
+            path = f"/sys/kernel/debug/kho/{sub_dir}/sub_fdts/{name}"
             side.blobs.append(_sub_blob(name, data, path))
         sides.append(side)
     if state.enabled and not any(s.title.startswith("incoming") for s in sides):

@@ -160,7 +160,7 @@ def load(src: "Source", plan: Plan, files: Any = None) -> LoadResult:
             files.close()
         return LoadResult(
             ok=plan.would_succeed, dry_run=True, title="Dry run",
-            message=("nothing was loaded: this is " + src.label + ". "
+            message=("nothing was loaded: this is the " + src.label + ("" if src.demo else "") + ", not the live host. "
                      + ("The plan says the load would succeed." if plan.would_succeed
                         else "The plan says the load would fail: " + plan.verdict)),
             fix=None if plan.would_succeed else _first_fix(plan),
@@ -244,7 +244,7 @@ def _actual_placement(src: "Source"):
 def unload(src: "Source") -> LoadResult:
     if src.dry_run:
         return LoadResult(ok=True, dry_run=True, title="Dry run",
-                          message=f"nothing was unloaded: this is {src.label}")
+                          message=f"nothing was unloaded: this is the {src.label}, not the live host")
     from khotui import kexec, loadflow
     try:
         outcome = loadflow.run_unload(syscalls=_syscalls(src), **_log_args(src))

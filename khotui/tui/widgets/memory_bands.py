@@ -81,8 +81,9 @@ class MemoryBands(Widget, can_focus=True):
     cursor = reactive(0)
     band_index = reactive(0)
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, layers: tuple[str, ...] = LAYERS) -> None:
         super().__init__(id=id)
+        self.rows = layers
         self.bands: list[Band] = []
         self.home: list[Band] = []
         self.ranges: list[MemRange] = []
@@ -204,7 +205,7 @@ class MemoryBands(Widget, can_focus=True):
     # -- drawing -----------------------------------------------------------------------------
 
     def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001
-        return max(1, len(self.bands) * (len(LAYERS) + 1))
+        return max(1, len(self.bands) * (len(self.rows) + 1))
 
     def _layer_cells(self, band: Band, layer: str) -> list[str | None]:
         cells: list[str | None] = [None] * self.cells
@@ -230,7 +231,7 @@ class MemoryBands(Widget, can_focus=True):
         for bi, band in enumerate(self.bands):
             head = f"{band.label}  {fmt.addr(band.start)}–{fmt.addr(band.end)}  {fmt.size(band.end - band.start + 1)}"
             lines.append(Content.from_markup("[b]$h[/]", h=head))
-            for layer in LAYERS:
+            for layer in self.rows:
                 kinds = self._layer_cells(band, layer)
                 text = "".join(KINDS[k][0] if k else " " for k in kinds)
                 spans = []
@@ -240,7 +241,7 @@ class MemoryBands(Widget, can_focus=True):
                         if kinds[start]:
                             spans.append(Span(LABEL_W + start, LABEL_W + c, KINDS[kinds[start]][1]))
                         start = c
-                if bi == self.band_index and self.has_focus or bi == self.band_index and layer == "iomem":
+                if bi == self.band_index and (self.has_focus or layer == self.rows[0]):
                     spans.append(Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse"))
                 row = Content(f"{layer:<{LABEL_W}}" + text, spans=spans)
                 lines.append(row.stylize("dim", 0, LABEL_W))

@@ -26,7 +26,7 @@ class NavBar(Static):
             else:
                 parts.append(Content.from_markup(
                     f"[@click=app.goto('{mode}')] [$secondary]{key}[/] {title} [/]"))
-        right = f" {label}"
+        right = f" {label.removesuffix(' snapshot')}"
         parts.append(Content(right))
         if dry_run:
             parts.append(Content.from_markup(" [b $warning]DRY RUN[/]"))
