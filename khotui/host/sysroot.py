@@ -65,8 +65,8 @@ class Sysroot:
         """Read a file, at most `limit` bytes; a longer file is an error, not a silent cut."""
         real = self.path(host_path)
         try:
-            with open(real, "rb") as f:
-                data = f.read(limit + 1)
+            with open(real, "rb", buffering=0) as f:
+                data = _read_capped(f, limit + 1)
         except OSError as exc:
             raise explain_os_error(exc, self.display(host_path)) from None
         if len(data) > limit:
@@ -96,3 +96,21 @@ class Sysroot:
             return int(text.strip(), base)
         except ValueError:
             return None
+
+
+# procfs sysctl files allocate a kernel buffer of the size asked for in read(2) and fail with
+# ENOMEM beyond KMALLOC_MAX_SIZE (proc_sys_call_handler(), fs/proc/proc_sysctl.c): read in
+# modest chunks until EOF instead of asking for `limit` bytes at once.
+READ_CHUNK = 256 << 10
+
+
+def _read_capped(f, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < cap:
+        chunk = f.read(min(READ_CHUNK, cap - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

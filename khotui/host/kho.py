@@ -1,0 +1,368 @@
+"""KHO as the running kernel shows it: /sys/kernel/debug/kho, and why it is off when it is.
+
+`read_kho(sysroot)` reads the debugfs tree (kernel/liveupdate/kexec_handover_debugfs.c):
+the scratch regions (`out/scratch_phys`, `out/scratch_len`), the outgoing root FDT and
+sub-blobs as raw bytes, and after a KHO boot the incoming ones (`in/`). Decoding the blobs is
+khotui/fdt.py's job. When there is no `kho/` directory it tells apart why: `kho=off` or no
+`kho=on`, KHO not built, no debugfs support, debugfs not mounted, or no permission.
+
+Two debugfs layouts exist (reference/kho-abi.md §1.2), told apart by the `out/finalize` file:
+
+* ``"6.16-7.0"`` — Linux 6.16 to 7.0: `out/finalize` (0600, reads `0\\n`/`1\\n`). In 6.16-6.18
+  the KHO data reaches the next kernel only once `1` was written; 6.19/7.0 still have the file
+  (writing `0` fails with EINVAL). Root FDT `kho-v1`.
+* ``"7.1+"`` — Linux 7.1 and later (7.3 included): no `finalize`, KHO is stateless; the root
+  FDT is `kho-v2` or later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from khotui.errors import KhotuiError
+from khotui.host.boot import cmdline_param, cmdline_tokens, kstrtobool, read_config
+from khotui.host.memory import memory_node_ids
+from khotui.host.sysroot import Sysroot
+
+DEBUGFS = "/sys/kernel/debug"
+KHO_DIR = "/sys/kernel/debug/kho"
+SETUP_DATA_DIR = "/sys/kernel/boot_params/setup_data"
+CHOSEN_DIR = "/sys/firmware/devicetree/base/chosen"
+SETUP_KEXEC_KHO = 0xA  # arch/x86/include/uapi/asm/setup_data.h
+# debugfs blobs are FDTs of a few pages; anything this large is not one.
+MAX_BLOB_BYTES = 64 << 20
+
+LAYOUT_LEGACY = "6.16-7.0"
+LAYOUT_STATELESS = "7.1+"
+
+# off_reason codes
+OFF_CMDLINE = "cmdline-off"
+OFF_DEFAULT = "default-off"
+OFF_NOT_BUILT = "not-built"
+OFF_NO_DEBUGFS_CONFIG = "no-debugfs-config"
+OFF_DEBUGFS_NOT_MOUNTED = "debugfs-not-mounted"
+OFF_PERMISSION = "permission-denied"
+OFF_KDUMP = "kdump-kernel"
+OFF_UNKNOWN = "unknown"
+
+_KINDS = ("lowmem", "global")
+
+
+@dataclass
+class ScratchRegion:
+    """One `kho_scratch[]` entry: index 0 lowmem, 1 global, 2.. one per node with memory."""
+
+    index: int
+    kind: str                 # 'lowmem' | 'global' | 'node'
+    node: int | None          # for kind 'node': the node id (None if it could not be matched)
+    addr: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        """Last byte (inclusive); addr - 1 for an empty region."""
+        return self.addr + self.size - 1
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "kind": self.kind, "node": self.node,
+                "addr": self.addr, "size": self.size}
+
+
+@dataclass
+class SetupData:
+    """One x86 /sys/kernel/boot_params/setup_data/<N> entry."""
+
+    index: int
+    type: int
+    data_size: int | None
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "type": self.type, "data_size": self.data_size}
+
+
+def _blob_dict(data: bytes | None) -> dict | None:
+    if data is None:
+        return None
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@dataclass
+class KhoState:
+    enabled: bool                               # the kho/ debugfs tree is there and readable
+    off_reason: str | None = None               # one of the OFF_* codes when not enabled
+    off_message: str | None = None
+    fix: str | None = None
+    kernel_enabled: bool | None = None          # what cmdline + config say (None: unknown)
+    layout: str | None = None                   # LAYOUT_LEGACY | LAYOUT_STATELESS
+    finalized: bool | None = None               # out/finalize, legacy layout only
+    scratch: list[ScratchRegion] = field(default_factory=list)
+    scratch_notes: list[str] = field(default_factory=list)
+    out_fdt: bytes | None = None
+    out_sub_fdts: dict[str, bytes] = field(default_factory=dict)
+    in_fdt: bytes | None = None
+    in_sub_fdts: dict[str, bytes] = field(default_factory=dict)
+    debugfs_path: str | None = None             # host paths (sysroot.display() them to show)
+    out_fdt_path: str | None = None
+    in_fdt_path: str | None = None
+    setup_data: list[SetupData] = field(default_factory=list)
+    dt_kho_fdt: tuple[int, int] | None = None   # arm64 /chosen/linux,kho-fdt (addr, size)
+    dt_kho_scratch: tuple[int, int] | None = None
+
+    @property
+    def kho_booted(self) -> bool:
+        """This kernel itself booted through a KHO kexec (any evidence of it)."""
+        return (self.in_fdt is not None
+                or any(s.type == SETUP_KEXEC_KHO for s in self.setup_data)
+                or self.dt_kho_fdt is not None)
+
+    def as_dict(self) -> dict:
+        return {
+            "enabled": self.enabled, "off_reason": self.off_reason,
+            "off_message": self.off_message, "fix": self.fix,
+            "kernel_enabled": self.kernel_enabled,
+            "layout": self.layout, "finalized": self.finalized,
+            "scratch": [s.as_dict() for s in self.scratch],
+            "scratch_notes": list(self.scratch_notes),
+            "out_fdt": _blob_dict(self.out_fdt),
+            "out_sub_fdts": {k: _blob_dict(v) for k, v in sorted(self.out_sub_fdts.items())},
+            "in_fdt": _blob_dict(self.in_fdt),
+            "in_sub_fdts": {k: _blob_dict(v) for k, v in sorted(self.in_sub_fdts.items())},
+            "debugfs_path": self.debugfs_path, "out_fdt_path": self.out_fdt_path,
+            "in_fdt_path": self.in_fdt_path,
+            "kho_booted": self.kho_booted,
+            "setup_data": [s.as_dict() for s in self.setup_data],
+            "dt_kho_fdt": list(self.dt_kho_fdt) if self.dt_kho_fdt else None,
+            "dt_kho_scratch": list(self.dt_kho_scratch) if self.dt_kho_scratch else None,
+        }
+
+
+def parse_scratch_lines(text: str, *, path: str) -> list[int]:
+    """The `0x%llx` lines of scratch_phys or scratch_len."""
+    # mirrors scratch_phys_show()/scratch_len_show(), kernel/liveupdate/kexec_handover_debugfs.c
+    values: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if not re.fullmatch(r"0x[0-9a-fA-F]+", line):
+            raise KhotuiError(f"line {lineno} is not a 0x-prefixed hex number: {line!r}", path=path,
+                              fix="read this file from the KHO debugfs unchanged (as root)")
+        values.append(int(line, 16))
+    return values
+
+
+def read_scratch(sysroot: Sysroot, out_dir: str = f"{KHO_DIR}/out") -> tuple[list[ScratchRegion], list[str]]:
+    """kho_scratch[] from scratch_phys + scratch_len, with kinds and node ids, and any notes."""
+    phys_host, len_host = f"{out_dir}/scratch_phys", f"{out_dir}/scratch_len"
+    if not sysroot.exists(phys_host) and not sysroot.exists(len_host):
+        return [], ["no scratch_phys/scratch_len in kho/out"]
+    for host in (phys_host, len_host):
+        if not sysroot.exists(host):
+            raise KhotuiError("missing while its companion file is there", path=sysroot.display(host),
+                              fix="copy the whole /sys/kernel/debug/kho tree again")
+    addrs = parse_scratch_lines(sysroot.read_text(phys_host), path=sysroot.display(phys_host))
+    sizes = parse_scratch_lines(sysroot.read_text(len_host), path=sysroot.display(len_host))
+    if len(addrs) != len(sizes):
+        raise KhotuiError(f"has {len(sizes)} lines but scratch_phys has {len(addrs)}; "
+                          "both list kho_scratch[] in the same order",
+                          path=sysroot.display(len_host),
+                          fix="copy scratch_phys and scratch_len again from the same boot")
+    notes: list[str] = []
+    # kho_scratch_cnt = nodes_weight(node_states[N_MEMORY]) + 2, kho_reserve_scratch()
+    node_ids = memory_node_ids(sysroot)
+    node_regions = max(len(addrs) - 2, 0)
+    if len(addrs) < 3:
+        notes.append(f"{len(addrs)} scratch regions; a KHO kernel has lowmem, global and at "
+                     "least one node region")
+    if node_ids and len(node_ids) != node_regions:
+        notes.append(f"{node_regions} node scratch regions but {len(node_ids)} nodes with memory "
+                     f"({','.join(map(str, node_ids))}); node ids left unknown")
+        node_ids = []
+    if not node_ids and node_regions:
+        if not any("node ids left unknown" in n for n in notes):
+            notes.append("node ids of the per-node scratch regions are unknown "
+                         "(no /sys/devices/system/node)")
+    regions: list[ScratchRegion] = []
+    for i, (addr, size) in enumerate(zip(addrs, sizes)):
+        if i < 2:
+            regions.append(ScratchRegion(i, _KINDS[i], None, addr, size))
+        else:
+            nid = node_ids[i - 2] if node_ids else None
+            regions.append(ScratchRegion(i, "node", nid, addr, size))
+    return regions, notes
+
+
+def _read_blob(sysroot: Sysroot, host: str) -> bytes | None:
+    if not sysroot.exists(host):
+        return None
+    return sysroot.read_bytes(host, limit=MAX_BLOB_BYTES)
+
+
+def _read_blobs(sysroot: Sysroot, host_dir: str) -> dict[str, bytes]:
+    blobs: dict[str, bytes] = {}
+    for name in sysroot.listdir(host_dir):
+        host = f"{host_dir}/{name}"
+        if sysroot.is_dir(host):
+            continue
+        blobs[name] = sysroot.read_bytes(host, limit=MAX_BLOB_BYTES)
+    return blobs
+
+
+def read_setup_data(sysroot: Sysroot) -> list[SetupData]:
+    """x86 setup_data entries (arch/x86/kernel/ksysfs.c); [] when absent."""
+    entries: list[SetupData] = []
+    for name in sysroot.listdir(SETUP_DATA_DIR):
+        if not name.isdigit():
+            continue
+        host = f"{SETUP_DATA_DIR}/{name}"
+        text = sysroot.read_optional_text(f"{host}/type")
+        if text is None:
+            continue
+        try:
+            kind = int(text.strip(), 16)  # type_show(): "0x%x\n"
+        except ValueError:
+            raise KhotuiError(f"not a hex setup_data type: {text.strip()!r}",
+                              path=sysroot.display(f"{host}/type"),
+                              fix="this file should be read from sysfs unchanged") from None
+        size = None
+        if sysroot.exists(f"{host}/data"):
+            try:
+                size = sysroot.path(f"{host}/data").stat().st_size
+            except OSError:
+                size = None
+        entries.append(SetupData(int(name), kind, size))
+    entries.sort(key=lambda e: e.index)
+    return entries
+
+
+def _dt_cells(sysroot: Sysroot, name: str) -> int:
+    host = f"/sys/firmware/devicetree/base/{name}"
+    if not sysroot.exists(host):
+        return 2  # the DT spec default for the root node
+    raw = sysroot.read_bytes(host, limit=64)
+    return int.from_bytes(raw[:4], "big") if len(raw) >= 4 else 2
+
+
+def read_dt_range(sysroot: Sysroot, prop: str) -> tuple[int, int] | None:
+    """An (addr, size) property of /chosen such as linux,kho-fdt (drivers/of/kexec.c)."""
+    host = f"{CHOSEN_DIR}/{prop}"
+    if not sysroot.exists(host):
+        return None
+    raw = sysroot.read_bytes(host, limit=4096)
+    ac, sc = _dt_cells(sysroot, "#address-cells"), _dt_cells(sysroot, "#size-cells")
+    if len(raw) < 4 * (ac + sc) or ac == 0 or sc == 0:
+        raise KhotuiError(f"{len(raw)} bytes, expected {4 * (ac + sc)} (address and size cells)",
+                          path=sysroot.display(host),
+                          fix="copy /sys/firmware/devicetree/base/chosen again")
+    addr = int.from_bytes(raw[:4 * ac], "big")
+    size = int.from_bytes(raw[4 * ac:4 * (ac + sc)], "big")
+    return addr, size
+
+
+def _off_reason(sysroot: Sysroot, cmdline: str, config: dict[str, str],
+                config_source: str | None) -> tuple[str, str, str, bool | None]:
+    """(code, message, fix, kernel_enabled) for a host without a readable kho/ directory."""
+    value = cmdline_param(cmdline, "kho")
+    on = kstrtobool(value) if value is not None else None
+    default_on = config.get("CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT") == "y"
+    cfg = f" ({config_source})" if config_source else ""
+    if config_source is not None and config.get("CONFIG_KEXEC_HANDOVER") != "y":
+        return (OFF_NOT_BUILT, f"this kernel is built without KHO: CONFIG_KEXEC_HANDOVER is not set{cfg}",
+                "boot a kernel built with CONFIG_KEXEC_HANDOVER=y and kho=on", False)
+    if on is False:
+        return (OFF_CMDLINE, f"KHO is disabled on the kernel command line (kho={value})",
+                "boot with kho=on on the kernel command line (and without kho=off)", False)
+    if on is None and not default_on:
+        what = "has no kho=on" if value is None else f"has an unreadable kho={value}"
+        default = ("CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT is not set" if config_source
+                   else "KHO is off by default unless CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y")
+        return (OFF_DEFAULT, f"KHO is off: the command line {what} and {default}",
+                "add kho=on to the kernel command line and reboot", False)
+    # KHO should be on: why is there no kho/ directory?
+    if "elfcorehdr" in cmdline_param_names(cmdline):
+        return (OFF_KDUMP, "this is a kdump (crash) kernel: KHO is disabled in it",
+                "run khotui on the production kernel, not in the crash kernel", False)
+    if config_source is not None:
+        if config.get("CONFIG_DEBUG_FS") != "y":
+            return (OFF_NO_DEBUGFS_CONFIG, f"this kernel has no debugfs (CONFIG_DEBUG_FS is not set{cfg}); "
+                    "KHO may be on but cannot be inspected",
+                    "build with CONFIG_DEBUG_FS=y and CONFIG_KEXEC_HANDOVER_DEBUGFS=y", True)
+        if "CONFIG_KEXEC_HANDOVER_DEBUG" in config and config.get("CONFIG_KEXEC_HANDOVER_DEBUGFS") != "y":
+            # the option exists from 6.19 on (it came with CONFIG_KEXEC_HANDOVER_DEBUG)
+            return (OFF_NO_DEBUGFS_CONFIG, f"CONFIG_KEXEC_HANDOVER_DEBUGFS is not set{cfg}: KHO may be on "
+                    "but has no debugfs view",
+                    "build with CONFIG_KEXEC_HANDOVER_DEBUGFS=y to inspect and preview KHO", True)
+    if sysroot.is_live and not sysroot.listdir(DEBUGFS):
+        return (OFF_DEBUGFS_NOT_MOUNTED, f"debugfs is not mounted on {DEBUGFS}",
+                f"mount -t debugfs none {DEBUGFS}", True)
+    if not sysroot.is_live and not sysroot.is_dir(DEBUGFS):
+        return (OFF_DEBUGFS_NOT_MOUNTED, "the snapshot has no /sys/kernel/debug (debugfs was not mounted "
+                "or not readable when it was taken)",
+                f"on the host: mount -t debugfs none {DEBUGFS}, then take the snapshot again as root", True)
+    return (OFF_UNKNOWN, f"no {KHO_DIR} although KHO should be on; the kernel log says why "
+            "(look for 'KHO:' lines, e.g. 'Failed to reserve scratch area, disabling kexec handover')",
+            "check dmesg | grep KHO; a failed scratch reservation needs a smaller kho_scratch=", True)
+
+
+def cmdline_param_names(cmdline: str) -> set[str]:
+    return {t.partition("=")[0] for t in cmdline_tokens(cmdline)}
+
+
+def read_kho(sysroot: Sysroot) -> KhoState:
+    cmdline = (sysroot.read_optional_text("/proc/cmdline") or "").rstrip("\n")
+    osrelease = (sysroot.read_optional_text("/proc/sys/kernel/osrelease") or "").strip() or None
+    setup_data = read_setup_data(sysroot)
+    dt_fdt = read_dt_range(sysroot, "linux,kho-fdt")
+    dt_scratch = read_dt_range(sysroot, "linux,kho-scratch")
+    try:
+        present = sysroot.is_dir(KHO_DIR) and bool(sysroot.listdir(KHO_DIR))
+        denied = False
+    except KhotuiError:
+        present, denied = False, True
+    except PermissionError:
+        present, denied = False, True
+    if not present and not denied and sysroot.is_live:
+        # /sys/kernel/debug is 0700: is_dir() is False for a non-root reader
+        try:
+            sysroot.listdir(DEBUGFS)
+        except KhotuiError:
+            denied = True
+    if denied:
+        return KhoState(enabled=False, off_reason=OFF_PERMISSION,
+                        off_message=f"cannot read {DEBUGFS}: permission denied",
+                        fix="run khotui as root (sudo khotui ...), or review a snapshot taken as root",
+                        kernel_enabled=None, setup_data=setup_data, dt_kho_fdt=dt_fdt,
+                        dt_kho_scratch=dt_scratch)
+    if not present:
+        config, config_source = read_config(sysroot, osrelease)
+        code, message, fix, kernel_enabled = _off_reason(sysroot, cmdline, config, config_source)
+        return KhoState(enabled=False, off_reason=code, off_message=message, fix=fix,
+                        kernel_enabled=kernel_enabled, setup_data=setup_data,
+                        dt_kho_fdt=dt_fdt, dt_kho_scratch=dt_scratch)
+
+    out_dir, in_dir = f"{KHO_DIR}/out", f"{KHO_DIR}/in"
+    finalize_host = f"{out_dir}/finalize"
+    layout, finalized = LAYOUT_STATELESS, None
+    if sysroot.exists(finalize_host):
+        layout = LAYOUT_LEGACY
+        text = sysroot.read_text(finalize_host).strip()
+        if text not in ("0", "1"):
+            raise KhotuiError(f"expected 0 or 1, read {text!r}", path=sysroot.display(finalize_host),
+                              fix="read this file from the KHO debugfs unchanged (as root)")
+        finalized = text == "1"  # finalize_get(), "%llu\n"
+    scratch, notes = read_scratch(sysroot, out_dir)
+    out_fdt_host, in_fdt_host = f"{out_dir}/fdt", f"{in_dir}/fdt"
+    out_fdt = _read_blob(sysroot, out_fdt_host)
+    in_fdt = _read_blob(sysroot, in_fdt_host)
+    return KhoState(
+        enabled=True, kernel_enabled=True, layout=layout, finalized=finalized,
+        scratch=scratch, scratch_notes=notes,
+        out_fdt=out_fdt, out_sub_fdts=_read_blobs(sysroot, f"{out_dir}/sub_fdts"),
+        in_fdt=in_fdt, in_sub_fdts=_read_blobs(sysroot, f"{in_dir}/sub_fdts"),
+        debugfs_path=KHO_DIR,
+        out_fdt_path=out_fdt_host if out_fdt is not None else None,
+        in_fdt_path=in_fdt_host if in_fdt is not None else None,
+        setup_data=setup_data, dt_kho_fdt=dt_fdt, dt_kho_scratch=dt_scratch,
+    )

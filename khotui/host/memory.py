@@ -1,0 +1,331 @@
+"""NUMA nodes and memory blocks: /sys/devices/system/node and /sys/devices/system/memory.
+
+Two reads, because a large host has ~200,000 memory block directories:
+
+* `read_topology(sysroot)` — nodes, the block size, and per node the count and ranges of its
+  memory blocks, taken from the `nodeN/memoryM` entries (one directory listing per node; no
+  block directory is opened).
+* `read_memory_blocks(sysroot)` — every block with its attributes (state, removable,
+  valid_zones...), one small file read per attribute: seconds on a huge host, so on request.
+
+On the live host both enumerate through pyudev (`subsystem='node'`/`'memory'`); under a
+snapshot root they list directories. Both give equal models (tested on this machine).
+In a snapshot (and the captures) the sysfs links `nodeN/memoryM` and `memoryM/nodeN` are
+recorded as small files holding the link target; only their names are used here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from khotui.errors import KhotuiError
+from khotui.host.sysroot import Sysroot
+
+NODE_DIR = "/sys/devices/system/node"
+MEMORY_DIR = "/sys/devices/system/memory"
+BLOCK_SIZE = "/sys/devices/system/memory/block_size_bytes"
+
+_NODE_RE = re.compile(r"node(\d+)")
+_MEMORY_RE = re.compile(r"memory(\d+)")
+# Attributes of a memory block device (drivers/base/memory.c) that a snapshot records;
+# read_memory_blocks() reads BLOCK_READ (phys_index is index-derived, not read).
+BLOCK_ATTRIBUTES = ("state", "online", "phys_index", "phys_device", "removable", "valid_zones")
+BLOCK_READ = ("state", "online", "phys_device", "removable", "valid_zones")
+NODE_ATTRIBUTES = ("cpulist", "meminfo")
+NODE_STATE_FILES = ("possible", "online", "has_normal_memory", "has_high_memory", "has_memory",
+                    "has_cpu", "has_generic_initiator")
+
+
+def parse_list(text: str, *, path: str | None = None) -> list[int]:
+    """A kernel list such as `0-3,8,10-11` as sorted ints ([] for an empty line)."""
+    # mirrors bitmap_parselist(), lib/bitmap-str.c (without the ':used/group' form)
+    result: list[int] = []
+    text = text.strip()
+    if not text:
+        return result
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.partition("-")
+            if sep:
+                a, b = int(lo, 10), int(hi, 10)
+                if b < a:
+                    raise ValueError(part)
+                result.extend(range(a, b + 1))
+            else:
+                result.append(int(part, 10))
+    except ValueError:
+        raise KhotuiError(f"not a kernel list like '0-3,8': {text!r}", path=path,
+                          fix="this file should be read from sysfs unchanged") from None
+    return sorted(set(result))
+
+
+def _ranges(ids: list[int]) -> list[tuple[int, int]]:
+    """Sorted ids as runs [(first, last)]."""
+    runs: list[tuple[int, int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+@dataclass
+class Node:
+    id: int
+    has_memory: bool
+    cpulist: list[int]
+    mem_total_kb: int | None          # `Node N MemTotal:` of nodeN/meminfo
+    memory_blocks: list[int]          # block indices (from nodeN/memoryM)
+
+    def block_ranges(self, block_size: int | None) -> list[tuple[int, int]]:
+        """Physical address runs (start, end inclusive) covered by this node's blocks."""
+        if not block_size:
+            return []
+        return [(a * block_size, (b + 1) * block_size - 1) for a, b in _ranges(self.memory_blocks)]
+
+    def as_dict(self, block_size: int | None = None) -> dict:
+        return {
+            "id": self.id,
+            "has_memory": self.has_memory,
+            "cpulist": list(self.cpulist),
+            "mem_total_kb": self.mem_total_kb,
+            "memory_block_count": len(self.memory_blocks),
+            "memory_block_runs": [list(r) for r in _ranges(self.memory_blocks)],
+            "memory_ranges": [[hex(a), hex(b)] for a, b in self.block_ranges(block_size)],
+        }
+
+
+@dataclass
+class MemoryBlock:
+    index: int
+    start: int
+    size: int
+    state: str | None                 # 'online' | 'offline' | 'going-offline'
+    online: bool | None
+    node: int | None                  # lowest node with a nodeN link (a block may span nodes)
+    removable: bool | None
+    valid_zones: str | None
+    phys_device: int | None
+
+    def as_dict(self) -> dict:
+        return {
+            "index": self.index, "start": self.start, "size": self.size, "state": self.state,
+            "online": self.online, "node": self.node, "removable": self.removable,
+            "valid_zones": self.valid_zones, "phys_device": self.phys_device,
+        }
+
+
+@dataclass
+class Topology:
+    nodes: list[Node]
+    block_size: int | None            # memory/block_size_bytes (hex in sysfs)
+    memory_nodes: list[int]           # node ids with memory: N_MEMORY order (ascending)
+    memory_nodes_source: str | None   # 'has_memory' or 'node memory blocks'
+    node_states: dict[str, list[int]] = field(default_factory=dict)  # possible, online, has_*
+
+    def node(self, nid: int) -> Node | None:
+        for n in self.nodes:
+            if n.id == nid:
+                return n
+        return None
+
+    @property
+    def block_count(self) -> int:
+        return sum(len(n.memory_blocks) for n in self.nodes)
+
+    def as_dict(self) -> dict:
+        return {
+            "block_size": self.block_size,
+            "memory_nodes": list(self.memory_nodes),
+            "memory_nodes_source": self.memory_nodes_source,
+            "node_states": {k: list(v) for k, v in sorted(self.node_states.items())},
+            "nodes": [n.as_dict(self.block_size) for n in self.nodes],
+        }
+
+
+def read_block_size(sysroot: Sysroot) -> int | None:
+    text = sysroot.read_optional_text(BLOCK_SIZE)
+    if text is None:
+        return None
+    try:
+        value = int(text.strip(), 16)  # printed "%lx" by block_size_bytes_show()
+    except ValueError:
+        raise KhotuiError(f"not a hex block size: {text.strip()!r}", path=sysroot.display(BLOCK_SIZE),
+                          fix="this file should be read from sysfs unchanged") from None
+    if value <= 0:
+        raise KhotuiError("memory block size is 0", path=sysroot.display(BLOCK_SIZE),
+                          fix="this file should be read from sysfs unchanged")
+    return value
+
+
+def _node_names(sysroot: Sysroot) -> list[tuple[int, str]]:
+    """(id, host dir) of every node: pyudev on the live host, a directory listing otherwise."""
+    found: dict[int, str] = {}
+    if sysroot.is_live:
+        for dev in _udev_devices("node"):
+            m = _NODE_RE.fullmatch(dev.sys_name)
+            if m:
+                found[int(m.group(1))] = f"{NODE_DIR}/{dev.sys_name}"
+    else:
+        for name in sysroot.listdir(NODE_DIR):
+            m = _NODE_RE.fullmatch(name)
+            if m and sysroot.is_dir(f"{NODE_DIR}/{name}"):
+                found[int(m.group(1))] = f"{NODE_DIR}/{name}"
+    return sorted(found.items())
+
+
+def _memory_ids(names: list[str]) -> list[int]:
+    """Block indices of the `memoryN` entries of a node directory, without a regex per name."""
+    return sorted(int(n[6:]) for n in names if n.startswith("memory") and n[6:].isdigit())
+
+
+def _udev_devices(subsystem: str):
+    try:
+        import pyudev
+        return list(pyudev.Context().list_devices(subsystem=subsystem))
+    except Exception as exc:  # ImportError, udev missing in a container...
+        raise KhotuiError(f"cannot enumerate {subsystem} devices through udev: {exc}",
+                          path=NODE_DIR if subsystem == "node" else MEMORY_DIR,
+                          fix="install pyudev and libudev, or read a snapshot with --root") from None
+
+
+def _mem_total_kb(text: str | None) -> int | None:
+    if text is None:
+        return None
+    for line in text.splitlines():
+        parts = line.split()
+        # "Node 0 MemTotal:        1030736 kB" (node_read_meminfo(), drivers/base/node.c)
+        if len(parts) >= 4 and parts[2] == "MemTotal:" and parts[3].isdigit():
+            return int(parts[3])
+    return None
+
+
+def read_topology(sysroot: Sysroot) -> Topology:
+    """Nodes and their memory-block summary; does not open any memory block directory."""
+    block_size = read_block_size(sysroot)
+    states: dict[str, list[int]] = {}
+    for name in NODE_STATE_FILES:
+        host = f"{NODE_DIR}/{name}"
+        text = sysroot.read_optional_text(host)
+        if text is not None:
+            states[name] = parse_list(text, path=sysroot.display(host))
+    nodes: list[Node] = []
+    for nid, host_dir in _node_names(sysroot):
+        blocks = _memory_ids(sysroot.listdir(host_dir))
+        cpus_host = f"{host_dir}/cpulist"
+        cpus_text = sysroot.read_optional_text(cpus_host)
+        cpulist = parse_list(cpus_text, path=sysroot.display(cpus_host)) if cpus_text is not None else []
+        mem_total = _mem_total_kb(sysroot.read_optional_text(f"{host_dir}/meminfo"))
+        nodes.append(Node(id=nid, has_memory=False, cpulist=cpulist, mem_total_kb=mem_total,
+                          memory_blocks=blocks))
+    if "has_memory" in states:
+        memory_nodes, source = states["has_memory"], "has_memory"
+    else:
+        # no has_memory file (as in the captures): nodes that own memory blocks
+        memory_nodes, source = [n.id for n in nodes if n.memory_blocks], "node memory blocks"
+        if not nodes:
+            source = None
+    for n in nodes:
+        n.has_memory = n.id in memory_nodes
+    return Topology(nodes=nodes, block_size=block_size, memory_nodes=memory_nodes,
+                    memory_nodes_source=source, node_states=states)
+
+
+def memory_node_ids(sysroot: Sysroot) -> list[int]:
+    """Node ids with memory in `for_each_node_state(nid, N_MEMORY)` order."""
+    host = f"{NODE_DIR}/has_memory"
+    text = sysroot.read_optional_text(host)
+    if text is not None:
+        return parse_list(text, path=sysroot.display(host))
+    return read_topology(sysroot).memory_nodes
+
+
+def _flag(text: str | None) -> bool | None:
+    if text is None:
+        return None
+    text = text.strip()
+    if text in ("0", "1"):
+        return text == "1"
+    return None
+
+
+def _int(text: str | None, base: int = 10) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text.strip(), base)
+    except ValueError:
+        return None
+
+
+def _block(sysroot: Sysroot, index: int, block_size: int, attrs: dict[str, str | None],
+           node: int | None) -> MemoryBlock:
+    state = attrs.get("state")
+    zones = attrs.get("valid_zones")
+    return MemoryBlock(index=index, start=index * block_size, size=block_size,
+                       state=state.strip() if state is not None else None,
+                       online=_flag(attrs.get("online")), node=node,
+                       removable=_flag(attrs.get("removable")),
+                       valid_zones=zones.strip() if zones is not None else None,
+                       phys_device=_int(attrs.get("phys_device")))
+
+
+def read_memory_blocks(sysroot: Sysroot, topology: Topology | None = None, *,
+                       attributes: tuple[str, ...] = BLOCK_READ) -> list[MemoryBlock]:
+    """Every memory block with its attributes, by index. Costly on a huge host: on request only.
+
+    One small file read per block and attribute (~50 µs each on a slow VM: 196,000 blocks ×
+    5 attributes ≈ 50 s); pass fewer `attributes` (e.g. ("state",)) for a cheaper read. Those
+    not read are None.
+    """
+    topology = topology or read_topology(sysroot)
+    block_size = topology.block_size
+    if block_size is None:
+        return []
+    node_of: dict[int, int] = {}
+    for n in topology.nodes:
+        for b in n.memory_blocks:
+            node_of.setdefault(b, n.id)
+    blocks: list[MemoryBlock] = []
+    if sysroot.is_live:
+        for dev in _udev_devices("memory"):
+            m = _MEMORY_RE.fullmatch(dev.sys_name)
+            if not m:
+                continue
+            index = int(m.group(1))
+            attrs = {a: _udev_attr(dev, a) for a in attributes}
+            node = node_of.get(index)
+            if node is None:
+                node = _link_node(sysroot, f"{MEMORY_DIR}/{dev.sys_name}")
+            blocks.append(_block(sysroot, index, block_size, attrs, node))
+    else:
+        for name in sysroot.listdir(MEMORY_DIR):
+            m = _MEMORY_RE.fullmatch(name)
+            if not m:
+                continue
+            index = int(m.group(1))
+            host_dir = f"{MEMORY_DIR}/{name}"
+            attrs = {a: sysroot.read_optional_text(f"{host_dir}/{a}") for a in attributes}
+            node = node_of.get(index)
+            if node is None:
+                node = _link_node(sysroot, host_dir)
+            blocks.append(_block(sysroot, index, block_size, attrs, node))
+    blocks.sort(key=lambda b: b.index)
+    return blocks
+
+
+def _udev_attr(dev, name: str) -> str | None:
+    try:
+        value = dev.attributes.get(name)
+    except Exception:
+        return None
+    if value is None:
+        return None
+    return value.decode("utf-8", errors="replace")
+
+
+def _link_node(sysroot: Sysroot, host_dir: str) -> int | None:
+    ids = [int(m.group(1)) for m in map(_NODE_RE.fullmatch, sysroot.listdir(host_dir)) if m]
+    return min(ids) if ids else None

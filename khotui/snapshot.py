@@ -1,0 +1,272 @@
+"""`write_snapshot`: copy what the host readers read into a sysroot directory.
+
+The result has the layout of the captures in `shared/kho/<capture>/sysroot`: every file at its
+host path below `out_dir`, so `read_*(Sysroot(out_dir))` gives the model `read_*` gave on the
+source. Like the captures, sysfs links between nodes and memory blocks (`nodeN/memoryM`,
+`memoryM/nodeN`) and other links to directories are recorded as small files holding the link
+target. The kernel log goes to `<out_dir>/dmesg` ("[    secs.usecs] message" lines), read
+without blocking from /dev/kmsg on the live host, copied from `<root>/dmesg` from a snapshot.
+
+Read-only on the source. A file that cannot be read is skipped and reported, not fatal.
+Installed kernel images are not copied (only BLS entries and the build config); a snapshot's
+`find_kernels` therefore lists only what was in the BLS entries' own directory, without sizes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+from khotui.errors import KhotuiError
+from khotui.host.kernels import BLS_ROOTS
+from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR
+from khotui.host.memory import (BLOCK_ATTRIBUTES, MEMORY_DIR, NODE_ATTRIBUTES, NODE_DIR,
+                                NODE_STATE_FILES)
+from khotui.host.sysroot import Sysroot
+
+MANIFEST = "khotui-snapshot.json"
+DMESG = "dmesg"
+MAX_DMESG_BYTES = 64 << 20
+
+FILES = (
+    "/proc/cmdline", "/proc/iomem", "/proc/meminfo", "/proc/version", "/proc/config.gz",
+    "/proc/uptime", "/proc/loadavg",
+    "/proc/sys/kernel/osrelease", "/proc/sys/kernel/ostype", "/proc/sys/kernel/arch",
+    "/proc/sys/kernel/hostname",
+    "/proc/sys/kernel/kexec_load_disabled", "/proc/sys/kernel/kexec_load_limit_reboot",
+    "/proc/sys/kernel/kexec_load_limit_panic",
+    "/sys/kernel/kexec_loaded", "/sys/kernel/kexec_crash_loaded", "/sys/kernel/kexec_crash_size",
+    "/sys/kernel/security/lockdown",
+    "/sys/firmware/efi/fw_platform_size", "/sys/firmware/fdt",
+    "/sys/firmware/devicetree/base/#address-cells", "/sys/firmware/devicetree/base/#size-cells",
+    "/sys/devices/system/cpu/online",
+    "/etc/hostname",
+    f"{MEMORY_DIR}/block_size_bytes", f"{MEMORY_DIR}/auto_online_blocks",
+)
+TREES = (
+    KHO_DIR, "/sys/kernel/kexec", "/sys/firmware/efi/runtime-map",
+    "/sys/firmware/devicetree/base/chosen", SETUP_DATA_DIR,
+)
+# Directories whose mere presence is information (efi_boot = /sys/firmware/efi exists).
+DIRS = ("/sys/firmware/efi", "/sys/kernel/debug")
+
+
+class _Copier:
+    def __init__(self, source: Sysroot, out: Path) -> None:
+        self.source = source
+        self.out = out
+        self.copied = 0
+        self.skipped: list[str] = []
+
+    def _dest(self, host: str) -> Path:
+        return self.out / host.lstrip("/")
+
+    def _skip(self, host: str, reason: str) -> None:
+        self.skipped.append(f"{host}: {reason}")
+
+    def _write(self, host: str, data: bytes) -> None:
+        dest = self._dest(host)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        self.copied += 1
+
+    def file(self, host: str, *, limit: int | None = None) -> None:
+        """Copy one file if it exists; a link to a directory is recorded as its target."""
+        real = self.source.path(host)
+        try:
+            st = os.lstat(real)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._skip(host, exc.strerror or str(exc))
+            return
+        if stat.S_ISLNK(st.st_mode):
+            if real.is_dir():
+                self.link(host)
+                return
+            if not real.exists():
+                self._skip(host, "dangling symbolic link")
+                return
+        elif stat.S_ISDIR(st.st_mode):
+            self.tree(host)
+            return
+        try:
+            kwargs = {"limit": limit} if limit else {}
+            data = self.source.read_bytes(host, **kwargs)
+        except KhotuiError as exc:
+            self._skip(host, exc.message)
+            return
+        self._write(host, data)
+
+    def link(self, host: str) -> None:
+        """Record a sysfs link (e.g. memory0/node0) as a file holding its target, as the captures do."""
+        real = self.source.path(host)
+        if real.is_symlink():
+            try:
+                self._write(host, os.readlink(real).encode())
+            except OSError as exc:
+                self._skip(host, exc.strerror or str(exc))
+        elif real.is_dir():
+            self.dir(host)
+        elif real.exists():
+            self.file(host)
+
+    def dir(self, host: str) -> None:
+        self._dest(host).mkdir(parents=True, exist_ok=True)
+
+    def tree(self, host: str, *, limit: int | None = None) -> None:
+        """Copy a directory tree; links to directories are recorded, not followed."""
+        real = self.source.path(host)
+        if not real.is_dir() or real.is_symlink():
+            return
+        self.dir(host)
+        try:
+            names = self.source.listdir(host)
+        except KhotuiError as exc:
+            self._skip(host, exc.message)
+            return
+        for name in names:
+            child = f"{host.rstrip('/')}/{name}"
+            path = self.source.path(child)
+            if path.is_symlink():
+                if path.is_dir():
+                    self.link(child)
+                else:
+                    self.file(child, limit=limit)
+            elif path.is_dir():
+                self.tree(child, limit=limit)
+            else:
+                self.file(child, limit=limit)
+
+
+def _check_out_dir(source: Sysroot, out: Path) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise KhotuiError("exists and is not a directory", path=out,
+                              fix="give a new or empty directory for the snapshot")
+        if any(out.iterdir()):
+            raise KhotuiError("is not empty; a snapshot is only written into an empty directory",
+                              path=out, fix="give a new or empty directory, or remove this one first")
+    if not source.is_live:
+        src, dst = source.root.resolve(), out.resolve()
+        if dst == src or src in dst.parents:
+            raise KhotuiError("lies inside the snapshot being copied; the source is never written to",
+                              path=out, fix="write the snapshot outside the source directory")
+
+
+def read_kmsg(path: str = "/dev/kmsg", *, limit: int = MAX_DMESG_BYTES) -> str:
+    """The kernel log ring buffer as dmesg text, read without blocking (stops at EAGAIN)."""
+    # record format: Documentation/ABI/testing/dev-kmsg ("pri,seq,usec,flags;message")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    lines: list[str] = []
+    size = 0
+    try:
+        while size < limit:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten while reading: go on
+                    continue
+                raise
+            if not record:
+                break
+            text = record.decode("utf-8", errors="replace")
+            head, _, rest = text.partition(";")
+            message = rest.split("\n", 1)[0]  # continuation lines are key=value metadata
+            fields = head.split(",")
+            try:
+                usec = int(fields[2])
+            except (IndexError, ValueError):
+                continue
+            line = f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {message}"
+            lines.append(line)
+            size += len(line) + 1
+    finally:
+        os.close(fd)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str]) -> list[str]:
+    """Copy the host state into `out_dir`; returns what was skipped, as 'host/path: reason'."""
+    out = Path(out_dir)
+    _check_out_dir(sysroot, out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KhotuiError(f"cannot create the snapshot directory: {exc.strerror}", path=out,
+                          fix="choose a writable location") from None
+    copier = _Copier(sysroot, out)
+
+    for host in FILES:
+        copier.file(host, limit=MAX_BLOB_BYTES if host == "/sys/firmware/fdt" else None)
+    for host in DIRS:
+        if sysroot.is_dir(host):
+            copier.dir(host)
+    for host in TREES:
+        copier.tree(host, limit=MAX_BLOB_BYTES)
+
+    osrelease = (sysroot.read_optional_text("/proc/sys/kernel/osrelease") or "").strip()
+    if osrelease:
+        copier.file(f"/boot/config-{osrelease}")
+    for base in BLS_ROOTS:
+        entries = f"{base}/loader/entries"
+        if sysroot.is_dir(entries) and not sysroot.path(entries).is_symlink():
+            for name in sysroot.listdir(entries):
+                if name.endswith(".conf"):
+                    copier.file(f"{entries}/{name}")
+
+    _copy_nodes(sysroot, copier)
+    _copy_memory_blocks(sysroot, copier)
+    _copy_dmesg(sysroot, copier)
+
+    manifest = {"source": str(sysroot.root), "live": sysroot.is_live,
+                "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": copier.copied,
+                "skipped": copier.skipped}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return copier.skipped
+
+
+def _copy_nodes(sysroot: Sysroot, copier: _Copier) -> None:
+    for name in NODE_STATE_FILES:
+        copier.file(f"{NODE_DIR}/{name}")
+    for name in sysroot.listdir(NODE_DIR):
+        if not (name.startswith("node") and name[4:].isdigit()):
+            continue
+        node = f"{NODE_DIR}/{name}"
+        copier.dir(node)
+        for attr in NODE_ATTRIBUTES:
+            copier.file(f"{node}/{attr}")
+        for entry in sysroot.listdir(node):
+            if entry.startswith("memory") and entry[6:].isdigit():
+                copier.link(f"{node}/{entry}")
+
+
+def _copy_memory_blocks(sysroot: Sysroot, copier: _Copier) -> None:
+    for name in sysroot.listdir(MEMORY_DIR):
+        if not (name.startswith("memory") and name[6:].isdigit()):
+            continue
+        block = f"{MEMORY_DIR}/{name}"
+        copier.dir(block)
+        for attr in BLOCK_ATTRIBUTES:
+            copier.file(f"{block}/{attr}")
+        for entry in sysroot.listdir(block):
+            if entry.startswith("node") and entry[4:].isdigit():
+                copier.link(f"{block}/{entry}")
+
+
+def _copy_dmesg(sysroot: Sysroot, copier: _Copier) -> None:
+    if sysroot.is_live:
+        try:
+            text = read_kmsg()
+        except OSError as exc:
+            copier._skip("/dev/kmsg", exc.strerror or str(exc))
+            return
+        copier._write("/" + DMESG, text.encode())
+    elif sysroot.exists("/" + DMESG):
+        copier.file("/" + DMESG, limit=MAX_DMESG_BYTES)
