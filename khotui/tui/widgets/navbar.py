@@ -22,11 +22,12 @@ class NavBar(Static):
         parts = [Content.from_markup("[b]khotui[/b]")]
         for mode, key, title in NAV:
             if mode == current:
-                parts.append(Content.from_markup(f"[reverse $primary] {key} {title} [/]", ))
+                parts.append(Content.from_markup(f" [reverse $primary] {key} {title} [/]"))
             else:
                 parts.append(Content.from_markup(
-                    f"[@click=app.goto('{mode}')] [$secondary]{key}[/] {title} [/]"))
-        right = f" {label.removesuffix(' snapshot')}"
+                    f"[@click=app.goto('{mode}')] [$secondary]{key}[/] {title}[/]"))
+        name = label.removeprefix("snapshot ").removesuffix(" snapshot")
+        right = f" {name[:15]}"
         parts.append(Content(right))
         if dry_run:
             parts.append(Content.from_markup(" [b $warning]DRY RUN[/]"))
