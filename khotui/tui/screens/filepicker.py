@@ -32,13 +32,14 @@ class FilePicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical() as v:
-            v.border_title = f"{self.title_text} — enter picks, esc cancels"
+            v.border_title = f"{self.title_text} — type a path or tab to browse; esc cancels"
             yield Input(placeholder="type a path and press enter", id="picker-path")
             yield Static("", id="picker-error")
             yield DirectoryTree(self.start, id="picker-tree")
 
     def on_mount(self) -> None:
-        self.query_one(DirectoryTree).focus()
+        # typing a path is the quickest over SSH; tab moves to the tree
+        self.query_one("#picker-path", Input).focus()
 
     @on(DirectoryTree.FileSelected)
     def _file(self, event: DirectoryTree.FileSelected) -> None:

@@ -167,6 +167,7 @@ address, and the **memory blocks** per node, in runs of consecutive blocks.
         for i, line in enumerate(matches):
             results.add_option(Option(self._label(line), id=str(i)))
         results.display = True
+        results.highlighted = 0
         results.focus()
 
     @on(OptionList.OptionSelected, "#iomem-results")

@@ -90,6 +90,9 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
         if isinstance(ch.kernels, Problem):
             table.add_column("kernels")
             table.add_row(problem_content(ch.kernels))
+        elif not ch.kernels:
+            table.add_column("kernels")
+            table.add_row("no kernels in /boot or loader entries: press o to pick a file")
         else:
             table.add_columns("now", "version", "size", "date", "initrd", "from")
             for i, k in enumerate(ch.kernels):
@@ -97,9 +100,6 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
                               k.version or "?", fmt.size(k.size),
                               time.strftime("%Y-%m-%d", time.localtime(k.mtime)) if k.mtime else "?",
                               _short(k.initrd) if k.initrd else "none", k.source, key=str(i))
-            if not ch.kernels:
-                table.add_column("")
-                table.add_row("no kernels in /boot or loader entries: press o to pick a file")
         app = self.app
         previous = app.plan_input  # type: ignore[attr-defined]
         ta = self.query_one("#cmdline", TextArea)
@@ -165,7 +165,9 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
     # -- command line --------------------------------------------------------------------------
 
     def action_edit_cmdline(self) -> None:
-        self.query_one("#cmdline", TextArea).focus()
+        ta = self.query_one("#cmdline", TextArea)
+        ta.focus()
+        ta.move_cursor(ta.document.end)   # most edits append a token
 
     def action_focus_table(self) -> None:
         self.query_one("#kernels", DataTable).focus()
