@@ -225,9 +225,13 @@ async def test_help_lists_the_focused_screens_bindings(demo):
     app = app_for(demo, demo=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await press(pilot, app, "4", "question_mark")
+        await pilot.pause(0.3)                                     # Markdown renders async
+        await settle(pilot, app)
         text = screen_text(app)
         assert "Prepare load" in text and "prepare-plan" in text and "Kernel file" in text
         await press(pilot, app, "escape", "2", "f1")
+        await pilot.pause(0.3)
+        await settle(pilot, app)
         text = screen_text(app)
         assert "Memory map" in text and "map-zoom-in" in text
 

@@ -28,7 +28,17 @@ def bindings_of(screen: Screen) -> list[tuple[str, str, str]]:
         if shown not in rows[sig]:
             rows[sig].append(shown)
         ids[sig] = b.id or b.action
-    return [(", ".join(keys), sig[0], ids[sig]) for sig, keys in rows.items()]
+    out = [(", ".join(keys), sig[0], ids[sig]) for sig, keys in rows.items()]
+    # khotui's own bindings (they all carry an id) first; the focused widget's generic keys after
+    own = {b.id for b in _declared(screen)}
+    return sorted(out, key=lambda r: r[2] not in own)
+
+
+def _declared(screen: Screen):
+    for node in (screen, screen.app, screen.focused):
+        for b in getattr(node, "BINDINGS", []) if node is not None else []:
+            if isinstance(b, Binding) and b.id:
+                yield b
 
 
 class HelpScreen(ModalScreen[None]):

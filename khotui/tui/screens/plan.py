@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -73,7 +74,7 @@ run only and says so. **4** goes back to change the choice.
         table.add_columns("#", "segment", "mem", "end", "memsz", "bufsz", "region")
         for i, s in enumerate(plan.segments):
             table.add_row(str(i), s.name, fmt.addr(s.mem) if s.mem is not None else
-                          Content.from_markup("[b $error]fits nowhere[/]"),
+                          Text("✗ fits nowhere", style="bold"),
                           fmt.addr(s.mem + s.memsz - 1) if s.mem is not None else "",
                           fmt.size(s.memsz), f"0x{s.bufsz:x}", s.region or "—")
         table.display = bool(plan.segments)
