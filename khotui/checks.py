@@ -44,6 +44,12 @@ class CheckContext:
     kho_layout: str | None = None
     kho_finalized: bool | None = None
     kho_scratch_count: int = 0
+    # (index, kind, addr, size) of each scratch region, and where they were read from
+    kho_scratch: list[tuple[int, str, int, int]] = field(default_factory=list)
+    kho_scratch_source: str | None = None
+    # top-level System RAM ranges (start, end inclusive) when /proc/iomem gave real addresses
+    system_ram: list[tuple[int, int]] | None = None
+    iomem_error: str | None = None
     kho_error: str | None = None
     is_root: bool | None = None
     has_cap_sys_boot: bool | None = None
@@ -55,6 +61,8 @@ class CheckContext:
     # Only for `plan` / `load`:
     planning: bool = False
     kernel_path: str | None = None
+    # (message, fix) for a kernel/initrd file someone other than root could rewrite
+    file_warnings: list[tuple[str, str]] = field(default_factory=list)
     kernel_error: str | None = None
     kernel_error_fix: str | None = None
     kernel_format: str | None = None
@@ -64,6 +72,8 @@ class CheckContext:
     kernel_version: str | None = None
     kernel_signed: bool | None = None
     kernel_cmdline_size: int | None = None
+    kernel_size: int | None = None
+    kernel_expected_size: int | None = None      # setup + syssize paragraphs (bzImage header)
     next_config: dict[str, str] | None = None
     next_config_source: str | None = None
     initrd_path: str | None = None
@@ -112,12 +122,13 @@ def _enabled(config: dict[str, str] | None, name: str) -> bool | None:
 
 
 def _cmdline_has_kho_on(cmdline: str) -> bool | None:
-    """The last `kho=` wins (early_param parsing order); None when absent."""
-    value = None
-    for token in cmdline.split():
-        if token.startswith("kho="):
-            value = token[4:].lower() in ("1", "y", "on", "yes", "true")
-    return value
+    """The last `kho=` wins (early_param parsing order); None when absent. Tokens as the
+    kernel splits them: quotes group, and what follows `--` is init's, not the kernel's."""
+    from khotui.host.boot import cmdline_param, kstrtobool
+    value = cmdline_param(cmdline, "kho")
+    if value is None:
+        return None
+    return bool(kstrtobool(value))    # kho_parse_enable(): kstrtobool(), an error leaves it off
 
 
 def check_kho(ctx: CheckContext) -> list[Finding]:
@@ -148,6 +159,54 @@ def check_kho(ctx: CheckContext) -> list[Finding]:
                                "KHO is not finalized: the next kernel will refuse the handover "
                                "(\"disabling KHO revival\") unless out/finalize is 1 before the exec",
                                "echo 1 > /sys/kernel/debug/kho/out/finalize before executing the kexec"))
+    return out
+
+
+def _scratch_name(index: int, kind: str) -> str:
+    return f"[{index}] {kind}"
+
+
+def check_scratch(ctx: CheckContext) -> list[Finding]:
+    """The scratch regions as read: the kernel never makes them overlap or leave RAM, so a
+    file that says so was edited, mixed from two boots or misread; a plan on it is wrong."""
+    regions = sorted((addr, addr + size - 1, index, kind)
+                     for index, kind, addr, size in ctx.kho_scratch if size > 0)
+    if not ctx.kho_enabled or not regions:
+        return []
+    src = ctx.kho_scratch_source or "/sys/kernel/debug/kho/out/scratch_phys"
+    again = ("read scratch_phys and scratch_len again, as root, from the running kernel "
+             "(or take the snapshot again); they come from the same boot as /proc/iomem")
+    out: list[Finding] = []
+    overlaps = []
+    reach_end, reach = regions[0][1], regions[0]
+    for r in regions[1:]:
+        if r[0] <= reach_end:
+            overlaps.append(f"{_scratch_name(reach[2], reach[3])} {reach[0]:#x}-{reach[1]:#x} and "
+                            f"{_scratch_name(r[2], r[3])} {r[0]:#x}-{r[1]:#x}")
+        if r[1] > reach_end:
+            reach_end, reach = r[1], r
+    if overlaps:
+        out.append(Finding("scratch-overlap", FAIL,
+                           f"{src}: scratch regions overlap ({'; '.join(overlaps[:3])}"
+                           f"{', ...' if len(overlaps) > 3 else ''}); the kernel never reserves "
+                           "overlapping scratch, so these values are not the kernel's and the "
+                           "placement preview would be wrong", again))
+    if ctx.system_ram:
+        outside = [r for r in regions
+                   if not any(lo <= r[0] and r[1] <= hi for lo, hi in ctx.system_ram)]
+        if outside:
+            top = max(hi for _lo, hi in ctx.system_ram)
+            what = "; ".join(f"{_scratch_name(r[2], r[3])} {r[0]:#x}-{r[1]:#x}" for r in outside[:3])
+            past = all(r[1] > top for r in outside)
+            where = (f"past the end of RAM ({top:#x}, the last System RAM byte in /proc/iomem)"
+                     if past else "outside every System RAM range of /proc/iomem")
+            out.append(Finding("scratch-ram", FAIL,
+                               f"{src}: scratch region(s) {where}: {what}. Scratch is carved "
+                               "from RAM at boot; the kernel could not place segments there",
+                               again))
+    if not out:
+        out.append(Finding("scratch", OK, f"{len(regions)} non-empty scratch regions, disjoint"
+                           + (", inside System RAM" if ctx.system_ram else "")))
     return out
 
 
@@ -220,6 +279,10 @@ def check_lockdown(ctx: CheckContext) -> list[Finding]:
 
 
 def check_iomem(ctx: CheckContext) -> list[Finding]:
+    if ctx.iomem_error:
+        return [Finding("iomem", WARN, ctx.iomem_error.split("\n")[0] + "; without a memory map "
+                        "a load with KHO off cannot be previewed",
+                        "read /proc/iomem as root on the host (or take the snapshot again)")]
     if ctx.iomem_all_zero:
         return [Finding("iomem", WARN, "/proc/iomem shows every address as 0: it hides them from "
                         "non-root readers", "run khotui as root")]
@@ -238,6 +301,17 @@ def check_image(ctx: CheckContext) -> list[Finding]:
         out.append(Finding("kernel-image", FAIL,
                            f"{ctx.kernel_path}: {ctx.kernel_why_not or 'not a kernel this kernel can load'}",
                            "give the kernel image the boot loader would boot (e.g. /boot/vmlinuz-*)"))
+    for message, fix in ctx.file_warnings:
+        out.append(Finding("file-writable", WARN, message, fix))
+    if (ctx.kernel_expected_size and ctx.kernel_size is not None
+            and ctx.kernel_size < ctx.kernel_expected_size):
+        # bzImage64_load() only checks the setup part; a cut payload loads fine and the new
+        # kernel dies decompressing itself, after the old one is gone
+        out.append(Finding("kernel-truncated", FAIL,
+                           f"{ctx.kernel_path} is truncated: {ctx.kernel_size} of the "
+                           f"{ctx.kernel_expected_size} bytes its header declares. The kernel "
+                           "would load it, and the new kernel would fail to decompress after the kexec",
+                           "copy the kernel image again (compare its size and checksum with the package)"))
     if ctx.kernel_arch and ctx.arch and ctx.kernel_arch != ctx.arch:
         out.append(Finding("kernel-arch", FAIL,
                            f"the image is for {ctx.kernel_arch}, this host is {ctx.arch}",
@@ -335,7 +409,7 @@ def _release_of(kernel_version: str | None) -> str | None:
 
 
 def run_status_checks(ctx: CheckContext) -> list[Finding]:
-    return (check_kho(ctx) + check_privileges(ctx) + check_kexec_state(ctx)
+    return (check_kho(ctx) + check_scratch(ctx) + check_privileges(ctx) + check_kexec_state(ctx)
             + check_lockdown(ctx) + check_iomem(ctx))
 
 

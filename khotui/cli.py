@@ -164,6 +164,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return run_app(root=_root_of(args), demo=_is_demo(args))
 
 
+# Commands that only read: the real kexec syscalls are switched off before they run, so not even
+# a bug can reach kexec_file_load from them (tests/test_invariants.py proves it with seccomp).
+DRY_RUN_COMMANDS = {"status", "plan", "snapshot"}
+
 COMMANDS = {"status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot,
             "load": cmd_load, "unload": cmd_unload}
 
@@ -172,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command, cmd_tui)
+    if args.command in DRY_RUN_COMMANDS:
+        from khotui.kexec import forbid_real_syscalls
+        forbid_real_syscalls()
     try:
         return handler(args)
     except KhotuiError as exc:

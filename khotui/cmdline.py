@@ -42,12 +42,19 @@ def token_key(token: str) -> str:
     return token.split("=", 1)[0]
 
 
+def _closed(token: str) -> str:
+    """A token with an unbalanced double quote, closed at its end. The kernel's next_arg() runs
+    an open quote to the end of the line, so `foo="bar` alone means foo=bar; left open, it would
+    swallow every token joined after it (an appended kho=on would become part of foo's value)."""
+    return token + '"' if token.count('"') % 2 else token
+
+
 def next_cmdline(current: str, append: str | None = None) -> str:
     """`current` without BOOT_IMAGE=/initrd=, plus `append`; single spaces between tokens."""
     kept = [t for t in split_cmdline(current) if token_key(t) not in BOOT_ONLY_KEYS]
     if append:
         kept += split_cmdline(append)
-    return " ".join(kept)
+    return " ".join(_closed(t) for t in kept)
 
 
 @dataclass

@@ -201,6 +201,7 @@ class KernelImage:
     linux_section_format: str | None = None  # 'bzImage', 'arm64-Image', ... of that section
     compression: str | None = None           # zboot payload or whole-file compression
     version: str | None = None               # kernel_version string, UKI .uname, ...
+    signed: bool | None = None               # PE Authenticode certificate table present
     notes: list[str] = field(default_factory=list)
 
     def loadable_on(self, arch: str) -> tuple[bool, str | None, str | None]:
@@ -229,7 +230,8 @@ class KernelImage:
             "pe_sections": [asdict(s) for s in self.pe_sections],
             "linux_section": None if self.linux_section is None else asdict(self.linux_section),
             "linux_section_format": self.linux_section_format,
-            "compression": self.compression, "version": self.version, "notes": list(self.notes),
+            "compression": self.compression, "version": self.version, "signed": self.signed,
+            "notes": list(self.notes),
         }
 
 
@@ -247,6 +249,11 @@ class InitrdInfo:
         return asdict(self)
 
 
+# Memory a compressed-header peek may use: an lzma header can ask for a 4 GiB dictionary, and
+# liblzma allocates the dictionary before decoding a byte.
+PEEK_MEMLIMIT = 64 << 20
+
+
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -258,6 +265,7 @@ class _Reader:
         self._owned_fd: int | None = None
         self._file: Any = None
         self._fd: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
         if isinstance(source, int):
             self.name = name or f"fd {source}"
             self._fd = source
@@ -311,6 +319,7 @@ class _Reader:
             except OSError as exc:
                 raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
             self._refuse(st.st_mode)   # the path may have been swapped since stat()
+            self._stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             return st.st_size
         pos = self._file.tell()
         end = self._file.seek(0, os.SEEK_END)
@@ -340,6 +349,21 @@ class _Reader:
                 self._file.seek(pos)
         except OSError as exc:
             raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
+
+    def check_unchanged(self) -> None:
+        """Raise when the file was written while we read it: the headers may be torn."""
+        if self._fd is None or self._stamp is None:
+            return
+        try:
+            st = os.fstat(self._fd)
+        except OSError as exc:
+            raise explain_os_error(exc, self.name, what=f"{self.what} file") from None
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self._stamp:
+            raise KhotuiError(
+                f"the {self.what} file changed while khotui read it (size {self._stamp[0]} -> "
+                f"{st.st_size} bytes): something is still writing it", path=self.name,
+                fix="wait until the copy, build or package install has finished, then run "
+                    "khotui again")
 
     def close(self) -> None:
         if self._owned_fd is not None:
@@ -386,9 +410,10 @@ def _peek_decompressed(kind: str, data: bytes) -> bytes:
         if kind == "gzip" and data[:2] == b"\x1f\x8b":
             return zlib.decompressobj(wbits=31).decompress(data, 0x1000)
         if kind == "xz":
-            return lzma.LZMADecompressor().decompress(data, 0x1000)
+            return lzma.LZMADecompressor(memlimit=PEEK_MEMLIMIT).decompress(data, 0x1000)
         if kind == "lzma":
-            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(data, 0x1000)
+            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE,
+                                          memlimit=PEEK_MEMLIMIT).decompress(data, 0x1000)
         if kind == "bzip2":
             return bz2.BZ2Decompressor().decompress(data, 0x1000)
     except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
@@ -419,6 +444,7 @@ def inspect_kernel(source: Source, *, name: str | None = None) -> KernelImage:
         if rd.size > KEXEC_FILE_SIZE_MAX and image.loadable:
             image.loadable, image.errno = False, "EFBIG"
             image.why_not = "the file is larger than 4 GiB, the most kexec_file_load reads (EFBIG)"
+        rd.check_unchanged()
         return image
 
 
@@ -458,7 +484,7 @@ def _bzimage(rd: _Reader, head: bytes) -> KernelImage:
         version = _cstring(raw) or None
     hdr = SetupHeader(**values, kernel_version=version)
     image = KernelImage(name=rd.name, size=rd.size, format="bzImage", arch="x86_64",
-                        loadable=True, setup=hdr, version=version)
+                        loadable=True, setup=hdr, version=version, signed=pe_signed(rd, head))
     if head[:2] == b"MZ":
         image.notes.append("starts with MZ: the EFI stub; kexec_file_load uses the bzImage header")
     why = _bzimage64_probe(rd.size, hdr)
@@ -498,7 +524,7 @@ def _arm64(rd: _Reader, head: bytes) -> KernelImage:
     if parse_arm64_image is not None:
         parsed = parse_arm64_image(head)
     image = KernelImage(name=rd.name, size=rd.size, format="arm64-Image", arch="arm64",
-                        loadable=True, arm64=parsed)
+                        loadable=True, arm64=parsed, signed=pe_signed(rd, head))
     if head[:2] == b"MZ":
         image.notes.append("starts with MZ: the EFI stub; kexec_file_load uses the Image header")
     if parsed is not None:
@@ -517,6 +543,30 @@ def _arm64(rd: _Reader, head: bytes) -> KernelImage:
         image.loadable, image.errno = False, "EINVAL"
         image.why_not = "image_size is 0 in the Image header (a pre-3.17 kernel)"
     return image
+
+
+def pe_signed(rd: _Reader, head: bytes) -> bool | None:
+    """Whether a PE file carries an Authenticode signature (a non-empty certificate table).
+
+    The kernel's verifier for bzImages, kexec_kernel_verify_pe_sig() → verify_pefile_signature()
+    (crypto/asymmetric_keys/verify_pefile.c), reads IMAGE_DIRECTORY_ENTRY_SECURITY; no table
+    means no signature, so lockdown or KEXEC_SIG_FORCE refuse the image. None: not a PE file.
+    Whether the signature verifies against the kernel's keyrings only the kernel can tell."""
+    if len(head) < 0x40 or head[:2] != b"MZ":
+        return None
+    e_lfanew = struct.unpack_from("<I", head, 0x3C)[0]
+    pe = rd.pread(e_lfanew, 24 + 112 + 8 * 5)
+    if len(pe) < 24 + 2 or pe[:4] != b"PE\0\0":
+        return None
+    magic = struct.unpack_from("<H", pe, 24)[0]
+    base = {0x10B: 24 + 96, 0x20B: 24 + 112}.get(magic)   # data directories, PE32 / PE32+
+    if base is None or len(pe) < base + 8 * 5:
+        return None
+    count = struct.unpack_from("<I", pe, base - 4)[0]
+    if count <= 4:
+        return False
+    offset, size = struct.unpack_from("<II", pe, base + 8 * 4)
+    return size > 0 and offset > 0 and offset + size <= rd.size
 
 
 def _pe_sections(rd: _Reader, head: bytes) -> tuple[str | None, list[PeSection]] | None:
@@ -669,6 +719,7 @@ def inspect_initrd(source: Source, *, name: str | None = None) -> InitrdInfo:
         if rd.size > KEXEC_FILE_SIZE_MAX:
             info.note = ((info.note + "; ") if info.note else "") + \
                 "larger than 4 GiB: kexec_file_load refuses it (EFBIG)"
+        rd.check_unchanged()
         return info
 
 
@@ -692,10 +743,9 @@ def _follow_cpio(rd: _Reader, info: InitrdInfo) -> None:
         if hdr[:6] not in _CPIO_NEWC:
             info.note = f"bad cpio header at offset {offset}"
             return
-        try:
-            filesize = int(hdr[54:62], 16)
-            namesize = int(hdr[94:102], 16)
-        except ValueError:
+        filesize = _cpio_hex(hdr[54:62])
+        namesize = _cpio_hex(hdr[94:102])
+        if filesize is None or namesize is None:
             info.note = f"bad cpio header at offset {offset}"
             return
         name = rd.pread(offset + _CPIO_HEADER, min(namesize, 16))
@@ -721,6 +771,13 @@ def _follow_cpio(rd: _Reader, info: InitrdInfo) -> None:
     info.parts = ["cpio newc", nxt]
     info.note = (f"a concatenation: cpio newc (likely early microcode/firmware) then {nxt} at "
                  f"offset {offset}")
+
+
+def _cpio_hex(field: bytes) -> int | None:
+    """An 8-digit newc header field; int(..., 16) alone would take ' -1' or '+1_0'."""
+    if len(field) != 8 or field.strip(b"0123456789abcdefABCDEF"):
+        return None
+    return int(field, 16)
 
 
 def _align4(value: int) -> int:

@@ -270,7 +270,7 @@ def _decompressor(data: bytes) -> tuple[str, bytes] | None:
     if data[:3] == b"BZh":
         return "bzip2", _peek(data, bz2.BZ2Decompressor()) or b""
     if data[:6] == b"\xfd7zXZ\x00":
-        return "xz", _peek(data, lzma.LZMADecompressor()) or b""
+        return "xz", _peek(data, lzma.LZMADecompressor(memlimit=64 << 20)) or b""  # no 4 GiB dict
     return None
 
 

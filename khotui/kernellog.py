@@ -32,12 +32,12 @@ from khotui.host.sysroot import Sysroot
 _HEX = r"0x([0-9a-fA-F]+)"
 _SIZES = rf"at {_HEX} bufsz={_HEX} memsz={_HEX}"
 
-_RE_START = re.compile(r"kexec_file: kernel: \S+ kernel_size: (0x[0-9a-fA-F]+|\d+)")
+_RE_START = re.compile(r"kexec_file: kernel: \S+ kernel_size: (0x[0-9a-fA-F]+|[0-9]{1,20})")
 _RE_SEGMENT = re.compile(
-    rf"kexec_file: segment\[(\d+)\]: buf=\S+ bufsz={_HEX} mem={_HEX} memsz={_HEX}")
-_RE_NR = re.compile(r"kexec_file: nr_segments = (\d+)")
+    rf"kexec_file: segment\[([0-9]{{1,20}})\]: buf=\S+ bufsz={_HEX} mem={_HEX} memsz={_HEX}")
+_RE_NR = re.compile(r"kexec_file: nr_segments = ([0-9]{1,20})")
 _RE_DONE = re.compile(
-    rf"kexec_file: kexec_file_load: type:(\d+), start:{_HEX} head:{_HEX} flags:{_HEX}")
+    rf"kexec_file: kexec_file_load: type:([0-9]{{1,20}}), start:{_HEX} head:{_HEX} flags:{_HEX}")
 _RE_PURGATORY = re.compile(rf"kexec-bzImage64: Loaded purgatory at {_HEX}")
 _RE_CMDLINE = re.compile(r"kexec-bzImage64: Final command line is: (.*)$")
 _RE_IMA = re.compile(rf"kexec measurement buffer for the loaded kernel at {_HEX}")
@@ -112,6 +112,11 @@ class LoggedLoad:
         return data
 
 
+def _size_value(text: str) -> int:
+    """`%#lx` prints 0x...; decimal is read as decimal, leading zeros too (int(x, 0) refuses them)."""
+    return int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
+
+
 def _text_lines(text: str):
     """Message text of each line: kmsg prefixes dropped, kmsg continuation lines skipped."""
     for raw in text.splitlines():
@@ -138,7 +143,7 @@ def parse_kernel_log_all(text: str) -> list[LoggedLoad]:
             continue
         m = _RE_START.search(line)
         if m:
-            cur = LoggedLoad(kernel_size=int(m.group(1), 0))
+            cur = LoggedLoad(kernel_size=_size_value(m.group(1)))
             loads.append(cur)
             continue
         m = _RE_SEGMENT.search(line)
@@ -303,6 +308,20 @@ def read_kmsg(sysroot: Sysroot, *, max_records: int = KMSG_MAX_RECORDS,
     finally:
         os.close(fd)
     return "\n".join(records) + ("\n" if records else "")
+
+
+def kmsg_to_dmesg(records: str) -> str:
+    """/dev/kmsg records ("pri,seq,usec,flags;message") as dmesg text ("[secs.usecs] message")."""
+    # record format: Documentation/ABI/testing/dev-kmsg; continuation lines are key=value metadata
+    lines = []
+    for record in records.splitlines():
+        head, sep, message = record.partition(";")
+        fields = head.split(",")
+        if not sep or len(fields) < 3 or not fields[2].isdigit():
+            continue
+        usec = int(fields[2])
+        lines.append(f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {message}")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def read_kernel_log(sysroot: Sysroot) -> str | None:

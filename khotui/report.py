@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from khotui import checks
@@ -153,6 +152,12 @@ def host_status(root: str | os.PathLike[str] = "/") -> HostStatus:
                         iomem=iomem, errors=errors)
     _decode_kho(status)
     status.findings = checks.run_status_checks(context_for(status))
+    for key in ("kho_out", "kho_in"):
+        if key in status.errors:
+            # the handover FDT is for the operator's eyes; a bad one does not stop a load
+            status.findings.insert(1, Finding(f"{key.replace('_', '-')}-fdt", checks.WARN,
+                                              status.errors[key].split("\n")[0],
+                                              "compare with a fresh read; report it if it persists"))
     return status
 
 
@@ -173,11 +178,7 @@ def _decode_kho(status: HostStatus) -> None:
 def context_for(status: HostStatus) -> CheckContext:
     """The checks' view of a host: plain values only."""
     k, b = status.kexec, status.boot
-    kho_error = None
-    if "kho" in status.errors:
-        kho_error = status.errors["kho"]
-    elif "kho_out" in status.errors:
-        kho_error = status.errors["kho_out"]
+    kho_error = status.errors.get("kho")
     return CheckContext(
         live=status.live,
         arch=b.arch,
@@ -192,6 +193,11 @@ def context_for(status: HostStatus) -> CheckContext:
         kho_finalized=status.kho.finalized,
         kho_scratch_count=len(status.kho.scratch),
         kho_error=kho_error,
+        kho_scratch=[(r.index, r.kind, r.addr, r.size) for r in status.kho.scratch],
+        kho_scratch_source=status.sysroot.display("/sys/kernel/debug/kho/out/scratch_phys"),
+        system_ram=([(r.start, r.end) for r in status.iomem.system_ram() if not r.driver_managed]
+                    or None) if status.iomem is not None and not status.iomem.all_zero else None,
+        iomem_error=status.errors.get("iomem"),
         is_root=None if k.euid is None else k.euid == 0,
         has_cap_sys_boot=k.cap_sys_boot,
         kexec_load_disabled=None if k.kexec_load_disabled is None else int(k.kexec_load_disabled),
@@ -304,7 +310,8 @@ def plan_load(root: str | os.PathLike[str], request: PlanRequest, *,
         assumptions.extend(a for a in plan.assumptions if a not in assumptions)
 
     ctx = context_for(status)
-    _fill_plan_context(ctx, status, request, kernel, initrd, cmdline, plan)
+    _fill_plan_context(ctx, status, request, kernel, initrd, cmdline, plan,
+                       kernel_file=kernel_file, initrd_file=initrd_file)
     findings = checks.run_plan_checks(ctx)
     return PlanResult(status=status, request=request, cmdline=cmdline, kernel=kernel,
                       initrd=initrd, plan=plan, findings=findings, assumptions=assumptions)
@@ -313,6 +320,14 @@ def plan_load(root: str | os.PathLike[str], request: PlanRequest, *,
 def _simulate(status: HostStatus, kernel: Any, initrd: Any, cmdline: str,
               request: PlanRequest, assumptions: list[str]) -> Any:
     arch = status.boot.arch
+    if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
+        # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
+        # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
+        why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
+               if status.iomem is not None else "/proc/iomem could not be read")
+        assumptions.append(f"no placement preview: with KHO off the kernel places segments in "
+                           f"System RAM, and {why}; run khotui as root for the preview")
+        return None
     if arch == "x86_64":
         return _simulate_x86(status, kernel, initrd, cmdline, request)
     if arch == "arm64":
@@ -381,20 +396,53 @@ def _simulate_arm64(status: HostStatus, kernel: Any, initrd: Any, cmdline: str,
         initrd_size=None if initrd is None else initrd.size,
         cmdline=cmdline.encode(),
         kho=status.kho.enabled,
-        scratch=[(r.addr, r.size) for r in status.kho.scratch],
+        scratch=[(r.addr, r.size, _scratch_name(r)) for r in status.kho.scratch],
         free_ranges=free,
         free_ranges_exact=False,
         cma=bool(b.meminfo.get("CmaTotal")) and not request.no_cma,
         kexec_handover=b.config_enabled("CONFIG_KEXEC_HANDOVER") is not False,
         ima_kexec=bool(b.config_enabled("CONFIG_IMA_KEXEC")),
     )
+    # the header parser saw only the head of the file; the segment's bufsz is the whole file
+    inp.kernel_size = kernel.size
     return plan_arm64(inp)
 
 
+def _scratch_name(region: Any) -> str:
+    if region.kind == "node":
+        return f"node{region.node}" if region.node is not None else f"node?{region.index - 2}"
+    return region.kind
+
+
+def _writable_warnings(role: str, path: str, source: Any) -> list[tuple[str, str]]:
+    """(message, fix) when someone other than root could rewrite the file before the load
+    (the same rule `load` applies to the descriptors it opened, khotui.loadflow)."""
+    from khotui.loadflow import _writable_by_others
+    try:
+        if isinstance(source, int):
+            st = os.fstat(source)
+        elif source is not None and hasattr(source, "fileno"):
+            st = os.fstat(source.fileno())
+        else:
+            st = os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return []   # an in-memory file, or gone: the inspection already said what it could
+    out = []
+    for text in _writable_by_others(role, path, st):
+        message, _sep, fix = text.partition(" Fix: ")
+        out.append((message, fix or f"chown root:root {path}; chmod go-w {path} (or copy the "
+                    f"{role} to a root-owned directory such as /boot and use that copy)"))
+    return out
+
+
 def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanRequest, kernel: Any,
-                       initrd: Any, cmdline: str, plan: Any) -> None:
+                       initrd: Any, cmdline: str, plan: Any, *, kernel_file: Any = None,
+                       initrd_file: Any = None) -> None:
     ctx.planning = True
     ctx.kernel_path = request.kernel
+    ctx.file_warnings = (_writable_warnings("kernel", request.kernel, kernel_file)
+                         + (_writable_warnings("initrd", request.initrd, initrd_file)
+                            if request.initrd else []))
     ctx.kernel_format = kernel.format
     ctx.kernel_arch = kernel.arch
     ok, _errno, why = kernel.loadable_on(status.boot.arch or kernel.arch or "")
@@ -404,6 +452,9 @@ def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanReque
     ctx.kernel_signed = getattr(kernel, "signed", None)
     setup = getattr(kernel, "setup", None)
     ctx.kernel_cmdline_size = getattr(setup, "cmdline_size", None)
+    ctx.kernel_size = kernel.size
+    if setup is not None and getattr(setup, "syssize", 0):
+        ctx.kernel_expected_size = setup.kern16_size + setup.syssize * 16
     ctx.initrd_path = request.initrd
     if initrd is not None:
         ctx.initrd_format = initrd.format

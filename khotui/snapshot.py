@@ -14,13 +14,14 @@ Installed kernel images are not copied (only BLS entries and the build config); 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import stat
 import time
 from pathlib import Path
 
+from khotui.kernellog import kmsg_to_dmesg
+from khotui.kernellog import read_kmsg as kernellog_read_kmsg
 from khotui.errors import KhotuiError
 from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR
@@ -158,38 +159,9 @@ def _check_out_dir(source: Sysroot, out: Path) -> None:
                               path=out, fix="write the snapshot outside the source directory")
 
 
-def read_kmsg(path: str = "/dev/kmsg", *, limit: int = MAX_DMESG_BYTES) -> str:
-    """The kernel log ring buffer as dmesg text, read without blocking (stops at EAGAIN)."""
-    # record format: Documentation/ABI/testing/dev-kmsg ("pri,seq,usec,flags;message")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    lines: list[str] = []
-    size = 0
-    try:
-        while size < limit:
-            try:
-                record = os.read(fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:  # overwritten while reading: go on
-                    continue
-                raise
-            if not record:
-                break
-            text = record.decode("utf-8", errors="replace")
-            head, _, rest = text.partition(";")
-            message = rest.split("\n", 1)[0]  # continuation lines are key=value metadata
-            fields = head.split(",")
-            try:
-                usec = int(fields[2])
-            except (IndexError, ValueError):
-                continue
-            line = f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {message}"
-            lines.append(line)
-            size += len(line) + 1
-    finally:
-        os.close(fd)
-    return "\n".join(lines) + ("\n" if lines else "")
+def read_kmsg(sysroot: Sysroot | None = None) -> str:
+    """The live kernel log as dmesg text, read without blocking (kernellog.read_kmsg)."""
+    return kmsg_to_dmesg(kernellog_read_kmsg(sysroot or Sysroot("/")))
 
 
 def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str]) -> list[str]:
@@ -263,9 +235,9 @@ def _copy_memory_blocks(sysroot: Sysroot, copier: _Copier) -> None:
 def _copy_dmesg(sysroot: Sysroot, copier: _Copier) -> None:
     if sysroot.is_live:
         try:
-            text = read_kmsg()
-        except OSError as exc:
-            copier._skip("/dev/kmsg", exc.strerror or str(exc))
+            text = read_kmsg(sysroot)
+        except KhotuiError as exc:
+            copier._skip("/dev/kmsg", exc.message)
             return
         copier._write("/" + DMESG, text.encode())
     elif sysroot.exists("/" + DMESG):

@@ -35,7 +35,8 @@ def _scratch(status: Any, out: TextIO) -> None:
         out.write(f"  [{r.index}] {label:8} 0x{r.addr:<12x} .. {end:<14} {human_size(r.size):>9}\n")
 
 
-def print_status(status: Any, out: TextIO = sys.stdout) -> None:
+def print_status(status: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     b, k = status.boot, status.kexec
     where = "live host" if status.live else f"snapshot {status.root}"
     out.write(f"khotui status: {where}\n")
@@ -66,7 +67,8 @@ def _yn(value: Any) -> str:
     return "?" if value is None else ("yes" if value else "no")
 
 
-def print_plan(result: Any, out: TextIO = sys.stdout) -> None:
+def print_plan(result: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     st = result.status
     where = "live host" if st.live else f"snapshot {st.root}"
     out.write(f"khotui plan (dry run, nothing is loaded): {where}, {result.arch}\n")

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from conftest import CAPTURES
+from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError
 from khotui.host.boot import (cmdline_param, cmdline_tokens, kstrtobool, parse_config, read_boot,
                               read_running_fdt)

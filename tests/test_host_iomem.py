@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import CAPTURES
+from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError
 from khotui.host.iomem import RamRange, parse_iomem, read_iomem
 from khotui.host.sysroot import Sysroot

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CAPTURES
+from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host import kho as kho_mod
 from khotui.host.kho import (LAYOUT_LEGACY, LAYOUT_STATELESS, OFF_CMDLINE, OFF_DEBUGFS_NOT_MOUNTED,

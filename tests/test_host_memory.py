@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CAPTURES
+from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError
 from khotui.host.memory import parse_list, read_memory_blocks, read_topology
 from khotui.host.sysroot import Sysroot

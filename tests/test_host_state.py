@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import CAPTURES
+from tests.conftest import CAPTURES
 from khotui.host.state import parse_cap_eff, parse_lockdown, read_kexec_state
 from khotui.host.sysroot import Sysroot
 

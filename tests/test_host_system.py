@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import CAPTURES
+from tests.conftest import CAPTURES
 from khotui.host.sysroot import Sysroot
 from khotui.host.system import read_system
 

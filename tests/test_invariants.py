@@ -82,3 +82,35 @@ def test_guard_really_kills_a_kexec_syscall():
     result = guarded(sys.executable, "-c", code)
     assert result.returncode == -signal.SIGSYS
     assert "reached" not in result.stdout
+
+
+@needs_seccomp
+def test_dry_run_commands_never_reach_a_kexec_or_reboot_syscall(tmp_path):
+    """status, plan and snapshot run to completion under a filter that kills on kexec/reboot."""
+    from tests.conftest import CAPTURES, VM
+
+    root = CAPTURES / "two-nodes" / "sysroot"
+    if not root.is_dir():
+        pytest.skip("captures missing")
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"070701" + b"0" * 4090)
+    py = sys.executable
+    runs = [
+        guarded(py, "-m", "khotui", "status", "--json", "--root", str(root)),
+        guarded(py, "-m", "khotui", "plan", "--json", "--root", str(root),
+                "--kernel", str(VM / "bzImage-kho-7.3.4"), "--initrd", str(initrd)),
+        guarded(py, "-m", "khotui", "snapshot", "--root", str(root), str(tmp_path / "snap")),
+        guarded(py, "-m", "khotui", "status", "--json"),          # the live host, read-only
+    ]
+    for result in runs:
+        assert result.returncode in (0, 1), result.stderr
+        assert "Traceback" not in result.stderr
+    assert (tmp_path / "snap" / "proc" / "cmdline").exists()
+
+
+def test_dry_run_commands_switch_off_the_real_syscalls():
+    code = ("import khotui.cli as c, khotui.kexec as k\n"
+            "c.main(['status', '--json', '--root', '/nonexistent'])\n"
+            "print(k.DRY_RUN_ONLY)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip().endswith("True")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CAPTURES
+from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError
 from khotui.host.boot import read_boot
 from khotui.host.iomem import read_iomem

@@ -11,6 +11,7 @@ import platform
 import zlib
 from dataclasses import dataclass, field
 
+from khotui.cmdline import split_cmdline
 from khotui.errors import KhotuiError
 from khotui.host.sysroot import Sysroot
 
@@ -79,7 +80,8 @@ def parse_meminfo(text: str) -> dict[str, int]:
         if not sep:
             continue
         parts = rest.split()
-        if parts and parts[0].isdigit():
+        # ASCII digits only ('²'.isdigit() is True), and few enough for int() (4300-digit cap)
+        if parts and parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 20:
             info[key.strip()] = int(parts[0])
     return info
 
@@ -87,24 +89,7 @@ def parse_meminfo(text: str) -> dict[str, int]:
 def cmdline_tokens(cmdline: str) -> list[str]:
     """Kernel parameters of a command line, quotes removed, stopping at `--` (init's args)."""
     # mirrors next_arg() in lib/cmdline.c: whitespace splits outside double quotes
-    tokens: list[str] = []
-    current: list[str] = []
-    in_quote = False
-    started = False
-    for ch in cmdline:
-        if ch == '"':
-            in_quote = not in_quote
-            started = True
-            continue
-        if ch.isspace() and not in_quote:
-            if started:
-                tokens.append("".join(current))
-                current, started = [], False
-            continue
-        current.append(ch)
-        started = True
-    if started:
-        tokens.append("".join(current))
+    tokens = [t.replace('"', "") for t in split_cmdline(cmdline)]
     if "--" in tokens:
         tokens = tokens[:tokens.index("--")]
     return tokens

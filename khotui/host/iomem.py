@@ -22,6 +22,10 @@ SYSTEM_RAM = "System RAM"
 # (locate_mem_hole_callback(), kernel/kexec_file.c: IORESOURCE_SYSRAM_DRIVER_MANAGED).
 DRIVER_MANAGED_PREFIX = "System RAM ("
 
+# kernel/resource.c nests a handful of levels (System RAM > Kernel code; PCI bus > bridge >
+# device > BAR): deeper is not the kernel's output, and would overflow recursive walks.
+MAX_DEPTH = 32
+
 _LINE_ONE = re.compile(r"( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)")
 _LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$", re.MULTILINE)
 
@@ -128,7 +132,7 @@ def parse_iomem(text: str, *, path: str = IOMEM) -> Iomem:
         n = len(indent)
         depth = n >> 1
         start, end = int(s_hex, 16), int(e_hex, 16)
-        if n & 1 or depth > len(stack) or end < start:
+        if n & 1 or depth > len(stack) or end < start or depth >= MAX_DEPTH:
             raise _row_error(text, path, row, n, depth, len(stack), s_hex, e_hex)
         if end:
             zero = False
@@ -158,6 +162,9 @@ def _row_error(text: str, path: str, row: int, n: int, depth: int, open_depth: i
     if depth > open_depth:
         return _error(f"nested {depth} levels deep under a resource at depth {open_depth - 1}",
                       path, lineno)
+    if depth >= MAX_DEPTH:
+        return _error(f"nested {depth} levels deep; /proc/iomem nests only a few levels "
+                      f"(khotui reads up to {MAX_DEPTH})", path, lineno)
     return _error(f"end {e_hex} is below start {s_hex}", path, lineno)
 
 

@@ -214,7 +214,7 @@ def read_setup_data(sysroot: Sysroot) -> list[SetupData]:
     """x86 setup_data entries (arch/x86/kernel/ksysfs.c); [] when absent."""
     entries: list[SetupData] = []
     for name in sysroot.listdir(SETUP_DATA_DIR):
-        if not name.isdigit():
+        if not (name.isascii() and name.isdigit()):   # int() refuses '²'
             continue
         host = f"{SETUP_DATA_DIR}/{name}"
         text = sysroot.read_optional_text(f"{host}/type")

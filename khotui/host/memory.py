@@ -37,6 +37,11 @@ NODE_STATE_FILES = ("possible", "online", "has_normal_memory", "has_high_memory"
                     "has_cpu", "has_generic_initiator")
 
 
+# Node and CPU ids: NR_CPUS is at most 8192 (x86_64 MAXSMP), MAX_NUMNODES 1024. A list naming
+# more ids than this is not from sysfs, and expanding '0-4000000000' would exhaust memory.
+MAX_LIST_IDS = 1 << 16
+
+
 def parse_list(text: str, *, path: str | None = None) -> list[int]:
     """A kernel list such as `0-3,8,10-11` as sorted ints ([] for an empty line)."""
     # mirrors bitmap_parselist(), lib/bitmap-str.c (without the ':used/group' form)
@@ -49,10 +54,18 @@ def parse_list(text: str, *, path: str | None = None) -> list[int]:
             lo, sep, hi = part.partition("-")
             if sep:
                 a, b = int(lo, 10), int(hi, 10)
-                if b < a:
+                if b < a or a < 0:
                     raise ValueError(part)
+                if b - a + 1 + len(result) > MAX_LIST_IDS:
+                    raise KhotuiError(f"names more than {MAX_LIST_IDS} ids ({part.strip()!r}); "
+                                      "no host has that many nodes or CPUs", path=path,
+                                      fix="this file should be read from sysfs unchanged")
                 result.extend(range(a, b + 1))
             else:
+                if len(result) >= MAX_LIST_IDS:
+                    raise KhotuiError(f"names more than {MAX_LIST_IDS} ids; no host has that "
+                                      "many nodes or CPUs", path=path,
+                                      fix="this file should be read from sysfs unchanged")
                 result.append(int(part, 10))
     except ValueError:
         raise KhotuiError(f"not a kernel list like '0-3,8': {text!r}", path=path,
@@ -178,7 +191,8 @@ def _node_names(sysroot: Sysroot) -> list[tuple[int, str]]:
 
 def _memory_ids(names: list[str]) -> list[int]:
     """Block indices of the `memoryN` entries of a node directory, without a regex per name."""
-    return sorted(int(n[6:]) for n in names if n.startswith("memory") and n[6:].isdigit())
+    return sorted(int(n[6:]) for n in names if n.startswith("memory") and n[6:].isascii()
+                  and n[6:].isdigit())
 
 
 def _udev_devices(subsystem: str):
@@ -197,7 +211,8 @@ def _mem_total_kb(text: str | None) -> int | None:
     for line in text.splitlines():
         parts = line.split()
         # "Node 0 MemTotal:        1030736 kB" (node_read_meminfo(), drivers/base/node.c)
-        if len(parts) >= 4 and parts[2] == "MemTotal:" and parts[3].isdigit():
+        if (len(parts) >= 4 and parts[2] == "MemTotal:" and parts[3].isascii()
+                and parts[3].isdigit() and len(parts[3]) <= 20):
             return int(parts[3])
     return None
 

@@ -573,12 +573,16 @@ class Arm64Plan:
         }
 
 
-def scratch_regions(scratch: list[tuple[int, int]]) -> list[Region]:
-    """`kho_scratch[]` as the regions kho_walk_scratch() offers: [addr, addr + size - 1]."""
+def scratch_regions(scratch: list[tuple]) -> list[Region]:
+    """`kho_scratch[]` as the regions kho_walk_scratch() offers: [addr, addr + size - 1].
+
+    Entries are (phys, size) or (phys, size, name); names default to lowmem, global, node<i-2>
+    (the names x86_64 uses too, so plans read the same on both architectures)."""
     names = ["lowmem", "global"]
     regions = []
-    for i, (phys, size) in enumerate(scratch):
-        name = f"scratch[{i}] {names[i] if i < 2 else f'node{i - 2}'}"
+    for i, entry in enumerate(scratch):
+        phys, size = entry[0], entry[1]
+        name = entry[2] if len(entry) > 2 else (names[i] if i < 2 else f"node{i - 2}")
         regions.append(Region(phys, phys + size - 1, name))
     return regions
 

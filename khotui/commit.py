@@ -1,0 +1,181 @@
+"""Committing a load: the steps after the plan, shared by `khotui load` and the TUI.
+
+`load_opened()` runs the real (or injected) `kexec_file_load` on the descriptors that were
+hashed and inspected, always with KEXEC_FILE_DEBUG, then reads the kernel's own placement back
+from the kernel log and compares it with the prediction segment by segment. Nothing here
+prompts or prints: the callers own the conversation with the operator.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from khotui import kexec
+from khotui.kernellog import LoggedLoad, parse_kernel_log_all, read_kernel_log
+from khotui.host.sysroot import Sysroot
+from khotui.loadflow import OpenedFiles, run_load
+
+
+@dataclass
+class SegmentDiff:
+    name: str
+    predicted_mem: int | None
+    predicted_memsz: int
+    actual_mem: int | None
+    actual_memsz: int | None
+
+    @property
+    def same(self) -> bool:
+        return (self.predicted_mem, self.predicted_memsz) == (self.actual_mem, self.actual_memsz)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "predicted_mem": self.predicted_mem,
+                "predicted_memsz": self.predicted_memsz, "actual_mem": self.actual_mem,
+                "actual_memsz": self.actual_memsz, "same": self.same}
+
+
+@dataclass
+class CommitResult:
+    ok: bool
+    errno: str | None
+    explanation: Any                       # kexec.Explanation when the kernel refused
+    flags: int
+    actual: LoggedLoad | None              # the kernel's own placement, when it logged one
+    diffs: list[SegmentDiff] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def matches_prediction(self) -> bool | None:
+        if not self.diffs:
+            return None
+        return all(d.same for d in self.diffs)
+
+    def as_dict(self) -> dict[str, Any]:
+        ex = self.explanation
+        return {
+            "ok": self.ok,
+            "errno": self.errno,
+            "flags": self.flags,
+            "flag_names": kexec.flag_names(self.flags),
+            "explanation": None if ex is None else {"summary": ex.summary, "cause": ex.cause,
+                                                    "fix": ex.fix},
+            "actual": None if self.actual is None else [
+                {"name": s.name, "mem": s.mem, "memsz": s.memsz, "bufsz": s.bufsz}
+                for s in self.actual.segments],
+            "matches_prediction": self.matches_prediction,
+            "differences": [d.as_dict() for d in self.diffs if not d.same],
+            "warnings": self.warnings,
+        }
+
+
+def load_flags(plan_result: Any) -> int:
+    flags = kexec.KEXEC_FILE_DEBUG  # always: the kernel then logs where it put each segment
+    if plan_result.request.initrd is None:
+        flags |= kexec.KEXEC_FILE_NO_INITRAMFS
+    if plan_result.request.no_cma:
+        flags |= kexec.KEXEC_FILE_NO_CMA
+    return flags
+
+
+def explain_context(plan_result: Any, flags: int) -> kexec.ExplainContext:
+    st = plan_result.status
+    k = st.kexec
+    plan = plan_result.plan
+    failed = None
+    if plan is not None and plan.fits is False:
+        failed = next((s for s in plan.segments if s.mem is None), None)
+    tried: list[tuple[str, int]] = []
+    for t in getattr(plan, "regions_tried", None) or []:
+        tried.append((t.name, t.size) if hasattr(t, "name") else (t.region.name, t.region.size))
+    setup = getattr(plan_result.kernel, "setup", None)
+    mem_kb = st.boot.meminfo.get("MemTotal")
+    return kexec.ExplainContext(
+        is_root=k.is_root if k.euid is not None else None,
+        has_cap_sys_boot=k.cap_sys_boot,
+        kexec_load_disabled=k.kexec_load_disabled,
+        load_limit_reboot=k.kexec_load_limit_reboot,
+        load_limit_panic=k.kexec_load_limit_panic,
+        lockdown=k.lockdown,
+        sig_enforce=st.boot.config_enabled("CONFIG_KEXEC_SIG_FORCE"),
+        kernel_release=st.boot.osrelease,
+        arch=st.boot.arch,
+        kho_enabled=st.kho.enabled,
+        kexec_loaded=k.loaded,
+        flags=flags,
+        kernel_path=plan_result.request.kernel,
+        initrd_path=plan_result.request.initrd,
+        kernel_size=getattr(plan_result.kernel, "size", None),
+        initrd_size=None if plan_result.initrd is None else plan_result.initrd.size,
+        kernel_format=getattr(plan_result.kernel, "format", None),
+        image_cmdline_size=getattr(setup, "cmdline_size", None),
+        cmdline_len=len(plan_result.cmdline.encode()) + 1,
+        mem_total=None if mem_kb is None else mem_kb * 1024,
+        failing_segment=None if failed is None else failed.name,
+        failing_segment_memsz=None if failed is None else failed.memsz,
+        regions_tried=tuple(tried),
+    )
+
+
+def compare(predicted: list[Any], actual: LoggedLoad | None) -> list[SegmentDiff]:
+    """Pair predicted and logged segments in segment order (the kernel logs segment[N] in order)."""
+    if actual is None:
+        return []
+    diffs = []
+    logged = list(actual.segments)
+    for i, seg in enumerate(predicted):
+        got = logged[i] if i < len(logged) else None
+        diffs.append(SegmentDiff(seg.name, seg.mem, seg.memsz,
+                                 None if got is None else got.mem,
+                                 None if got is None else got.memsz))
+    for extra in logged[len(predicted):]:
+        diffs.append(SegmentDiff(extra.name or f"segment[{extra.index}]", None, 0,
+                                 extra.mem, extra.memsz))
+    return diffs
+
+
+def _loads_in_log(sysroot: Sysroot) -> list[LoggedLoad]:
+    try:
+        text = read_kernel_log(sysroot)
+    except Exception:  # the log is a bonus; a load must not fail because it is unreadable
+        return []
+    return parse_kernel_log_all(text) if text else []
+
+
+def load_opened(plan_result: Any, files: OpenedFiles, *, syscalls: kexec.Syscalls,
+                log_path: str | os.PathLike[str] | None,
+                read_log: Callable[[], list[LoggedLoad]] | None = None) -> CommitResult:
+    """The syscall on the opened files, then the kernel's placement read back and compared."""
+    sysroot = plan_result.status.sysroot
+    read_log = read_log or (lambda: _loads_in_log(sysroot))
+    before = len(read_log())
+    flags = load_flags(plan_result)
+    outcome = run_load(files, plan_result.cmdline, flags=flags, syscalls=syscalls,
+                       log_path=log_path)
+    result = outcome.result
+    warnings = list(outcome.warnings)
+    if not result.ok:
+        ex = kexec.explain(result.errno, explain_context(plan_result, flags))
+        return CommitResult(False, result.errno_name, ex, flags, None, [], warnings)
+    loads = read_log()
+    actual = loads[-1] if len(loads) > before else None
+    if actual is None:
+        warnings.append("the kernel log shows no KEXEC_FILE_DEBUG lines for this load "
+                        "(kernel older than 6.8, or the log is not readable): the actual "
+                        "placement cannot be compared with the prediction")
+    return CommitResult(True, None, None, flags, actual,
+                        compare(plan_result.segments(), actual), warnings)
+
+
+def systemd_is_init(sysroot: Sysroot) -> bool:
+    # sd_booted(): /run/systemd/system exists only when systemd is PID 1
+    return sysroot.is_dir("/run/systemd/system")
+
+
+def how_to_execute(sysroot: Sysroot) -> str:
+    if systemd_is_init(sysroot):
+        return ("run `systemctl kexec` to shut services down cleanly and jump into the new kernel "
+                "(`kexec -e` jumps at once, without a clean shutdown)")
+    return ("stop your services, sync, then run `kexec -e` (or `khotui load --exec`); nothing "
+            "shuts the system down cleanly for you without systemd")

@@ -1,0 +1,113 @@
+"""`khotui plan --json` on every real capture reproduces the kernel's own recorded placement.
+
+The expected values are read from each capture's `load/kernel.log` (the kernel's
+KEXEC_FILE_DEBUG lines), never from a table copied into this file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from khotui.kernellog import parse_kernel_log
+from tests.conftest import CAPTURES, REPO, VM, capture_names
+
+ERRNO = {0: None, 99: "EADDRNOTAVAIL", 22: "EINVAL", 1: "EPERM", 8: "ENOEXEC"}
+LOADED = [c for c in capture_names() if (CAPTURES / c / "load" / "kernel.log").exists()]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "khotui", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def arm64_image(tmp_path_factory) -> Path:
+    src = VM / "arm64" / "Image-kho-7.3.4-arm64.gz"
+    if not src.exists():
+        pytest.skip(f"{src} is missing")
+    out = tmp_path_factory.mktemp("arm64") / "Image"
+    with gzip.open(src) as f, open(out, "wb") as g:
+        shutil.copyfileobj(f, g)
+    return out
+
+
+def make_initrd(size: int, dest: Path) -> Path:
+    subprocess.run([sys.executable, str(CAPTURES / "make-initrd"), str(size), str(dest)], check=True)
+    return dest
+
+
+def plan_args(capture: str, tmp_path: Path, request) -> list[str]:
+    cap = CAPTURES / capture
+    scenario = (cap / "scenario.txt").read_text()
+    if "arm64" in capture:
+        kernel = request.getfixturevalue("arm64_image")
+    else:
+        kernel = VM / "bzImage-kho-7.3.4"
+    args = ["plan", "--json", "--root", str(cap / "sysroot"), "--kernel", str(kernel),
+            "--cmdline", (cap / "load" / "cmdline").read_text()]
+    m = re.search(r"^initrd: (\d+) bytes", scenario, re.M)
+    if m:
+        args += ["--initrd", str(make_initrd(int(m.group(1)), tmp_path / "initrd"))]
+    return args
+
+
+@pytest.mark.parametrize("capture", LOADED)
+def test_plan_reproduces_the_kernels_placement(capture, tmp_path, request):
+    cap = CAPTURES / capture
+    logged = parse_kernel_log((cap / "load" / "kernel.log").read_text())
+    errno = ERRNO[int((cap / "load" / "errno").read_text())]
+    result = run_cli(*plan_args(capture, tmp_path, request))
+    assert "Traceback" not in result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["cmdline"] == (cap / "load" / "cmdline").read_text()
+
+    if errno is None:
+        assert result.returncode == 0, result.stdout
+        assert plan["fits"] is True and plan["errno"] is None
+        predicted = [(s["mem"], s["memsz"]) for s in plan["segments"]]
+        actual = [(s.mem, s.memsz) for s in logged.segments]
+        assert predicted == actual
+        assert [s["bufsz"] for s in plan["segments"]] == [s.bufsz for s in logged.segments]
+    else:
+        assert result.returncode == 1
+        assert plan["fits"] is False and plan["errno"] == errno
+        failed = [s for s in plan["segments"] if s["mem"] is None]
+        assert failed, "the segment that fits nowhere has mem null"
+        fail = [c for c in plan["checks"] if c["id"] == "segments-fit"][0]
+        assert fail["status"] == "fail" and errno in fail["message"]
+        assert failed[0]["name"] in fail["message"]
+        # what the kernel did place before it gave up matches too (x86 logs Loaded lines)
+        for seg in plan["segments"]:
+            line = logged.loaded.get(seg["name"]) if logged else None
+            if line is not None and seg["mem"] is not None:
+                assert seg["mem"] == line.mem
+                assert line.memsz is None or seg["memsz"] == line.memsz
+
+
+def test_kho_off_capture_says_why_and_still_predicts(tmp_path, request):
+    result = run_cli(*plan_args("kho-off", tmp_path, request))
+    plan = json.loads(result.stdout)
+    assert plan["kho"]["enabled"] is False
+    kho = [c for c in plan["checks"] if c["id"] == "kho-enabled"][0]
+    assert kho["status"] == "warn" and "kho=off" in kho["message"]
+    assert plan["fits"] is True and all(s["region"].startswith("System RAM") for s in plan["segments"])
+
+
+def test_status_json_contract(shared):
+    result = run_cli("status", "--json", "--root", str(CAPTURES / "two-nodes" / "sysroot"))
+    assert result.returncode == 0
+    status = json.loads(result.stdout)
+    assert status["kho"]["enabled"] is True and status["kho"]["abi"] == "kho-v4"
+    phys = [int(x, 16) for x in (CAPTURES / "two-nodes/sysroot/sys/kernel/debug/kho/out/scratch_phys").read_text().split()]
+    assert [r["addr"] for r in status["kho"]["scratch"]] == phys
+    assert [r["kind"] for r in status["kho"]["scratch"]] == ["lowmem", "global", "node", "node"]
+    assert status["kho"]["out_fdt"]["truncated"] is True
+    assert status["kexec"]["loaded"] is False

@@ -1,0 +1,524 @@
+"""Boot the KHO kernel under QEMU and run shell steps inside the guest as root.
+
+The guest has no disk image: its root file system is the host's own `/`, shared read-only over
+9p, so it runs the host's Python and this checkout's `.venv` at the same paths. A second,
+writable 9p share (mounted at `/mnt` in the guest) brings results back. The guest's init is a
+bash script this module writes into the run directory (a host path the guest sees unchanged).
+
+A run has one or more *stages*. Stage 1 runs in the cold-booted kernel; every later stage runs
+in the kernel that the previous stage kexec'ed into. The kernel command line carries
+`khostage=N` so the same init script knows where it is. Inside the guest each step is one bash
+command line, run from the checkout with `.venv/bin` first on PATH; its stdout, stderr, exit
+code and wall time land in `/mnt/stageN/NN.{cmd,out,err,rc,time}`. After the last step of a
+stage the init script copies the kernel log (`/dev/kmsg`) to `/mnt/stageN/kmsg.txt`; then, if
+another stage follows, it executes the loaded kernel (`reboot(LINUX_REBOOT_CMD_KEXEC)`), else it
+powers off (`echo o > /proc/sysrq-trigger`).
+
+Loading the next kernel is a step the test writes (with `guestutil.py load` or `khotui load`);
+the guest exports `KHO_NEXT_CMDLINE` = this kernel's command line with `khostage=N+1`, which is
+the command line the next kernel must get for the init script to find its stage.
+
+    run = boot([["cat /sys/kernel/debug/kho/out/scratch_phys"]])
+    run.assert_steps_ok()
+    print(run.step(1, 0).stdout)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+SHARED = Path(os.environ.get("KHOTUI_SHARED", REPO.parent / "shared"))
+VM_DIR = SHARED / "vm"
+
+
+def _find_kernel() -> Path:
+    """$KHOTUI_VM_KERNEL, else ../shared/vm's kernel, else the one tests/vm/build-kernel made."""
+    if os.environ.get("KHOTUI_VM_KERNEL"):
+        return Path(os.environ["KHOTUI_VM_KERNEL"]).resolve()
+    built = HERE / "build" / "bzImage-kho-7.3.4"
+    shared = VM_DIR / "bzImage-kho-7.3.4"
+    return built if built.is_file() and not shared.is_file() else shared
+
+
+KERNEL = _find_kernel()
+MAKE_INITRD = SHARED / "kho" / "make-initrd"
+VENV_BIN = REPO / ".venv" / "bin"
+GUESTUTIL = HERE / "guestutil.py"
+QEMU = os.environ.get("KHOTUI_QEMU", "qemu-system-x86_64")
+# How guest steps (and the host-side `--help` probe) invoke the CLI under test.
+KHOTUI_CLI = os.environ.get("KHOTUI_VM_CLI", "python -m khotui")
+OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/qemu/OVMF.fd")
+
+# Guest-side constants, also handy for tests.
+LINUX_REBOOT_CMD_KEXEC = 0x45584543
+SYS_KEXEC_FILE_LOAD = 320
+KEXEC_FILE_NO_INITRAMFS = 0x4
+KEXEC_FILE_DEBUG = 0x8
+
+BASE_APPEND = (
+    "console=ttyS0 root=hostroot rootfstype=9p "
+    "rootflags=trans=virtio,version=9p2000.L,msize=262144 ro panic=-1"
+)
+DEFAULT_TIMEOUT = float(os.environ.get("KHOTUI_VM_TIMEOUT", "600"))
+STEP_TIMEOUT = int(os.environ.get("KHOTUI_VM_STEP_TIMEOUT", "300"))
+
+
+class GuestError(AssertionError):
+    """The guest misbehaved (timeout, crash, step failed). An AssertionError so pytest fails."""
+
+
+@dataclass
+class Step:
+    stage: int
+    index: int
+    cmd: str
+    name: str
+    rc: int | None  # None: the step never finished (guest died or was killed mid-step)
+    stdout: str
+    stderr: str
+    seconds: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def json(self):
+        """stdout parsed as JSON (raises GuestError with the step's output if it is not)."""
+        try:
+            return json.loads(self.stdout)
+        except ValueError as e:
+            raise GuestError(f"stage {self.stage} step {self.index} `{self.cmd}`: stdout is not "
+                             f"JSON ({e})\n{self.describe()}") from None
+
+    def describe(self) -> str:
+        label = f"{self.index} {self.name}" if self.name else str(self.index)
+        return (f"[stage {self.stage} step {label}] $ {self.cmd}\n  rc={self.rc} "
+                f"({self.seconds}s)\n  stdout: {_clip(self.stdout)}\n  stderr: {_clip(self.stderr)}")
+
+
+@dataclass
+class GuestRun:
+    run_dir: Path
+    out: Path  # the writable share: everything the guest wrote
+    serial: str  # the whole serial console log (both kernels)
+    qemu_rc: int | None
+    timed_out: bool
+    seconds: float  # wall time of the QEMU process (boot .. power-off, all stages)
+    nstages: int
+    steps: dict[int, list[Step]] = field(default_factory=dict)
+    qemu_cmd: list[str] = field(default_factory=list)
+    qemu_stderr: str = ""
+
+    def step(self, stage: int, index: int) -> Step:
+        try:
+            return self.steps[stage][index]
+        except (KeyError, IndexError):
+            raise GuestError(f"stage {stage} step {index} did not run\n{self.summary()}") from None
+
+    def named(self, name: str) -> Step:
+        """The step given as (name, command); GuestError if it never ran."""
+        for steps in self.steps.values():
+            for st in steps:
+                if st.name == name:
+                    return st
+        raise GuestError(f"step {name!r} did not run\n{self.summary()}")
+
+    def reached(self, stage: int) -> bool:
+        return (self.out / f"stage{stage}" / "started").exists()
+
+    def finished(self, stage: int) -> bool:
+        return (self.out / f"stage{stage}" / "done").exists()
+
+    def kmsg(self, stage: int) -> str:
+        p = self.out / f"stage{stage}" / "kmsg.txt"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def file(self, rel: str) -> Path:
+        return self.out / rel
+
+    def assert_stage(self, stage: int) -> None:
+        """Stage `stage` ran to its end (all its steps, whatever their exit codes)."""
+        if not self.finished(stage):
+            what = "never started" if not self.reached(stage) else "did not finish"
+            raise GuestError(f"stage {stage} {what}\n{self.summary()}")
+
+    def assert_completed(self) -> None:
+        """Every stage started and finished, QEMU exited by itself in time."""
+        problems = []
+        if self.timed_out:
+            problems.append(f"QEMU killed after the timeout ({self.seconds:.0f}s)")
+        for s in range(1, self.nstages + 1):
+            if not self.reached(s):
+                problems.append(f"stage {s} never started")
+                break
+            if not self.finished(s):
+                problems.append(f"stage {s} did not finish")
+                break
+        if "Kernel panic" in self.serial:
+            problems.append("kernel panic in the serial log")
+        if problems:
+            raise GuestError("; ".join(problems) + "\n" + self.summary())
+
+    def assert_steps_ok(self) -> None:
+        self.assert_completed()
+        bad = [st for steps in self.steps.values() for st in steps if not st.ok]
+        if bad:
+            raise GuestError("guest steps failed:\n" + "\n".join(b.describe() for b in bad)
+                             + "\n" + self.summary(steps=False))
+
+    def summary(self, steps: bool = True) -> str:
+        lines = [f"run dir {self.run_dir} (qemu rc={self.qemu_rc}, {self.seconds:.1f}s, "
+                 f"timed_out={self.timed_out})"]
+        if steps:
+            for s in sorted(self.steps):
+                for st in self.steps[s]:
+                    lines.append(st.describe())
+        if self.qemu_stderr.strip():
+            lines.append("qemu stderr: " + _clip(self.qemu_stderr, 800))
+        tail = "\n".join(self.serial.splitlines()[-40:])
+        lines.append("serial log (last 40 lines):\n" + tail)
+        return "\n".join(lines)
+
+
+def _clip(s: str, n: int = 2000) -> str:
+    s = s.rstrip("\n")
+    return s if len(s) <= n else s[: n // 2] + f"\n... [{len(s) - n} chars] ...\n" + s[-n // 2:]
+
+
+# ---------------------------------------------------------------------------------------------
+# what can skip
+
+
+def missing_prerequisite() -> str | None:
+    """One-line reason why the VM tier cannot run here, or None if it can."""
+    if os.environ.get("KHOTUI_SKIP_VM") == "1":
+        return "KHOTUI_SKIP_VM=1"
+    if sys.platform != "linux":
+        return "the VM tier needs a Linux host (the guest uses the host's root file system)"
+    if shutil.which(QEMU) is None:
+        return f"no {QEMU} on PATH (Debian: apt-get install qemu-system-x86)"
+    if not KERNEL.is_file():
+        return (f"no KHO kernel at {KERNEL}: build one with tests/vm/build-kernel "
+                f"(~13 min on 2 cores; or set KHOTUI_VM_KERNEL)")
+    if not os.path.lexists(VENV_BIN / "python"):
+        return f"no {VENV_BIN}/python: run `make venv` first"
+    # The guest reads the host's / through QEMU's 9p server, i.e. with this user's permissions
+    # (security_model=none): as root it reads everything; otherwise the venv's interpreter and
+    # the checkout must be readable (a pyenv Python under /root, mode 0700, is not).
+    if os.geteuid() != 0:
+        real = os.path.realpath(VENV_BIN / "python")
+        for p in (real, str(REPO / "khotui"), str(HERE / "guestutil.py")):
+            if not os.access(p, os.R_OK):
+                return (f"not root, and {p} is not readable by uid {os.geteuid()}: the guest "
+                        f"reads the host's / over 9p with QEMU's permissions")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI under test (it lands in pieces: a test needing a missing command skips with this reason)
+
+
+@lru_cache(maxsize=None)
+def khotui_command_missing(cmd: str) -> str | None:
+    """Why `python -m khotui CMD` cannot be used yet (None when `CMD --help` works in the venv)."""
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    line = f"{KHOTUI_CLI} {cmd} --help"
+    try:
+        p = subprocess.run(["bash", "-c", line], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"`{line}` could not run in the host venv: {e}"
+    if p.returncode != 0:
+        said = (p.stderr or p.stdout).strip().splitlines()
+        return (f"`{line}` failed in the host venv (rc={p.returncode}"
+                f"{': ' + said[-1] if said else ''}): that CLI command has not landed yet")
+    return None
+
+
+def require_khotui(*cmds: str) -> None:
+    for cmd in cmds:
+        why = khotui_command_missing(cmd)
+        if why:
+            import pytest
+
+            pytest.skip(why)
+
+
+# ---------------------------------------------------------------------------------------------
+# the guest init script
+
+_INIT_HEAD = r"""#!/bin/bash
+# Generated by tests/vm/guest.py: the init (PID 1) of a khotui VM test guest.
+export PATH=@VENV_BIN@:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/var/tmp TMPDIR=/var/tmp PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8 TERM=dumb
+export KHOTUI_REPO=@REPO@ GUESTUTIL=@GUESTUTIL@ KHO_RUN_DIR=@RUN_DIR@
+say() { echo "khovm: $*" > /dev/console 2>/dev/null || echo "khovm: $*"; }
+die() { say "FATAL: $*"; sync; echo o > /proc/sysrq-trigger; sleep 60; }
+mnt() { mount "$@" || say "mount $* failed (rc $?)"; }
+mnt -t proc proc /proc
+mnt -t sysfs sysfs /sys
+mountpoint -q /dev || mnt -t devtmpfs devtmpfs /dev  # CONFIG_DEVTMPFS_MOUNT may have done it
+mnt -t debugfs debugfs /sys/kernel/debug
+mnt -t securityfs securityfs /sys/kernel/security
+mnt -t tmpfs -o mode=0755 tmpfs /run
+# Not /tmp: the host's /tmp (seen through the root share) may hold this script and its run dir.
+mnt -t tmpfs -o mode=1777 tmpfs /var/tmp
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /mnt || die "cannot mount the out share"
+STAGE=$(sed -n 's/.*\bkhostage=\([0-9][0-9]*\).*/\1/p' /proc/cmdline)
+STAGE=${STAGE:-1}
+export KHO_STAGE=$STAGE
+export KHO_NEXT_CMDLINE="$(sed "s/\bkhostage=$STAGE\b/khostage=$((STAGE + 1))/" /proc/cmdline)"
+D=/mnt/stage$STAGE
+mkdir -p "$D" || die "cannot write to the out share"
+date +%s.%N > "$D/started"
+cat /proc/uptime > "$D/uptime-start"
+say "stage $STAGE started (uptime $(cut -d' ' -f1 /proc/uptime)s)"
+
+step() {  # step INDEX COMMAND
+    local i=$1 cmd=$2 t0 t1 rc
+    printf '%s\n' "$cmd" > "$D/$i.cmd"
+    say "stage $STAGE step $i: $cmd"
+    t0=$(date +%s.%N)
+    ( cd "$KHOTUI_REPO" && timeout -k 5 @STEP_TIMEOUT@ bash -c "$cmd" ) > "$D/$i.out" 2> "$D/$i.err" < /dev/null
+    rc=$?
+    t1=$(date +%s.%N)
+    echo "$rc" > "$D/$i.rc"
+    echo "$t0 $t1" > "$D/$i.time"
+    say "stage $STAGE step $i: rc=$rc"
+}
+
+finish() {  # copy the kernel log, mark the stage done
+    python3 "$GUESTUTIL" kmsg "$D/kmsg.txt" || dmesg > "$D/kmsg.txt" 2>&1
+    cat /proc/uptime > "$D/uptime-end"
+    date +%s.%N > "$D/done"
+    sync
+}
+
+poweroff() {
+    say "stage $STAGE done, powering off"
+    umount /mnt 2>/dev/null
+    sync
+    echo o > /proc/sysrq-trigger
+    sleep 60
+}
+
+kexec_next() {
+    say "stage $STAGE done, executing the loaded kernel (kexec_loaded=$(cat /sys/kernel/kexec_loaded))"
+    sync
+    python3 "$GUESTUTIL" kexec > "$D/kexec.err" 2>&1
+    say "kexec did not happen: $(cat "$D/kexec.err")"
+    sync
+    poweroff
+}
+
+case "$STAGE" in
+"""
+
+
+def _init_script(run_dir: Path, stages: Sequence[Sequence[str]]) -> str:
+    head = (_INIT_HEAD.replace("@VENV_BIN@", str(VENV_BIN)).replace("@REPO@", shlex.quote(str(REPO)))
+            .replace("@GUESTUTIL@", shlex.quote(str(GUESTUTIL)))
+            .replace("@RUN_DIR@", shlex.quote(str(run_dir)))
+            .replace("@STEP_TIMEOUT@", str(STEP_TIMEOUT)))
+    body = []
+    for n, steps in enumerate(stages, start=1):
+        body.append(f"{n})")
+        for i, (_name, cmd) in enumerate(_normalize(steps)):
+            body.append(f"    step {i:02d} {shlex.quote(cmd)}")
+        body.append("    finish")
+        body.append("    kexec_next" if n < len(stages) else "    poweroff")
+        body.append("    ;;")
+    body.append('*)\n    say "unexpected stage $STAGE"\n    finish\n    poweroff\n    ;;\nesac\n'
+                'poweroff\n')
+    return head + "\n".join(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# host side
+
+
+def make_initrd(size: int, path: Path) -> Path:
+    """An uncompressed newc cpio archive of exactly `size` bytes (shared/kho/make-initrd)."""
+    subprocess.run([sys.executable, str(MAKE_INITRD), str(size), str(path)], check=True)
+    return path
+
+
+def qemu_command(run_dir: Path, out: Path, *, numa: Sequence[int], append: str,
+                 efi: bool, smp: int) -> list[str]:
+    total = sum(numa)
+    cmd = [QEMU, "-accel", "tcg,thread=single", "-m", f"{total}M", "-smp", str(smp),
+           "-nographic", "-nodefaults", "-no-reboot"]
+    for nid, mib in enumerate(numa):
+        cmd += ["-object", f"memory-backend-ram,id=m{nid},size={mib}M",
+                "-numa", f"node,nodeid={nid},memdev=m{nid}"]
+    cmd += ["-serial", f"file:{run_dir / 'serial.log'}",
+            "-fsdev", "local,id=rootfs,path=/,security_model=none,readonly=on",
+            "-device", "virtio-9p-pci,fsdev=rootfs,mount_tag=hostroot",
+            "-fsdev", f"local,id=outfs,path={out},security_model=none",
+            "-device", "virtio-9p-pci,fsdev=outfs,mount_tag=out",
+            "-kernel", str(KERNEL), "-append", append]
+    if efi:
+        fw = next((p for p in OVMF_CANDIDATES if Path(p).is_file()), None)
+        if fw is None:
+            raise GuestError("efi=True but no OVMF firmware (Debian: apt-get install ovmf)")
+        cmd += ["-bios", fw]
+    return cmd
+
+
+def boot(stages: Sequence[Sequence[StepSpec]], *, numa: Sequence[int] = (1024, 1024),
+         append: str = "kho=on", kho_scratch: str | None = None, efi: bool = False,
+         smp: int = 2, timeout: float | None = None, run_dir: Path | str | None = None) -> GuestRun:
+    """Boot the KHO kernel, run `stages` (a list of lists of steps), return the results.
+
+    A step is a bash command line or a (name, command line) pair. `numa` lists the NUMA nodes'
+    sizes in MiB (the guest's RAM is their sum); `append` is added to the known-good command
+    line, then `kho_scratch=` if given, then `khostage=1`. `efi` boots through OVMF.
+
+    Stage N+1 only runs if stage N loaded a kernel (with KHO_NEXT_CMDLINE) before it ended.
+    Never raises for guest misbehaviour: check `assert_completed()` / `assert_steps_ok()`.
+    """
+    if not stages:
+        raise ValueError("boot() needs at least one stage")
+    run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="khovm-"))
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "out"
+    out.mkdir(exist_ok=True)
+    init = run_dir / "init.sh"
+    init.write_text(_init_script(run_dir, stages))
+    init.chmod(0o755)
+    # Boot params: the known-good base, the caller's, the scratch override, the stage marker.
+    parts = [BASE_APPEND, f"init={init}", append]
+    if kho_scratch:
+        parts.append(f"kho_scratch={kho_scratch}")
+    parts.append("khostage=1")
+    cmdline = " ".join(p for p in parts if p)
+    cmd = qemu_command(run_dir, out, numa=numa, append=cmdline, efi=efi, smp=smp)
+    (run_dir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    t0 = time.monotonic()
+    timed_out = False
+    with open(run_dir / "qemu.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.kill()
+            rc = proc.wait()
+        except BaseException:  # KeyboardInterrupt etc.: never leave a QEMU behind
+            proc.kill()
+            proc.wait()
+            raise
+    seconds = time.monotonic() - t0
+    serial_path = run_dir / "serial.log"
+    run = GuestRun(run_dir=run_dir, out=out,
+                   serial=serial_path.read_text(errors="replace") if serial_path.exists() else "",
+                   qemu_rc=rc, timed_out=timed_out, seconds=seconds, nstages=len(stages),
+                   qemu_cmd=cmd,
+                   qemu_stderr=(run_dir / "qemu.stderr").read_text(errors="replace"))
+    for n, steps in enumerate(stages, start=1):
+        run.steps[n] = _collect(out / f"stage{n}", n, steps)
+    _record_timing(run)
+    return run
+
+
+def run_in_guest(steps_stage1: Sequence[StepSpec], steps_stage2: Sequence[StepSpec] | None = None,
+                 **kw) -> GuestRun:
+    stages = [list(steps_stage1)] + ([list(steps_stage2)] if steps_stage2 is not None else [])
+    return boot(stages, **kw)
+
+
+StepSpec = "str | tuple[str, str]"  # for annotations only
+
+
+def _normalize(steps) -> list[tuple[str, str]]:
+    """Steps are bash command lines, or (name, command line) pairs to find them by name."""
+    out = []
+    for st in steps:
+        if isinstance(st, str):
+            out.append(("", st))
+        else:
+            name, cmd = st
+            out.append((name, cmd))
+    return out
+
+
+def _collect(d: Path, stage: int, cmds) -> list[Step]:
+    steps = []
+    for i, (name, cmd) in enumerate(_normalize(cmds)):
+        base = d / f"{i:02d}"
+        if not Path(f"{base}.cmd").exists():
+            break
+
+        def rd(ext: str) -> str:
+            p = Path(f"{base}.{ext}")
+            return p.read_text(errors="replace") if p.exists() else ""
+
+        rc_s = rd("rc").strip()
+        secs = None
+        t = rd("time").split()
+        if len(t) == 2:
+            secs = round(float(t[1]) - float(t[0]), 2)
+        steps.append(Step(stage, i, cmd, name, int(rc_s) if rc_s else None, rd("out"), rd("err"), secs))
+    return steps
+
+
+def _record_timing(run: GuestRun) -> None:
+    """Append one line per boot to $KHOTUI_VM_TIMINGS (if set) and write timing.json."""
+    info = {"run_dir": str(run.run_dir), "seconds": round(run.seconds, 1), "stages": run.nstages,
+            "timed_out": run.timed_out, "qemu_rc": run.qemu_rc,
+            "stage_uptime": {}}
+    for s in range(1, run.nstages + 1):
+        d = run.out / f"stage{s}"
+        try:
+            info["stage_uptime"][s] = [float((d / f).read_text().split()[0])
+                                       for f in ("uptime-start", "uptime-end")]
+        except (OSError, ValueError, IndexError):
+            pass
+    (run.run_dir / "timing.json").write_text(json.dumps(info, indent=1) + "\n")
+    log = os.environ.get("KHOTUI_VM_TIMINGS")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps(info) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing what the guest brings back
+
+_SEG_RE = re.compile(r"kexec_file: segment\[(\d+)\]: buf=\S+ bufsz=(0x[0-9a-f]+) "
+                     r"mem=(0x[0-9a-f]+) memsz=(0x[0-9a-f]+)")
+
+
+def kexec_segments(log: str) -> list[dict]:
+    """The last load's `KEXEC_FILE_DEBUG` segment lines as [{index, bufsz, mem, memsz}]."""
+    segs: list[dict] = []
+    for line in log.splitlines():
+        m = _SEG_RE.search(line)
+        if not m:
+            continue
+        idx = int(m.group(1))
+        if idx == 0:
+            segs = []  # a new load starts over
+        segs.append({"index": idx, "bufsz": int(m.group(2), 16), "mem": int(m.group(3), 16),
+                     "memsz": int(m.group(4), 16)})
+    return segs
+
+
+def hex_lines(text: str) -> list[int]:
+    return [int(x, 16) for x in text.split()]
