@@ -1,0 +1,121 @@
+"""The confirmations: exactly what will be loaded (or unloaded), and the host name typed back."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Static
+
+from khotui.tui import fmt
+from khotui.tui.viewmodel import Plan
+from khotui.tui.widgets.findings import findings_content
+
+
+class _TypedConfirm(ModalScreen[bool]):
+    """Shared shape: a body, an input that must equal the host name, Confirm/Cancel."""
+
+    DEFAULT_CSS = """
+    _TypedConfirm { align: center middle; }
+    _TypedConfirm > Vertical { width: 94%; max-width: 110; height: auto; max-height: 96%;
+                               border: thick $warning; background: $surface; padding: 0 1; }
+    _TypedConfirm #confirm-body { height: auto; max-height: 14; }
+    _TypedConfirm #confirm-buttons { height: auto; align-horizontal: right; }
+    _TypedConfirm Button { margin-left: 1; min-width: 10; }
+    _TypedConfirm #confirm-hint { height: auto; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm-cancel")]
+
+    def __init__(self, hostname: str, *, dry_run: bool, title: str, action: str) -> None:
+        super().__init__()
+        self.hostname = hostname
+        self.dry_run = dry_run
+        self.title_text = title
+        self.action_word = action
+
+    def body(self) -> Content:
+        return Content("")
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as v:
+            v.border_title = self.title_text + (" — DRY RUN" if self.dry_run else "")
+            with VerticalScroll(id="confirm-body"):
+                yield Static(self.body())
+            if self.dry_run:
+                yield Static(Content.from_markup(
+                    "[b $warning]This is a snapshot, not the live host: nothing will be "
+                    "loaded. Confirming runs the same checks as a dry run and shows the result.[/]"),
+                    id="confirm-dry")
+            yield Static(Content.from_markup("Type the host name [b]$h[/] to confirm:", h=self.hostname),
+                         id="confirm-hint")
+            yield Input(placeholder=self.hostname, id="confirm-host")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Cancel", id="confirm-no")
+                yield Button(self.action_word + (" (dry run)" if self.dry_run else ""),
+                             id="confirm-yes", variant="warning", disabled=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-host", Input).focus()
+
+    @on(Input.Changed, "#confirm-host")
+    def _typed(self, event: Input.Changed) -> None:
+        self.query_one("#confirm-yes", Button).disabled = event.value.strip() != self.hostname
+
+    @on(Input.Submitted, "#confirm-host")
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip() == self.hostname:
+            self.dismiss(True)
+        else:
+            self.notify(f"type {self.hostname!r} exactly to confirm, or esc to cancel",
+                        severity="warning")
+
+    @on(Button.Pressed, "#confirm-yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#confirm-no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class ConfirmLoadScreen(_TypedConfirm):
+    def __init__(self, plan: Plan, hostname: str, *, dry_run: bool, shown=str) -> None:  # noqa: ANN001
+        super().__init__(hostname, dry_run=dry_run, title="Load this kernel with kexec_file_load",
+                         action="Load")
+        self.plan = plan
+        self.shown = shown
+
+    def body(self) -> Content:
+        p = self.plan
+        rows: list[Content] = []
+        files = p.files or [(p.request.kernel, "", None)] + ([(p.request.initrd, "", None)] if p.request.initrd else [])
+        for (path, sha, size), what in zip(files, ("kernel", "initrd")):
+            rows.append(Content.from_markup("[b $secondary]$w[/] $p [dim]$z[/]", w=f"{what:<8}",
+                                            p=self.shown(path), z=fmt.size(size)))
+            rows.append(Content.from_markup("[dim]$s[/]", s=f"{'sha256':<8} {sha or '?'}"))
+        if not p.request.initrd:
+            rows.append(Content.from_markup("[b $secondary]initrd  [/] none (KEXEC_FILE_NO_INITRAMFS)"))
+        rows.append(Content.from_markup("[b $secondary]cmdline [/] $c", c=p.request.cmdline))
+        head = Content.from_markup("[b $success]✓ $v[/]" if p.would_succeed else "[b $error]✗ $v[/]",
+                                   v=p.verdict)
+        out = Content("\n").join([head, *rows])
+        if not p.would_succeed:
+            out += Content("\n") + findings_content(p.findings, only_problems=True)
+        return out
+
+
+class ConfirmUnloadScreen(_TypedConfirm):
+    def __init__(self, hostname: str, *, dry_run: bool) -> None:
+        super().__init__(hostname, dry_run=dry_run, title="Unload the loaded kexec image",
+                         action="Unload")
+
+    def body(self) -> Content:
+        return Content.from_markup(
+            "kexec_file_load(KEXEC_FILE_UNLOAD) removes the loaded image: a later kexec has "
+            "nothing to run until you load again. It counts against kexec_load_limit_reboot.")

@@ -1,0 +1,214 @@
+"""Memory map: a picture of physical memory, the /proc/iomem tree with search, memory blocks."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent, TabPane, Tree
+from textual.widgets.option_list import Option
+
+from khotui.tui import fmt
+from khotui.tui.screens.base import KhotuiScreen
+from khotui.tui.viewmodel import BlockRun, IomemLine, MemoryMap, Problem
+from khotui.tui.widgets.memory_bands import MemoryBands, legend
+from khotui.tui.widgets.panel import problem_content
+
+MAX_RESULTS = 200
+
+
+class MemoryLoaded(Message):
+    def __init__(self, memory: MemoryMap) -> None:
+        super().__init__()
+        self.memory = memory
+
+
+class MemoryScreen(KhotuiScreen):
+    MODE = "memory"
+    CSS_PATH = "memory.tcss"
+    HELP = """\
+## Memory map
+
+A picture of physical memory: one band per NUMA node, each with four layers on the same
+address axis — **iomem** (System RAM █, reserved ▒, firmware ░), **kernel** (K code/data,
+C crash kernel), **scratch** (S, the KHO scratch regions the next kernel is placed in) and
+**plan** (# the segments of the last plan).
+
+Move the cursor with ←/→ (↑/↓ between nodes); **+** or enter zooms in around it, **-** zooms
+out, **0** shows everything, **n** jumps to the next scratch region or segment. The line under
+the map names what is under the cursor.
+
+Beside it, **/proc/iomem** as a tree (expanded on demand) with **/** to search by name or
+address, and the **memory blocks** per node, in runs of consecutive blocks.
+"""
+    BINDINGS = [
+        Binding("slash", "search", "Search iomem", id="memory-search", key_display="/"),
+        Binding("r", "refresh", "Refresh", id="memory-refresh"),
+        Binding("0", "zoom_reset", "All memory", id="memory-zoom-reset", show=False),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="mem-main"):
+            with Vertical(id="map-pane"):
+                yield MemoryBands(id="bands")
+                yield Static("", id="cursor-info")
+                yield Static(legend(), id="legend")
+            with TabbedContent(id="mem-tabs"):
+                with TabPane("/proc/iomem", id="tab-iomem"):
+                    yield Input(placeholder="/ search name or address (enter)", id="iomem-search")
+                    yield OptionList(id="iomem-results")
+                    yield Tree("/proc/iomem", id="iomem-tree")
+                with TabPane("Memory blocks", id="tab-blocks"):
+                    yield DataTable(id="blocks", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#iomem-results").display = False
+        self.query_one(MemoryBands).focus()
+        self.load_memory()
+
+    def action_refresh(self) -> None:
+        self.load_memory()
+
+    def action_search(self) -> None:
+        self.query_one(TabbedContent).active = "tab-iomem"
+        self.query_one("#iomem-search", Input).focus()
+
+    def action_zoom_reset(self) -> None:
+        self.query_one(MemoryBands).action_zoom_reset()
+
+    @work(thread=True, exclusive=True, group="memory", exit_on_error=False)
+    def load_memory(self) -> None:
+        app = self.app
+        self.post_message(MemoryLoaded(app.source.memory(app.plan)))  # type: ignore[attr-defined]
+
+    def on_screen_resume(self) -> None:
+        # a plan made since the last visit adds its segments to the picture
+        plan = self.app.plan  # type: ignore[attr-defined]
+        if plan is not None and getattr(self, "_plan_shown", None) is not plan:
+            self.load_memory()
+
+    @on(MemoryLoaded)
+    def _loaded(self, event: MemoryLoaded) -> None:
+        mm = event.memory
+        self._plan_shown = self.app.plan  # type: ignore[attr-defined]
+        self.memory = mm
+        self.query_one(MemoryBands).set_data(mm.bands, mm.ranges)
+        self._fill_tree(mm.iomem)
+        self._fill_blocks(mm.blocks, mm.block_size)
+        if mm.notes:
+            self.query_one("#legend", Static).update(
+                legend() + Content("\n") + Content("\n").join(
+                    Content.from_markup("[$warning]![/] $n", n=n) for n in mm.notes))
+
+    @on(MemoryBands.CursorMoved)
+    def _cursor(self, event: MemoryBands.CursorMoved) -> None:
+        names = ", ".join(f"{r.label} ({fmt.addr(r.start)}–{fmt.addr(r.end)})"
+                          for r in event.under[:3]) or "hole"
+        more = f" +{len(event.under) - 3}" if len(event.under) > 3 else ""
+        self.query_one("#cursor-info", Static).update(
+            Content.from_markup("[b $secondary]$a[/] $n", a=fmt.addr(event.address), n=names + more))
+
+    # -- iomem tree: top level now, children when a node is expanded --------------------------
+
+    def _fill_tree(self, iomem: list[IomemLine] | Problem) -> None:
+        tree = self.query_one("#iomem-tree", Tree)
+        tree.clear()
+        if isinstance(iomem, Problem):
+            tree.root.set_label(Text(f"/proc/iomem unavailable: {iomem}"))
+            return
+        tree.root.set_label("/proc/iomem")
+        self._add_children(tree.root, iomem)
+        tree.root.expand()
+
+    @staticmethod
+    def _label(line: IomemLine) -> Text:
+        # Tree labels are Rich Text; the address column is dimmed, the name never parsed as markup
+        return Text.assemble((f"{line.start:08x}-{line.end:08x}", "dim"), " ", line.name)
+
+    def _add_children(self, node, lines: list[IomemLine]) -> None:  # noqa: ANN001
+        for line in lines:
+            if line.children:
+                node.add(self._label(line), data=line, allow_expand=True)
+            else:
+                node.add_leaf(self._label(line), data=line)
+
+    @on(Tree.NodeExpanded, "#iomem-tree")
+    def _expand(self, event: Tree.NodeExpanded) -> None:
+        node = event.node
+        line = node.data
+        if isinstance(line, IomemLine) and not node.children and line.children:
+            self._add_children(node, line.children)
+
+    @on(Tree.NodeSelected, "#iomem-tree")
+    def _tree_selected(self, event: Tree.NodeSelected) -> None:
+        line = event.node.data
+        if isinstance(line, IomemLine):
+            self.query_one(MemoryBands).zoom_to(line.start, line.end, line.name)
+
+    # -- search ------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#iomem-search")
+    def _search(self, event: Input.Submitted) -> None:
+        results = self.query_one("#iomem-results", OptionList)
+        results.clear_options()
+        query = event.value.strip()
+        iomem = getattr(self, "memory", None)
+        if not query or iomem is None or isinstance(iomem.iomem, Problem):
+            results.display = False
+            return
+        matches = search_iomem(iomem.iomem, query, MAX_RESULTS)
+        self._matches = matches
+        if not matches:
+            results.add_option(Option(f"no range matches {query!r}", disabled=True))
+        for i, line in enumerate(matches):
+            results.add_option(Option(self._label(line), id=str(i)))
+        results.display = True
+        results.highlighted = 0
+        results.focus()
+
+    @on(OptionList.OptionSelected, "#iomem-results")
+    def _result_selected(self, event: OptionList.OptionSelected) -> None:
+        line = self._matches[int(event.option.id or 0)]
+        self.query_one(MemoryBands).zoom_to(line.start, line.end, line.name)
+        self.query_one(MemoryBands).focus()
+
+    # -- memory blocks -----------------------------------------------------------------------
+
+    def _fill_blocks(self, blocks: list[BlockRun] | Problem, block_size: int | None) -> None:
+        table = self.query_one("#blocks", DataTable)
+        table.clear(columns=True)
+        if isinstance(blocks, Problem):
+            table.add_column("memory blocks")
+            table.add_row(problem_content(blocks))
+            return
+        table.add_columns("node", "blocks", "start", "end", "size", "state")
+        for run in blocks:
+            count = run.last - run.first + 1
+            table.add_row("?" if run.node is None else str(run.node),
+                          f"memory{run.first}" + (f"–{run.last} ({count})" if count > 1 else ""),
+                          fmt.addr(run.start), fmt.addr(run.end), fmt.size(run.end - run.start + 1),
+                          run.state)
+        if block_size:
+            self.query_one("#tab-blocks", TabPane).border_title = f"block size {fmt.size(block_size)}"
+
+
+def search_iomem(lines: list[IomemLine], query: str, limit: int) -> list[IomemLine]:
+    """Ranges whose name contains `query`, or that contain the address `query` (hex)."""
+    address = None
+    try:
+        address = int(query, 16)
+    except ValueError:
+        pass
+    q = query.lower()
+    out: list[IomemLine] = []
+    stack = list(reversed(lines))
+    while stack and len(out) < limit:
+        line = stack.pop()
+        if q in line.name.lower() or (address is not None and line.start <= address <= line.end):
+            out.append(line)
+        stack.extend(reversed(line.children))
+    return out

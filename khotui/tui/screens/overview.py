@@ -1,0 +1,201 @@
+"""Overview: is KHO on, where is scratch, what is loaded, and what would stop a load."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import Static
+
+from khotui.tui import fmt
+from khotui.tui.messages import UnloadRequested
+from khotui.tui.screens.base import KhotuiScreen
+from khotui.tui.viewmodel import KexecSummary, KhoSummary, Overview, Problem, ScratchRow, SystemSummary
+from khotui.tui.widgets.findings import findings_content, summary_content
+from khotui.tui.widgets.panel import Panel
+
+
+class OverviewLoaded(Message):
+    def __init__(self, overview: Overview) -> None:
+        super().__init__()
+        self.overview = overview
+
+
+class MemoryChanged(Message):
+    """A memory block came or went (pyudev, live host only)."""
+
+
+class OverviewScreen(KhotuiScreen):
+    MODE = "overview"
+    HELP = """\
+## Overview
+
+The state of this host as the next kexec would see it: whether **KHO** is on and which ABI it
+speaks, the **scratch regions** the kernel will place the new kernel in, the **kexec** state
+(loaded image, load limit, lockdown), the running kernel, and the **pre-flight findings** with
+the fix for each warning or failure.
+
+Press **r** to read the host again; on a live host the screen also refreshes when memory blocks
+come or go. **u** unloads a loaded kexec image after a confirmation. Go to **4 Prepare** to
+choose the kernel to load.
+"""
+
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh", id="overview-refresh"),
+        Binding("u", "unload", "Unload", id="overview-unload"),
+        Binding("p", "app.goto('prepare')", "Prepare", id="overview-prepare"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        with VerticalScroll(id="overview-body", can_focus=True):
+            yield Static(Content.from_markup("[dim]reading the host state…[/]"), id="verdict")
+            with Grid(id="cards"):
+                yield Panel("KHO", id="kho")
+                yield Panel("kexec", id="kexec")
+                yield Panel("Running kernel", id="boot")
+                yield Panel("System", id="system")
+            yield Panel("Scratch regions (kho_scratch[], tried in this order)", id="scratch")
+            yield Panel("Pre-flight findings", id="findings")
+
+    def on_mount(self) -> None:
+        self.query_one("#overview-body").focus()
+        self.refresh_overview()
+        if self.app.source.live:  # type: ignore[attr-defined]
+            self.watch_memory()
+
+    def action_refresh(self) -> None:
+        self.query_one("#verdict", Static).update(Content.from_markup("[dim]reading the host state…[/]"))
+        self.refresh_overview()
+
+    def action_unload(self) -> None:
+        self.post_message(UnloadRequested())
+
+    @work(thread=True, exclusive=True, group="overview", exit_on_error=False)
+    def refresh_overview(self) -> None:
+        self.post_message(OverviewLoaded(self.app.source.overview()))  # type: ignore[attr-defined]
+
+    @work(thread=True, exclusive=True, group="udev", exit_on_error=False)
+    def watch_memory(self) -> None:
+        from textual.worker import get_current_worker
+        worker = get_current_worker()
+        source = self.app.source  # type: ignore[attr-defined]
+        for _ in source.memory_events(lambda: worker.is_cancelled):
+            self.post_message(MemoryChanged())
+
+    @on(MemoryChanged)
+    def _memory_changed(self) -> None:
+        self.notify("memory blocks changed: reading the host again", timeout=3)
+        self.refresh_overview()
+
+    @on(OverviewLoaded)
+    def _loaded(self, event: OverviewLoaded) -> None:
+        ov = event.overview
+        self.overview = ov
+        verdict = self.query_one("#verdict", Static)
+        if isinstance(ov.findings, list):
+            verdict.update(Content.from_markup("[b]$h[/]  ", h=ov.hostname) + summary_content(ov.findings))
+        else:
+            verdict.update(Content.from_markup("[b]$h[/]  [$error]the host state could not be read[/]",
+                                               h=ov.hostname))
+        self.query_one("#kho", Panel).show(kho_content(ov.kho))
+        self.query_one("#kexec", Panel).show(kexec_content(ov.kexec))
+        self.query_one("#boot", Panel).show(boot_content(ov))
+        self.query_one("#system", Panel).show(system_content(ov.system))
+        self.query_one("#scratch", Panel).show(scratch_content(ov.scratch))
+        findings = ov.findings
+        self.query_one("#findings", Panel).show(findings if isinstance(findings, Problem)
+                                                else findings_content(findings))
+
+
+def kho_content(kho: KhoSummary | Problem | None) -> Content | Problem:
+    if kho is None:
+        return Problem("not reported")
+    if isinstance(kho, Problem):
+        return kho
+    if not kho.enabled:
+        text = Content.from_markup("[b $warning]KHO off[/]\n$m", m=kho.off_message or "no kho/ in debugfs")
+        if kho.fix:
+            text += Content.from_markup("\n[$secondary]fix →[/] $f", f=kho.fix)
+        return text
+    rows: list[tuple[str, str | Content]] = [
+        ("state", Content.from_markup("[b $success]on[/]")),
+        ("ABI", kho.abi or "unknown (outgoing FDT unreadable)"),
+    ]
+    if kho.layout:
+        rows.append(("debugfs layout", kho.layout))
+    if kho.finalized is not None:
+        rows.append(("finalize", "1 (finalized)" if kho.finalized else "0 (not finalized)"))
+    rows.append(("booted via KHO", fmt.yesno(kho.kho_booted, "yes (kho/in present)", "no")))
+    text = fmt.kv(rows, 15)
+    for note in kho.notes:
+        text += Content.from_markup("\n[$warning]![/] $n", n=note)
+    return text
+
+
+def kexec_content(k: KexecSummary | Problem | None) -> Content | Problem:
+    if k is None:
+        return Problem("not reported")
+    if isinstance(k, Problem):
+        return k
+    limit = k.load_limit_reboot
+    rows: list[tuple[str, str | Content]] = [
+        ("image loaded", Content.from_markup("[b $warning]yes[/]") if k.loaded else fmt.yesno(k.loaded)),
+        ("crash loaded", fmt.yesno(k.crash_loaded)),
+        ("crash size", fmt.size(k.crash_size) if k.crash_size else "0"),
+        ("load limit", "unlimited (-1)" if limit == -1 else fmt.yesno(None) if limit is None else str(limit)),
+        ("load disabled", fmt.yesno(k.load_disabled, "yes (kexec_load_disabled=1)", "no")),
+        ("lockdown", k.lockdown or "no lockdown LSM"),
+    ]
+    return fmt.kv(rows, 15)
+
+
+def boot_content(ov: Overview) -> Content | Problem:
+    if ov.boot_problem is not None:
+        return ov.boot_problem
+    rows: list[tuple[str, str | Content]] = [
+        ("release", ov.release or "unknown"),
+        ("arch", ov.arch or "unknown"),
+        ("cmdline", ov.cmdline if ov.cmdline is not None else "unknown"),
+    ]
+    return fmt.kv(rows, 9)
+
+
+def system_content(s: SystemSummary | Problem | None) -> Content | Problem:
+    if s is None:
+        return Problem("not reported")
+    if isinstance(s, Problem):
+        return s
+    rows: list[tuple[str, str | Content]] = [
+        ("memory", f"{fmt.size(s.mem_total)} total, {fmt.size(s.mem_available)} available"),
+    ]
+    if s.uptime is not None:
+        rows.append(("uptime", fmt.duration(s.uptime)))
+    if s.load is not None:
+        rows.append(("load", " ".join(f"{x:.2f}" for x in s.load)))
+    if s.cpus:
+        rows.append(("cpus", str(s.cpus)))
+    if s.uptime is None and s.load is None:
+        rows.append(("", Content.from_markup("[dim]snapshot: no uptime or load[/]")))
+    return fmt.kv(rows, 8)
+
+
+def scratch_content(rows: list[ScratchRow] | Problem) -> Content | Problem:
+    if isinstance(rows, Problem):
+        return rows
+    if not rows:
+        return Content.from_markup("[dim]no scratch regions (KHO off): the kernel walks System RAM[/]")
+    head = Content.from_markup("[b]$h[/]", h=f"{'#':>2} {'kind':<8} {'node':>4} {'address':>14} {'end':>14} {'size':>9}")
+    lines = [head]
+    for r in rows:
+        node = "" if r.node is None else str(r.node)
+        end = "—" if not r.size else fmt.addr(r.addr + r.size - 1)
+        line = Content.from_markup(
+            "[$secondary]$l[/]",
+            l=f"{r.index:>2} {r.kind:<8} {node:>4} {fmt.addr(r.addr):>14} {end:>14} {fmt.size(r.size):>9}")
+        if not r.size:
+            line += Content.from_markup("  [$warning]empty[/]")
+        lines.append(line)
+    return Content("\n").join(lines)

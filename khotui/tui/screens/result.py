@@ -1,0 +1,69 @@
+"""After a load or unload: what happened, actual vs predicted placement, what to do next."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from khotui.tui import fmt
+from khotui.tui.viewmodel import LoadResult, SegmentRow
+
+
+class ResultScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    ResultScreen { align: center middle; }
+    ResultScreen > Vertical { width: 94%; max-width: 110; height: auto; max-height: 96%;
+                              background: $surface; padding: 0 1; border: thick $success; }
+    ResultScreen.-failed > Vertical { border: thick $error; }
+    ResultScreen VerticalScroll { height: auto; max-height: 20; }
+    """
+    BINDINGS = [Binding("escape,enter,q", "close", "Close", id="result-close")]
+
+    def __init__(self, result: LoadResult) -> None:
+        super().__init__()
+        self.result = result
+        if not result.ok:
+            self.add_class("-failed")
+
+    def compose(self) -> ComposeResult:
+        r = self.result
+        with Vertical() as v:
+            v.border_title = r.title + (" — DRY RUN" if r.dry_run and "dry run" not in r.title.lower() else "") + " — enter closes"
+            with VerticalScroll(can_focus=True, id="result-body"):
+                yield Static(result_content(r), id="result-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#result-body").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def result_content(r: LoadResult) -> Content:
+    style = "$success" if r.ok else "$error"
+    lines = [Content.from_markup(f"[b {style}]$s $m[/]", s="✓" if r.ok else "✗", m=r.message)]
+    if r.fix:
+        lines.append(Content.from_markup("[$secondary]fix →[/] $f", f=r.fix))
+    if r.predicted or r.actual:
+        lines.append(Content(""))
+        lines.append(Content.from_markup("[b]$h[/]", h=f"{'segment':<14} {'predicted':>14} {'actual':>14} {'memsz':>9}"))
+        actual = {s.name: s for s in r.actual}
+        for i, p in enumerate(r.predicted or r.actual):
+            a = actual.get(p.name) or (r.actual[i] if i < len(r.actual) else None)
+            lines.append(_row(p, a))
+    for step in r.next_steps:
+        lines.append(Content.from_markup("[b $secondary]→[/] $s", s=step))
+    return Content("\n").join(lines)
+
+
+def _row(p: SegmentRow, a: SegmentRow | None) -> Content:
+    pred = fmt.addr(p.mem)
+    act = fmt.addr(a.mem) if a else "—"
+    same = a is not None and a.mem == p.mem
+    mark = Content.from_markup("[$success] ✓ same[/]") if same else (
+        Content.from_markup("[$warning] ! differs[/]") if a else Content(""))
+    return Content(f"{p.name:<14} {pred:>14} {act:>14} {fmt.size(p.memsz):>9}") + mark

@@ -1,0 +1,524 @@
+"""What the screens draw, as plain values, and the one package that maps the core onto them.
+
+Widgets never import the core: they take the dataclasses below. `Source` is the only object
+that calls `khotui.report`, the host readers, the FDT decoders and the load flow; when the core
+changes shape, this package changes and nothing else in the TUI does.
+
+Every `Source` method blocks (it reads the host, hashes files, or calls the syscall seam): the
+screens call them from `@work(thread=True)` workers. A part that cannot be read becomes a
+`Problem` in its place (the panel shows the message), never an exception that reaches Textual.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from khotui.errors import KhotuiError
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain values the widgets draw
+
+
+@dataclass
+class Problem:
+    """A panel that could not be filled: what happened and what to do."""
+
+    message: str
+    fix: str | None = None
+
+    def __str__(self) -> str:
+        return self.message + (f"\nfix: {self.fix}" if self.fix else "")
+
+
+@dataclass
+class FindingRow:
+    id: str
+    status: str          # ok | warn | fail | skip
+    message: str
+    fix: str | None = None
+
+
+@dataclass
+class ScratchRow:
+    index: int
+    kind: str            # lowmem | global | node
+    node: int | None
+    addr: int
+    size: int
+
+    @property
+    def label(self) -> str:
+        if self.kind == "node":
+            return f"node{self.node}" if self.node is not None else "node?"
+        return self.kind
+
+
+@dataclass
+class KhoSummary:
+    enabled: bool
+    abi: str | None = None
+    layout: str | None = None
+    finalized: bool | None = None
+    kho_booted: bool = False
+    off_message: str | None = None
+    fix: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KexecSummary:
+    loaded: bool | None = None
+    crash_loaded: bool | None = None
+    crash_size: int | None = None
+    load_limit_reboot: int | None = None
+    load_disabled: int | None = None
+    lockdown: str | None = None
+
+
+@dataclass
+class SystemSummary:
+    mem_total: int | None = None       # bytes
+    mem_available: int | None = None
+    uptime: float | None = None        # seconds
+    load: tuple[float, float, float] | None = None
+    cpus: int | None = None
+
+
+@dataclass
+class Overview:
+    source: str                        # "live host", "snapshot /x", "demo snapshot"
+    hostname: str
+    arch: str | None = None
+    release: str | None = None
+    cmdline: str | None = None
+    boot_problem: Problem | None = None
+    kho: KhoSummary | Problem | None = None
+    scratch: list[ScratchRow] | Problem = field(default_factory=list)
+    kexec: KexecSummary | Problem | None = None
+    system: SystemSummary | Problem | None = None
+    findings: list[FindingRow] | Problem = field(default_factory=list)
+    worst: str = "ok"
+
+
+@dataclass
+class MemRange:
+    """One range to draw on the memory map. `kind` picks the colour and the legend entry."""
+
+    start: int
+    end: int             # inclusive
+    kind: str            # ram | reserved | kernel | crash | scratch | segment | acpi | other
+    label: str
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+
+@dataclass
+class IomemLine:
+    start: int
+    end: int
+    name: str
+    depth: int
+    children: list["IomemLine"] = field(default_factory=list)
+
+
+@dataclass
+class BlockRun:
+    """Consecutive memory blocks of one node in one state (196,000 blocks become a few runs)."""
+
+    node: int | None
+    first: int
+    last: int
+    start: int
+    end: int
+    state: str
+
+
+@dataclass
+class MemoryMap:
+    bands: list[tuple[str, int, int]]          # (label, start, end) per NUMA node or RAM span
+    ranges: list[MemRange]
+    iomem: list[IomemLine] | Problem
+    blocks: list[BlockRun] | Problem
+    block_size: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FdtProperty:
+    name: str
+    value: str           # decoded for the operator
+    raw: bytes = b""
+
+
+class FdtNodeView:
+    """A node of a decoded FDT. Properties and children are decoded when first asked for, so a
+    10,000-node tree costs only what the operator opens."""
+
+    def __init__(self, name: str, path: str, *, child_count: int,
+                 load_properties: Callable[[], list[FdtProperty]],
+                 load_children: Callable[[], list["FdtNodeView"]]) -> None:
+        self.name = name
+        self.path = path
+        self.child_count = child_count
+        self._load_properties = load_properties
+        self._load_children = load_children
+        self._properties: list[FdtProperty] | None = None
+        self._children: list[FdtNodeView] | None = None
+
+    @property
+    def properties(self) -> list[FdtProperty]:
+        if self._properties is None:
+            self._properties = self._load_properties()
+        return self._properties
+
+    @property
+    def children(self) -> list["FdtNodeView"]:
+        if self._children is None:
+            self._children = self._load_children() if self.child_count else []
+        return self._children
+
+    @classmethod
+    def plain(cls, name: str, path: str, properties: list[FdtProperty],
+              children: list["FdtNodeView"] | None = None) -> "FdtNodeView":
+        kids = children or []
+        return cls(name, path, child_count=len(kids), load_properties=lambda: properties,
+                   load_children=lambda: kids)
+
+
+@dataclass
+class FdtBlob:
+    """One handover blob: the root FDT, a sub-FDT, or a packed struct (decoded or hex)."""
+
+    name: str
+    path: str
+    size: int
+    kind: str                        # fdt | struct | raw
+    root: FdtNodeView | None = None  # for kind fdt
+    fields: list[tuple[str, str]] = field(default_factory=list)  # for kind struct
+    dts: str = ""
+    raw: bytes = b""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HandoverSide:
+    title: str                       # "outgoing (kho/out)" or "incoming (kho/in)"
+    blobs: list[FdtBlob] = field(default_factory=list)
+
+
+@dataclass
+class Handover:
+    sides: list[HandoverSide] | Problem
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KernelChoice:
+    path: str
+    version: str | None
+    size: int | None
+    mtime: float | None
+    running: bool = False
+    initrd: str | None = None       # the initrd that goes with it (BLS entry or naming)
+    source: str = "/boot"           # "/boot" or the BLS entry file
+    title: str | None = None
+
+
+@dataclass
+class Choices:
+    kernels: list[KernelChoice] | Problem
+    current_cmdline: str
+    suggested_cmdline: str
+    browse_root: str                 # where the file picker starts (real path)
+
+
+@dataclass
+class CmdlinePreview:
+    removed: list[str]
+    boot_only_removed: list[str]
+    added: list[str]
+    duplicates: list[str]
+    kho: str | None
+    length: int                      # bytes with the trailing NUL
+    limit: int | None                # what the image accepts (None: unknown)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlanInput:
+    kernel: str
+    initrd: str | None
+    cmdline: str
+
+
+@dataclass
+class SegmentRow:
+    name: str
+    mem: int | None
+    memsz: int
+    bufsz: int
+    region: str | None
+
+
+@dataclass
+class Plan:
+    request: PlanInput
+    would_succeed: bool
+    verdict: str
+    segments: list[SegmentRow]
+    regions: list[ScratchRow]
+    findings: list[FindingRow]
+    files: list[tuple[str, str, int | None]] = field(default_factory=list)  # (path, sha256, size)
+    notes: list[str] = field(default_factory=list)
+    handle: Any = None               # the core's plan object, passed back to load()
+
+
+@dataclass
+class LoadResult:
+    ok: bool
+    dry_run: bool
+    title: str
+    message: str
+    fix: str | None = None
+    predicted: list[SegmentRow] = field(default_factory=list)
+    actual: list[SegmentRow] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+
+
+def _guard(fn: Callable[[], T]) -> T | Problem:
+    """Run one panel's read; its failure becomes that panel's message."""
+    try:
+        return fn()
+    except KhotuiError as exc:
+        return Problem(f"{exc.path}: {exc.message}" if exc.path else exc.message, exc.fix)
+    except ImportError as exc:
+        return Problem(f"this part of khotui is not installed: {exc}",
+                       "update khotui; the other screens still work")
+    except Exception as exc:  # a bug in a reader must not take the app down
+        if os.environ.get("KHOTUI_DEBUG"):
+            raise
+        return Problem(f"internal error reading this panel ({type(exc).__name__}: {exc})",
+                       "rerun with KHOTUI_DEBUG=1 and report it")
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """Attribute or key: the core's objects and their as_dict() forms both work."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+class Source:
+    """The host the app shows (live `/`, a snapshot, or the demo) and the syscall seam.
+
+    `syscalls` is handed to the core's load flow unchanged; tests pass a fake. On anything but
+    the live host the app never loads: `dry_run` is True and `load()` only plans.
+    """
+
+    def __init__(self, root: Path | str = "/", *, demo: bool = False,
+                 syscalls: Any = None, label: str | None = None,
+                 dry_run: bool | None = None, log_path: str | None | object = ...,
+                 syslog: Any = ...) -> None:
+        self.root = Path(root)
+        self.demo = demo
+        self.syscalls = syscalls
+        # where loadflow records each load (... = the core's defaults)
+        self.log_path = log_path
+        self.syslog = syslog
+        from khotui.host.sysroot import Sysroot
+        self.sysroot = Sysroot(self.root)
+        self.live = self.sysroot.is_live and not demo
+        if label:
+            self.label = label
+        elif demo:
+            self.label = "demo snapshot"
+        elif self.live:
+            self.label = "live host"
+        else:
+            name = self.root.name
+            if name == "sysroot" and self.root.parent.name:
+                name = self.root.parent.name
+            self.label = f"snapshot {name}"
+        self._status: Any = None
+        # Only the live host loads. Tests pass dry_run=False with a fake `syscalls` to drive
+        # the load flow on a capture; nothing else may.
+        if dry_run is False and syscalls is None and not self.live:
+            raise KhotuiError("refusing to load into a snapshot with the real syscalls",
+                              fix="pass a fake syscalls object, or use the live host")
+        self._dry_run = (not self.live) if dry_run is None else dry_run
+        self._hostname: str | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run
+
+    def shown(self, path: str) -> str:
+        """How to name a file to the operator: its host path when it lies in the snapshot."""
+        try:
+            rel = Path(path).relative_to(self.root)
+        except ValueError:
+            return path
+        return "/" + str(rel) if not self.live else path
+
+    # -- identity ------------------------------------------------------------------------------
+
+    def hostname(self) -> str:
+        """The name the operator types to confirm a load."""
+        if self._hostname is None:
+            self._hostname = self._read_hostname()
+        return self._hostname
+
+    def _read_hostname(self) -> str:
+        try:
+            from khotui.host.system import read_system
+            name = read_system(self.sysroot).hostname
+        except (ImportError, KhotuiError):
+            name = None
+        if name:
+            return name
+        if self.live:
+            return socket.gethostname()
+        if self.demo:
+            return "demo"
+        name = self.root.name
+        if name == "sysroot" and self.root.parent.name:
+            name = self.root.parent.name
+        return name or "snapshot"
+
+    # -- overview ------------------------------------------------------------------------------
+
+    def overview(self) -> Overview:
+        """Each panel is read on its own, so one unreadable source costs one panel."""
+        from khotui.tui.viewmodel import overview as o
+        return o.overview(self)
+
+    def _system(self) -> SystemSummary:
+        from khotui.host.system import read_system
+        s = read_system(self.sysroot)
+        return SystemSummary(mem_total=s.mem_total, mem_available=s.mem_available,
+                             uptime=s.uptime, load=s.loadavg, cpus=s.cpu_count)
+
+    def memory_events(self, cancelled: Callable[[], bool]):
+        """Yield once per memory block added or removed (live host, pyudev); stop when
+        `cancelled()` turns true. Nothing on a snapshot or without pyudev."""
+        if not self.live:
+            return
+        try:
+            import pyudev
+            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+            monitor.filter_by("memory")
+        except Exception:  # no udev (container, no netlink): refresh on demand only
+            return
+        while not cancelled():
+            device = monitor.poll(timeout=1.0)
+            if device is not None and device.action in ("add", "remove", "online", "offline"):
+                yield device.action
+
+    # -- memory map ----------------------------------------------------------------------------
+
+    def memory(self, plan: Plan | None = None) -> MemoryMap:
+        from khotui.tui.viewmodel import memory as m
+        return m.memory_map(self, plan)
+
+    # -- handover ------------------------------------------------------------------------------
+
+    def handover(self) -> Handover:
+        from khotui.tui.viewmodel import handover as f
+        return f.handover(self)
+
+    # -- prepare / plan / load -----------------------------------------------------------------
+
+    def choices(self) -> Choices:
+        from khotui.tui.viewmodel import load as l
+        return l.choices(self)
+
+    def cmdline_preview(self, current: str, new: str, kernel: str | None) -> CmdlinePreview:
+        from khotui.tui.viewmodel import load as l
+        return l.cmdline_preview(self, current, new, kernel)
+
+    def plan(self, request: PlanInput) -> Plan:
+        from khotui.tui.viewmodel import load as l
+        return l.plan(self, request)
+
+    def open_files(self, plan: Plan) -> tuple[Any, list[tuple[str, str, int | None]]]:
+        from khotui.tui.viewmodel import load as l
+        return l.open_files(self, plan)
+
+    def load(self, plan: Plan, files: Any = None) -> LoadResult:
+        from khotui.tui.viewmodel import load as l
+        return l.load(self, plan, files)
+
+    def unload(self) -> LoadResult:
+        from khotui.tui.viewmodel import load as l
+        return l.unload(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mappings from the core's objects (or their as_dict() forms)
+
+
+def finding_rows(findings: Any) -> list[FindingRow]:
+    return [FindingRow(id=_get(f, "id", "?"), status=_get(f, "status", "skip"),
+                       message=_get(f, "message", ""), fix=_get(f, "fix")) for f in findings]
+
+
+def worst(findings: list[FindingRow]) -> str:
+    statuses = {f.status for f in findings}
+    for s in ("fail", "warn", "ok"):
+        if s in statuses:
+            return s
+    return "ok"
+
+
+def scratch_rows(regions: Any) -> list[ScratchRow]:
+    rows = []
+    for i, r in enumerate(regions or []):
+        rows.append(ScratchRow(index=_get(r, "index", i), kind=_get(r, "kind", "?"),
+                               node=_get(r, "node"), addr=_get(r, "addr", 0) or 0,
+                               size=_get(r, "size", 0) or 0))
+    return rows
+
+
+def kho_summary(kho: Any) -> KhoSummary:
+    if kho is None:
+        raise KhotuiError("the KHO state was not reported", fix="update khotui")
+    abi = _get(kho, "abi") or _get(kho, "compatible")
+    booted = _get(kho, "kho_booted", False)
+    if callable(booted):
+        booted = booted()
+    return KhoSummary(enabled=bool(_get(kho, "enabled", False)), abi=abi,
+                      layout=_get(kho, "layout"), finalized=_get(kho, "finalized"),
+                      kho_booted=bool(booted), off_message=_get(kho, "off_message"),
+                      fix=_get(kho, "fix"), notes=list(_get(kho, "scratch_notes", []) or []))
+
+
+def kexec_summary(k: Any) -> KexecSummary:
+    if k is None:
+        raise KhotuiError("the kexec state was not reported", fix="update khotui")
+    return KexecSummary(loaded=_get(k, "loaded"), crash_loaded=_get(k, "crash_loaded"),
+                        crash_size=_get(k, "crash_size"),
+                        load_limit_reboot=_get(k, "load_limit_reboot"),
+                        load_disabled=_get(k, "load_disabled", _get(k, "kexec_load_disabled")),
+                        lockdown=_get(k, "lockdown"))
+
+
+def segment_rows(segments: Any) -> list[SegmentRow]:
+    return [SegmentRow(name=_get(s, "name", "?"), mem=_get(s, "mem"), memsz=_get(s, "memsz", 0) or 0,
+                       bufsz=_get(s, "bufsz", 0) or 0, region=_get(s, "region"))
+            for s in segments or []]

@@ -1,0 +1,100 @@
+"""Handover: kho/out and kho/in, each blob decoded by `khotui.fdt` (FDT, packed struct, or hex)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from khotui.tui.viewmodel import (FdtBlob, FdtNodeView, FdtProperty, Handover, HandoverSide,
+                                  Problem, _guard)
+
+if TYPE_CHECKING:
+    from khotui.tui.viewmodel import Source
+
+
+def handover(src: "Source") -> Handover:
+    from khotui.host.kho import read_kho
+    state = _guard(lambda: read_kho(src.sysroot))
+    if isinstance(state, Problem):
+        return Handover(sides=state)
+    sides: list[HandoverSide] = []
+    notes: list[str] = []
+    if not state.enabled and not state.in_fdt:
+        notes.append(state.off_message or "KHO is off: nothing is handed over")
+    for title, fdt, fdt_path, subs, sub_dir in (
+            ("outgoing (kho/out)", state.out_fdt, state.out_fdt_path, state.out_sub_fdts, "out"),
+            ("incoming (kho/in)", state.in_fdt, state.in_fdt_path, state.in_sub_fdts, "in")):
+        if fdt is None and not subs:
+            continue
+        side = HandoverSide(title)
+        if fdt is not None:
+            path = fdt_path or f"/sys/kernel/debug/kho/{sub_dir}/fdt"
+            side.blobs.append(_root_blob(fdt, path))
+        for name, data in sorted(subs.items()):
+            path = f"/sys/kernel/debug/kho/{sub_dir}/sub_fdts/{name}"
+            side.blobs.append(_sub_blob(name, data, path))
+        sides.append(side)
+    if state.enabled and not any(s.title.startswith("incoming") for s in sides):
+        notes.append("no kho/in: this kernel did not boot through a KHO kexec")
+    return Handover(sides=sides, notes=notes)
+
+
+def _root_blob(data: bytes, path: str) -> FdtBlob:
+    from khotui.fdt import decode_kho_fdt, to_dts
+    blob = FdtBlob(name="fdt", path=path, size=len(data), kind="fdt", raw=data)
+    kho = _guard(lambda: decode_kho_fdt(data, path))
+    if isinstance(kho, Problem):
+        blob.kind = "raw"
+        blob.warnings.append(kho.message)
+        return blob
+    blob.root = _node_view(kho.tree.root)
+    dts = _guard(lambda: to_dts(kho.tree))
+    blob.dts = str(dts) if isinstance(dts, Problem) else dts
+    blob.warnings.extend(kho.warnings)
+    if kho.truncated_text and not any(kho.truncated_text in w for w in blob.warnings):
+        blob.warnings.insert(0, kho.truncated_text)
+    return blob
+
+
+def _sub_blob(name: str, data: bytes, path: str) -> FdtBlob:
+    from khotui.fdt import decode_sub_blob, to_dts
+    blob = FdtBlob(name=name, path=path, size=len(data), kind="raw", raw=data)
+    sub = _guard(lambda: decode_sub_blob(name, data, path=path))
+    if isinstance(sub, Problem):
+        blob.warnings.append(sub.message)
+        return blob
+    blob.warnings.extend(sub.warnings)
+    if sub.fdt is not None:
+        blob.kind = "fdt"
+        blob.root = _node_view(sub.fdt.root)
+        dts = _guard(lambda: to_dts(sub.fdt))
+        blob.dts = str(dts) if isinstance(dts, Problem) else dts
+    elif sub.kexec_metadata is not None or sub.luo is not None:
+        blob.kind = "struct"
+        fields = (sub.kexec_metadata or sub.luo).as_dict()
+        blob.fields = [(k, _fmt_field(k, v)) for k, v in fields.items()]
+    return blob
+
+
+def _fmt_field(name: str, value: Any) -> str:
+    if value is None:
+        return "— (cut off)"
+    if isinstance(value, int) and (name.endswith("_pa") or name.endswith("addr")):
+        return f"0x{value:x}"
+    return str(value)
+
+
+def _node_view(node: Any) -> FdtNodeView:
+    def props() -> list[FdtProperty]:
+        from khotui.fdt import format_value
+        out = []
+        for p in node.properties:
+            value, comment = format_value(p, node=node, node_path=node.path)
+            text = value or "(empty)"
+            if comment:
+                text += f"  // {comment}"
+            out.append(FdtProperty(p.name, text, p.raw))
+        return out
+
+    return FdtNodeView(node.name or "/", node.path or "/", child_count=len(node.children),
+                       load_properties=props,
+                       load_children=lambda: [_node_view(c) for c in node.children])

@@ -1,0 +1,72 @@
+"""Overview: `report.host_status()` (the facade `khotui status` prints) plus the system summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from khotui.tui.viewmodel import (KexecSummary, KhoSummary, Overview, Problem, _guard,
+                                  finding_rows, scratch_rows, worst)
+
+if TYPE_CHECKING:
+    from khotui.tui.viewmodel import Source
+
+
+def _problem(text: str) -> Problem:
+    message, _, fix = text.partition("\n  fix: ")
+    return Problem(message, fix or None)
+
+
+def overview(src: "Source") -> Overview:
+    ov = Overview(source=src.label, hostname=src.hostname())
+    ov.system = _guard(src._system)
+    status = _guard(lambda: _status(src))
+    if isinstance(status, Problem):
+        ov.boot_problem = ov.kho = ov.scratch = ov.kexec = ov.findings = status
+        return ov
+    errors = status.errors
+    b = status.boot
+    if "boot" in errors:
+        ov.boot_problem = _problem(errors["boot"])
+    else:
+        ov.release, ov.arch, ov.cmdline = b.osrelease, b.arch, b.cmdline
+    if "kho" in errors:
+        ov.kho = ov.scratch = _problem(errors["kho"])
+    else:
+        ov.kho = kho_summary(status)
+        ov.scratch = scratch_rows(status.kho.scratch)
+    ov.kexec = _problem(errors["kexec"]) if "kexec" in errors else kexec_summary(status.kexec)
+    ov.findings = finding_rows(status.findings)
+    ov.worst = worst(ov.findings)
+    return ov
+
+
+def _status(src: "Source") -> Any:
+    from khotui import report
+    status = report.host_status(src.root)
+    src._status = status
+    return status
+
+
+def kho_summary(status: Any) -> KhoSummary:
+    k = status.kho
+    booted = k.kho_booted() if callable(k.kho_booted) else k.kho_booted
+    notes = list(k.scratch_notes)
+    fdt = status.kho_out or status.kho_in
+    if fdt is not None and fdt.warnings:
+        # the first warning says what matters (e.g. the truncation); the explorer has the rest
+        notes.append(fdt.warnings[0])
+        if len(fdt.warnings) > 1:
+            notes.append(f"{len(fdt.warnings) - 1} more FDT warnings on 3 Handover")
+    for key in ("kho_out", "kho_in"):
+        if key in status.errors:
+            notes.append(_problem(status.errors[key]).message)
+    return KhoSummary(enabled=k.enabled, abi=status.kho_abi, layout=k.layout,
+                      finalized=k.finalized, kho_booted=bool(booted), off_message=k.off_message,
+                      fix=k.fix, notes=notes)
+
+
+def kexec_summary(k: Any) -> KexecSummary:
+    return KexecSummary(loaded=k.loaded, crash_loaded=k.crash_loaded, crash_size=k.crash_size,
+                        load_limit_reboot=k.kexec_load_limit_reboot,
+                        load_disabled=k.kexec_load_disabled,
+                        lockdown=k.lockdown or k.lockdown_reason)

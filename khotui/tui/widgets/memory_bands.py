@@ -1,0 +1,254 @@
+"""A picture of physical memory: one band per NUMA node (or the zoomed range), four layers each.
+
+Layers, each one row, all on the same address axis:
+  iomem    System RAM █, reserved ▒, ACPI/firmware ░, other ·, hole (blank)
+  kernel   kernel code/data/bss K, crash kernel C
+  scratch  KHO scratch regions S (their index in kho_scratch[])
+  plan     the planned segments, by their first letter
+Only the visible cells are computed: each range paints the cells it covers, so the cost is
+ranges + width, whatever the size of the host.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from textual.binding import Binding
+from textual.content import Content, Span
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from khotui.tui import fmt
+from khotui.tui.viewmodel import MemRange
+
+LAYERS = ("iomem", "kernel", "scratch", "plan")
+LAYER_OF = {"ram": "iomem", "reserved": "iomem", "acpi": "iomem", "other": "iomem",
+            "kernel": "kernel", "crash": "kernel", "scratch": "scratch", "segment": "plan"}
+# kind -> (char, style, priority within its layer, legend)
+KINDS = {
+    "ram": ("█", "$primary 70%", 1, "System RAM"),
+    "reserved": ("▒", "$warning 70%", 3, "reserved"),
+    "acpi": ("░", "$foreground 60%", 2, "ACPI/firmware"),
+    "other": ("·", "$foreground 50%", 0, "other"),
+    "kernel": ("K", "b $error", 2, "kernel code/data"),
+    "crash": ("C", "b $warning", 1, "crash kernel"),
+    "scratch": ("S", "b $secondary", 1, "KHO scratch"),
+    "segment": ("#", "b $accent", 1, "planned segment"),
+}
+LABEL_W = 8
+
+
+def legend() -> Content:
+    parts = []
+    for kind, (ch, style, _, name) in KINDS.items():
+        parts.append(Content.from_markup(f"[{style}]$c[/] $n", c=ch, n=name))
+    return Content("  ").join(parts)
+
+
+@dataclass
+class Band:
+    label: str
+    start: int
+    end: int   # inclusive
+
+
+class MemoryBands(Widget, can_focus=True):
+    """Bands of memory with a cursor; + zooms in around it, - zooms out, 0 resets."""
+
+    DEFAULT_CSS = """
+    MemoryBands { height: auto; min-height: 5; padding: 0 1; }
+    MemoryBands:focus { background: $boost; }
+    """
+    BINDINGS = [
+        Binding("left,h", "move(-1)", "←", show=False, id="map-left"),
+        Binding("right,l", "move(1)", "→", show=False, id="map-right"),
+        Binding("up,k", "band(-1)", "prev band", show=False, id="map-up"),
+        Binding("down,j", "band(1)", "next band", show=False, id="map-down"),
+        Binding("plus,equals_sign,enter", "zoom_in", "Zoom in", id="map-zoom-in", key_display="+"),
+        Binding("minus", "zoom_out", "Zoom out", id="map-zoom-out", key_display="-"),
+        Binding("0", "zoom_reset", "All", id="map-zoom-reset"),
+        Binding("n", "next_mark", "Next scratch/segment", id="map-next"),
+    ]
+
+    class CursorMoved(Message):
+        def __init__(self, address: int, under: list[MemRange]) -> None:
+            super().__init__()
+            self.address = address
+            self.under = under
+
+    cursor = reactive(0)
+    band_index = reactive(0)
+
+    def __init__(self, *, id: str | None = None, layers: tuple[str, ...] = LAYERS) -> None:
+        super().__init__(id=id)
+        self.rows = layers
+        self.bands: list[Band] = []
+        self.home: list[Band] = []
+        self.ranges: list[MemRange] = []
+        self._sorted: list[MemRange] = []
+        self._starts: list[int] = []
+
+    # -- data --------------------------------------------------------------------------------
+
+    def set_data(self, bands: list[tuple[str, int, int]], ranges: list[MemRange]) -> None:
+        self.home = [Band(*b) for b in bands if b[2] >= b[1]]
+        self.bands = list(self.home)
+        self.ranges = ranges
+        self._sorted = sorted(ranges, key=lambda r: r.start)
+        self._starts = [r.start for r in self._sorted]
+        self.band_index = 0
+        self.cursor = 0
+        self.refresh(layout=True)
+        self._announce()
+
+    def zoom_to(self, start: int, end: int, label: str | None = None) -> None:
+        span = max(end - start + 1, 1)
+        pad = span // 8
+        lo, hi = max(0, start - pad), end + pad
+        self.bands = [Band(label or "zoom", lo, hi)]
+        self.band_index = 0
+        self.cursor = self._col_of(self.bands[0], start + span // 2)
+        self.refresh(layout=True)
+        self._announce()
+
+    # -- geometry ----------------------------------------------------------------------------
+
+    @property
+    def cells(self) -> int:
+        return max(self.size.width - 2 - LABEL_W, 8)
+
+    def _col_of(self, band: Band, address: int) -> int:
+        span = band.end - band.start + 1
+        return min(self.cells - 1, max(0, (address - band.start) * self.cells // span))
+
+    def _cell_range(self, band: Band, col: int) -> tuple[int, int]:
+        span = band.end - band.start + 1
+        lo = band.start + col * span // self.cells
+        hi = band.start + (col + 1) * span // self.cells - 1
+        return lo, max(lo, hi)
+
+    def under_cursor(self) -> tuple[int, list[MemRange]]:
+        if not self.bands:
+            return 0, []
+        band = self.bands[min(self.band_index, len(self.bands) - 1)]
+        lo, hi = self._cell_range(band, self.cursor)
+        return lo, [r for r in self.ranges if r.start <= hi and r.end >= lo]
+
+    def _announce(self) -> None:
+        address, under = self.under_cursor()
+        self.post_message(self.CursorMoved(address, under))
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_move(self, delta: int) -> None:
+        self.cursor = max(0, min(self.cells - 1, self.cursor + delta))
+        self._announce()
+
+    def action_band(self, delta: int) -> None:
+        if self.bands:
+            self.band_index = max(0, min(len(self.bands) - 1, self.band_index + delta))
+            self._announce()
+
+    def action_zoom_in(self) -> None:
+        if not self.bands:
+            return
+        band = self.bands[self.band_index]
+        span = band.end - band.start + 1
+        if span <= self.cells * 4096:
+            self.notify("zoomed in to one page per cell", timeout=2)
+            return
+        centre, _ = self._cell_range(band, self.cursor)
+        new = max(span // 4, self.cells * 4096)
+        lo = max(band.start, centre - new // 2)
+        self.bands = [Band("zoom", lo, lo + new - 1)]
+        self.band_index = 0
+        self.cursor = self._col_of(self.bands[0], centre)
+        self._announce()
+
+    def action_zoom_out(self) -> None:
+        if not self.bands or self.bands == self.home:
+            return
+        band = self.bands[self.band_index]
+        span = (band.end - band.start + 1) * 4
+        total_lo = min(b.start for b in self.home)
+        total_hi = max(b.end for b in self.home)
+        if span >= total_hi - total_lo:
+            self.action_zoom_reset()
+            return
+        centre = (band.start + band.end) // 2
+        lo = max(total_lo, centre - span // 2)
+        self.bands = [Band("zoom", lo, lo + span - 1)]
+        self.cursor = self._col_of(self.bands[0], centre)
+        self._announce()
+
+    def action_zoom_reset(self) -> None:
+        self.bands = list(self.home)
+        self.band_index = 0
+        self.cursor = 0
+        self.refresh(layout=True)
+        self._announce()
+
+    def action_next_mark(self) -> None:
+        marks = [r for r in self._sorted if r.kind in ("scratch", "segment") and r.size > 0]
+        if not marks:
+            self.notify("no scratch regions or segments to jump to", timeout=2)
+            return
+        address, _ = self.under_cursor()
+        band = self.bands[self.band_index] if self.bands else None
+        current = address if band and band.label == "zoom" else -1
+        after = [r for r in marks if r.start > current]
+        target = (after or marks)[0]
+        self.zoom_to(target.start, target.end, target.label)
+
+    # -- drawing -----------------------------------------------------------------------------
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001
+        return max(1, len(self.bands) * (len(self.rows) + 1))
+
+    def _layer_cells(self, band: Band, layer: str) -> list[str | None]:
+        cells: list[str | None] = [None] * self.cells
+        prio = [-1] * self.cells
+        # only the ranges that can touch this band: a bisect skips the rest
+        i = max(0, bisect_right(self._starts, band.end))
+        for r in self._sorted[:i]:
+            if r.end < band.start or LAYER_OF.get(r.kind) != layer or r.size <= 0:
+                continue
+            c0 = self._col_of(band, max(r.start, band.start))
+            c1 = self._col_of(band, min(r.end, band.end))
+            p = KINDS[r.kind][2]
+            for c in range(c0, c1 + 1):
+                if p > prio[c]:
+                    prio[c] = p
+                    cells[c] = r.kind
+        return cells
+
+    def render(self) -> Content:
+        if not self.bands:
+            return Content.from_markup("[dim]no memory ranges to draw[/]")
+        lines: list[Content] = []
+        for bi, band in enumerate(self.bands):
+            head = f"{band.label}  {fmt.addr(band.start)}–{fmt.addr(band.end)}  {fmt.size(band.end - band.start + 1)}"
+            lines.append(Content.from_markup("[b]$h[/]", h=head))
+            for layer in self.rows:
+                kinds = self._layer_cells(band, layer)
+                text = "".join(KINDS[k][0] if k else " " for k in kinds)
+                spans = []
+                start = 0
+                for c in range(1, len(kinds) + 1):
+                    if c == len(kinds) or kinds[c] != kinds[start]:
+                        if kinds[start]:
+                            spans.append(Span(LABEL_W + start, LABEL_W + c, KINDS[kinds[start]][1]))
+                        start = c
+                if bi == self.band_index and (self.has_focus or layer == self.rows[0]):
+                    spans.append(Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse"))
+                row = Content(f"{layer:<{LABEL_W}}" + text, spans=spans)
+                lines.append(row.stylize("dim", 0, LABEL_W))
+        return Content("\n").join(lines)
+
+    def watch_cursor(self) -> None:
+        self.refresh()
+
+    def watch_band_index(self) -> None:
+        self.refresh()

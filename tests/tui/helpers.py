@@ -1,0 +1,77 @@
+"""Driving the app as an operator would, and reading back what the screen shows."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import CAPTURES, VM
+
+KERNEL = VM / "bzImage-kho-7.3.4"
+MAKE_INITRD = CAPTURES / "make-initrd"
+
+
+class FakeSyscalls:
+    """The syscall seam, recording what the app asks of the kernel and answering `errno`."""
+
+    def __init__(self, errno: int = 0) -> None:
+        self.errno = errno
+        self.calls: list[tuple[int, int, bytes, int]] = []
+
+    def kexec_file_load(self, kernel_fd: int, initrd_fd: int, cmdline: bytes, flags: int) -> int:
+        self.calls.append((kernel_fd, initrd_fd, cmdline, flags))
+        if self.errno:
+            import os
+            raise OSError(self.errno, os.strerror(self.errno))
+        return 0
+
+    def reboot_kexec(self) -> int:  # never reached from the TUI
+        raise AssertionError("the TUI must never execute a kexec")
+
+
+def screen_text(app) -> str:  # noqa: ANN001
+    """What the terminal shows now, as text (the top screen, modals included)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(s.text for s in strips)
+
+
+async def settle(pilot, app) -> None:  # noqa: ANN001
+    """Let workers finish and the screen repaint: no sleeps that guess."""
+    from textual.widgets import DirectoryTree
+    for _ in range(3):
+        await pilot.pause()
+        # DirectoryTree keeps a loader worker alive for as long as it is shown: not ours to await
+        ours = [w for w in app.workers if not isinstance(w.node, DirectoryTree)]
+        if ours:  # an empty list would mean "all workers"
+            await app.workers.wait_for_complete(ours)
+    await pilot.pause()
+
+
+async def press(pilot, app, *keys: str) -> None:  # noqa: ANN001
+    for key in keys:
+        await pilot.press(key)
+        await settle(pilot, app)
+
+
+async def type_text(pilot, app, text: str) -> None:  # noqa: ANN001
+    await pilot.press(*list(text))
+    await settle(pilot, app)
+
+
+def make_initrd(size: int, out: Path) -> Path:
+    subprocess.run([sys.executable, str(MAKE_INITRD), str(size), str(out)], check=True)
+    return out
+
+
+def copy_demo(dest: Path) -> Path:
+    """The demo sysroot copied with fixed file times, so dates in snapshots never change."""
+    import os
+
+    from khotui.demo import demo_root
+    root = dest / "sysroot"
+    shutil.copytree(demo_root(), root, symlinks=True)
+    for path in (root / "boot").iterdir():
+        os.utime(path, (1780000000, 1780000000))
+    return root

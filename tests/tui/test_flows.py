@@ -1,0 +1,260 @@
+"""The app driven as an operator drives it: keys in, screen text and app state out.
+
+Every capture in ../shared/kho is opened and walked through all five screens; the load flow
+runs to the result against a fake syscall seam (never the kernel); the refused load (64 MiB
+initrd into scratch-too-small) and KHO off show their explanations.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from khotui.tui.app import KhotuiApp
+from khotui.tui.viewmodel import Source
+from tests.conftest import CAPTURES, capture_names
+from tests.tui.helpers import (KERNEL, FakeSyscalls, copy_demo, make_initrd, press, screen_text,
+                               settle, type_text)
+
+pytestmark = pytest.mark.asyncio
+
+
+def app_for(root: Path, **kw) -> KhotuiApp:
+    return KhotuiApp(Source(root, **kw), theme="khotui")
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    return copy_demo(tmp_path)
+
+
+async def test_overview_on_the_demo_shows_kho_scratch_kexec_and_findings(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert app.current_mode == "overview"
+        assert "kho-v4" in text and "DRY RUN" in text
+        assert "0x76c00000" in text and "lowmem" in text          # scratch[0]
+        assert "233 of 293 bytes" in text                          # the truncation warning
+        assert "load limit" in text and "unlimited" in text
+        assert "✓ ok" in text and "kho-enabled" in text
+
+
+@pytest.mark.parametrize("capture", capture_names())
+async def test_every_screen_opens_on_every_capture(capture):
+    root = CAPTURES / capture / "sysroot"
+    app = app_for(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert "unavailable" not in screen_text(app)  # every overview panel reads
+        for key, mode in (("2", "memory"), ("3", "handover"), ("4", "prepare"), ("5", "plan"),
+                          ("1", "overview")):
+            await press(pilot, app, key)
+            assert app.current_mode == mode
+            assert "Traceback" not in screen_text(app)
+        await press(pilot, app, "2")
+        text = screen_text(app)
+        assert "node0" in text and "iomem" in text
+        await press(pilot, app, "3")
+        text = screen_text(app)
+        if (root / "sys/kernel/debug/kho").exists():
+            assert "outgoing (kho/out)" in text
+        else:
+            assert "KHO" in text and "off" in text
+
+
+async def test_memory_map_zoom_and_iomem_search(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await press(pilot, app, "2")
+        bands = app.screen.query_one("MemoryBands")
+        assert bands.has_focus and len(bands.bands) == 2        # node0, node1
+        await press(pilot, app, "n")                             # next scratch region
+        assert bands.bands[0].label.startswith("scratch[")
+        await press(pilot, app, "plus", "minus", "0")
+        assert len(bands.bands) == 2
+        await press(pilot, app, "slash")
+        await type_text(pilot, app, "Kernel code")
+        await press(pilot, app, "enter")
+        assert "Kernel code" in screen_text(app)
+        await press(pilot, app, "enter")                         # pick the match: zoom to it
+        assert bands.bands[0].label == "Kernel code"
+
+
+async def test_handover_explorer_cycles_decoded_dts_hex(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await press(pilot, app, "3")
+        assert "preserved-memory-map" in screen_text(app)
+        await press(pilot, app, "v")
+        assert "/dts-v1/;" in screen_text(app)
+        await press(pilot, app, "v")
+        assert "00000000" in screen_text(app)                   # hex offsets
+        await press(pilot, app, "down", "down", "down")          # kexec-metadata struct
+        await press(pilot, app, "v")
+        text = screen_text(app)
+        assert "kexec-metadata" in text
+
+
+async def test_prepare_plan_confirm_dry_run_on_the_demo(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await press(pilot, app, "4")
+        text = screen_text(app)
+        assert "7.3.4" in text and "/boot/vmlinuz-7.3.4" in text
+        await press(pilot, app, "e")
+        await type_text(pilot, app, " quiet")
+        assert "+ added" in screen_text(app) and "quiet" in screen_text(app)
+        await press(pilot, app, "escape", "p")
+        assert app.current_mode == "plan"
+        assert app.plan is not None and app.plan.would_succeed
+        text = screen_text(app)
+        assert "would succeed" in text and "0x7ca00000" in text   # kernel, as the capture
+        await press(pilot, app, "l")
+        assert "Type the host name" in screen_text(app) and "DRY RUN" in screen_text(app)
+        await type_text(pilot, app, "demo")
+        await press(pilot, app, "enter")
+        text = screen_text(app)
+        assert app.result is not None and app.result.dry_run
+        assert "nothing was loaded" in text
+
+
+async def test_cmdline_without_kho_on_warns_and_the_plan_fails(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await press(pilot, app, "4", "e")
+        for _ in range(len(" kho=on")):
+            await pilot.press("backspace")
+        await settle(pilot, app)
+        assert "no kho=on" in screen_text(app)
+        await press(pilot, app, "escape", "p")
+        assert not app.plan.would_succeed
+        assert "cmdline-kho" in screen_text(app) and "fix" in screen_text(app)
+
+
+async def _pick_files(pilot, app, kernel: Path, initrd: Path | None) -> None:  # noqa: ANN001
+    await press(pilot, app, "4", "o")
+    await type_text(pilot, app, str(kernel))
+    await press(pilot, app, "enter")
+    if initrd is not None:
+        await press(pilot, app, "i")
+        await type_text(pilot, app, str(initrd))
+        await press(pilot, app, "enter")
+
+
+@pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")
+async def test_load_goes_to_the_syscall_seam_and_shows_the_result(tmp_path):
+    root = CAPTURES / "two-nodes" / "sysroot"
+    initrd = make_initrd(8 << 20, tmp_path / "initrd.cpio")
+    fake = FakeSyscalls()
+    app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
+                  syslog=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        assert "DRY RUN" not in screen_text(app)
+        await _pick_files(pilot, app, KERNEL, initrd)
+        await press(pilot, app, "p")
+        assert app.plan.would_succeed, screen_text(app)
+        assert "0x7c200000" in screen_text(app)                  # the capture's initrd address
+        await press(pilot, app, "l")
+        text = screen_text(app)
+        assert "sha256" in text and "two-nodes" in text
+        await type_text(pilot, app, "wrong")
+        await press(pilot, app, "enter")
+        assert fake.calls == []                                   # a wrong name loads nothing
+        await press(pilot, app, *["backspace"] * 5)
+        await type_text(pilot, app, "two-nodes")
+        await press(pilot, app, "enter")
+        assert len(fake.calls) == 1
+        _, _, cmdline, _ = fake.calls[0]
+        assert b"kho=on" in cmdline and b"BOOT_IMAGE" not in cmdline
+        assert app.result.ok and not app.result.dry_run
+        assert "kexec_file_load succeeded" in screen_text(app)
+        assert (tmp_path / "khotui.log").exists()
+
+
+@pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")
+async def test_refused_load_scratch_too_small_explains_eaddrnotavail(tmp_path):
+    root = CAPTURES / "scratch-too-small" / "sysroot"
+    initrd = make_initrd(64 << 20, tmp_path / "initrd64.cpio")
+    fake = FakeSyscalls(errno=errno.EADDRNOTAVAIL)
+    app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
+                  syslog=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _pick_files(pilot, app, KERNEL, initrd)
+        await press(pilot, app, "p")
+        assert not app.plan.would_succeed
+        text = screen_text(app)
+        assert "fits nowhere" in text and "EADDRNOTAVAIL" in text
+        await press(pilot, app, "l")
+        await type_text(pilot, app, "scratch-too-small")
+        await press(pilot, app, "enter")
+        text = screen_text(app)
+        assert not app.result.ok and "EADDRNOTAVAIL" in text
+        assert "fix" in text
+
+
+async def test_kho_off_explains_itself():
+    app = app_for(CAPTURES / "kho-off" / "sysroot")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert "KHO off" in text and "kho=off" in text and "fix" in text
+        assert "no scratch regions" in text
+        await press(pilot, app, "3")
+        assert "nothing is handed over" in screen_text(app) or "KHO" in screen_text(app)
+
+
+async def test_unload_asks_first_and_is_a_dry_run_on_a_snapshot(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await press(pilot, app, "u")
+        assert "Unload the loaded kexec image" in screen_text(app)
+        await press(pilot, app, "escape")
+        assert app.result is None
+        await press(pilot, app, "u")
+        await type_text(pilot, app, "demo")
+        await press(pilot, app, "enter")
+        assert app.result.dry_run and "nothing was unloaded" in screen_text(app)
+
+
+async def test_help_lists_the_focused_screens_bindings(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await press(pilot, app, "4", "question_mark")
+        await pilot.pause(0.3)                                     # Markdown renders async
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert "Prepare load" in text and "prepare-plan" in text and "Kernel file" in text
+        await press(pilot, app, "escape", "2", "f1")
+        await pilot.pause(0.3)
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert "Memory map" in text and "map-zoom-in" in text
+
+
+async def test_command_palette_reaches_every_screen(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await press(pilot, app, "ctrl+p")
+        await type_text(pilot, app, "Handover")
+        await press(pilot, app, "enter")
+        assert app.current_mode == "handover"
+
+
+async def test_an_unreadable_source_shows_a_message_not_a_crash(tmp_path):
+    root = tmp_path / "broken"
+    (root / "proc").mkdir(parents=True)
+    (root / "proc" / "iomem").write_text("this is not iomem\n")
+    app = app_for(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        for key in "23451":
+            await press(pilot, app, key)
+        assert app.is_running
+        await press(pilot, app, "2")
+        assert "unavailable" in screen_text(app) or "/proc/iomem" in screen_text(app)

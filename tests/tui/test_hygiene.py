@@ -1,0 +1,70 @@
+"""The app is cheap to import and reads nothing until it runs; NO_COLOR loses no meaning."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def test_importing_the_app_touches_no_host_reader():
+    code = ("import sys, khotui.tui.app\n"
+            "bad = [m for m in sys.modules if m.startswith(('khotui.host.', 'khotui.report', "
+            "'khotui.kexec', 'khotui.loadflow', 'psutil', 'pyudev'))\n"
+            "      and m != 'khotui.host.sysroot']\n"
+            "print(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_only_the_viewmodel_imports_the_core():
+    """Widgets and screens draw plain values; the core is reached through khotui.tui.viewmodel."""
+    import ast
+    offenders = []
+    for path in (REPO / "khotui" / "tui").rglob("*.py"):
+        rel = path.relative_to(REPO / "khotui" / "tui")
+        if rel.parts[0] == "viewmodel":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("khotui.") \
+                    and not node.module.startswith(("khotui.tui", "khotui.errors", "khotui.demo")):
+                offenders.append(f"{rel}: {node.module}")
+    assert offenders == []
+
+
+@pytest.mark.asyncio
+async def test_no_color_keeps_every_mark_readable(monkeypatch, tmp_path):
+    from khotui.tui.app import KhotuiApp
+    from khotui.tui.viewmodel import Source
+    from tests.tui.helpers import copy_demo, screen_text, settle
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = KhotuiApp(Source(copy_demo(tmp_path), demo=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        assert app.no_color
+        text = screen_text(app)
+        assert "✓ ok" in text and "DRY RUN" in text and "✓ ready" in text
+
+
+def test_sixteen_colour_terminals_get_the_ansi_theme():
+    from khotui.tui.theme import default_theme
+    assert default_theme({"TERM": "linux"}) == "khotui-ansi"
+    assert default_theme({"TERM": "xterm-256color"}) == "khotui"
+    assert default_theme({"TERM": "xterm", "COLORTERM": "truecolor"}) == "khotui"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("theme", ["khotui", "khotui-ansi"])
+async def test_both_themes_draw_every_screen(theme, tmp_path):
+    from khotui.tui.app import KhotuiApp
+    from khotui.tui.viewmodel import Source
+    from tests.tui.helpers import copy_demo, press, screen_text, settle
+    app = KhotuiApp(Source(copy_demo(tmp_path), demo=True), theme=theme)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await press(pilot, app, "2", "3", "4", "p")
+        assert "would succeed" in screen_text(app)
