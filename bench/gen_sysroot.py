@@ -38,6 +38,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from khotui.host.memory import _ranges
+
 GENERATOR_VERSION = 1
 CACHE_BASE = Path(os.environ.get("KHOTUI_BENCH_CACHE", "/tmp/khotui-bench"))
 CAPTURE = Path(__file__).resolve().parent.parent.parent / "shared/kho/two-nodes/sysroot"
@@ -123,14 +125,7 @@ def node_blocks(shape: Shape) -> list[list[int]]:
     return out
 
 
-def _runs(ids: list[int]) -> list[tuple[int, int]]:
-    runs: list[tuple[int, int]] = []
-    for i in ids:
-        if runs and i == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    return runs
+_runs = _ranges  # sorted ids as runs [(first, last)], as khotui.host.memory groups them
 
 
 def node_ram(shape: Shape) -> list[list[tuple[int, int]]]:

@@ -204,32 +204,30 @@ def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str]) -> list[st
     return copier.skipped
 
 
+def _copy_objects(sysroot: Sysroot, copier: _Copier, parent: str, prefix: str,
+                  attributes: tuple[str, ...] | list[str], link_prefix: str) -> None:
+    """Copy `parent/<prefix>N/` directories: their attribute files, and their links to
+    `<link_prefix>M` recorded as the captures record sysfs links (a file holding the target)."""
+    for name in sysroot.listdir(parent):
+        if not (name.startswith(prefix) and name[len(prefix):].isdigit()):
+            continue
+        obj = f"{parent}/{name}"
+        copier.dir(obj)
+        for attr in attributes:
+            copier.file(f"{obj}/{attr}")
+        for entry in sysroot.listdir(obj):
+            if entry.startswith(link_prefix) and entry[len(link_prefix):].isdigit():
+                copier.link(f"{obj}/{entry}")
+
+
 def _copy_nodes(sysroot: Sysroot, copier: _Copier) -> None:
     for name in NODE_STATE_FILES:
         copier.file(f"{NODE_DIR}/{name}")
-    for name in sysroot.listdir(NODE_DIR):
-        if not (name.startswith("node") and name[4:].isdigit()):
-            continue
-        node = f"{NODE_DIR}/{name}"
-        copier.dir(node)
-        for attr in NODE_ATTRIBUTES:
-            copier.file(f"{node}/{attr}")
-        for entry in sysroot.listdir(node):
-            if entry.startswith("memory") and entry[6:].isdigit():
-                copier.link(f"{node}/{entry}")
+    _copy_objects(sysroot, copier, NODE_DIR, "node", NODE_ATTRIBUTES, "memory")
 
 
 def _copy_memory_blocks(sysroot: Sysroot, copier: _Copier) -> None:
-    for name in sysroot.listdir(MEMORY_DIR):
-        if not (name.startswith("memory") and name[6:].isdigit()):
-            continue
-        block = f"{MEMORY_DIR}/{name}"
-        copier.dir(block)
-        for attr in BLOCK_ATTRIBUTES:
-            copier.file(f"{block}/{attr}")
-        for entry in sysroot.listdir(block):
-            if entry.startswith("node") and entry[4:].isdigit():
-                copier.link(f"{block}/{entry}")
+    _copy_objects(sysroot, copier, MEMORY_DIR, "memory", BLOCK_ATTRIBUTES, "node")
 
 
 def _copy_dmesg(sysroot: Sysroot, copier: _Copier) -> None:
