@@ -519,12 +519,39 @@ def _bzimage64_probe(size: int, hdr: SetupHeader) -> str | None:
     return None
 
 
+_BANNER = b"Linux version "
+_BANNER_SCAN_LIMIT = 128 << 20
+
+
+def _linux_banner(rd: _Reader) -> str | None:
+    """The `linux_banner` string of an uncompressed image (init/version.c), e.g.
+    "7.3.4 (root@vm) (gcc ...) #2 SMP ...", so the next kernel's release (and so its KHO ABI)
+    is known; arm64 Images have no header field for it. Read in chunks, bounded."""
+    chunk, overlap, pos = 1 << 20, 256, 0
+    while pos < min(rd.size, _BANNER_SCAN_LIMIT):
+        data = rd.pread(pos, chunk + overlap)
+        if not data:
+            break
+        at = data.find(_BANNER)
+        if at >= 0:
+            tail = rd.pread(pos + at + len(_BANNER), 256)
+            text = tail.split(b"\0", 1)[0].split(b"\n", 1)[0]
+            # the banner of a release starts with its version number: skip format strings
+            if text[:1].isdigit():
+                return text.decode("ascii", errors="replace").strip() or None
+            pos += at + len(_BANNER)
+            continue
+        pos += chunk
+    return None
+
+
 def _arm64(rd: _Reader, head: bytes) -> KernelImage:
     parsed = None
     if parse_arm64_image is not None:
         parsed = parse_arm64_image(head)
     image = KernelImage(name=rd.name, size=rd.size, format="arm64-Image", arch="arm64",
-                        loadable=True, arm64=parsed, signed=pe_signed(rd, head))
+                        loadable=True, arm64=parsed, signed=pe_signed(rd, head),
+                        version=_linux_banner(rd))
     if head[:2] == b"MZ":
         image.notes.append("starts with MZ: the EFI stub; kexec_file_load uses the Image header")
     if parsed is not None:

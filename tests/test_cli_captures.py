@@ -111,3 +111,12 @@ def test_status_json_contract(shared):
     assert [r["kind"] for r in status["kho"]["scratch"]] == ["lowmem", "global", "node", "node"]
     assert status["kho"]["out_fdt"]["truncated"] is True
     assert status["kexec"]["loaded"] is False
+
+
+def test_arm64_image_release_is_read_for_the_abi_check(tmp_path, request):
+    """arm64 Images have no version field: the banner tells the release, so the ABI check can say."""
+    result = run_cli(*plan_args("two-nodes-arm64", tmp_path, request))
+    plan = json.loads(result.stdout)
+    assert plan["kernel"]["version"].startswith("7.3.4 ")
+    abi = [c for c in plan["checks"] if c["id"] == "next-abi"][0]
+    assert abi["status"] == "ok" and "kho-v4" in abi["message"]
