@@ -60,7 +60,11 @@ class KhotuiApp(App[int]):
     """Prepare a kexec with KHO: see, choose, plan, confirm, load."""
 
     TITLE = "khotui"
-    CSS_PATH = "app.tcss"
+    # Every screen's .tcss (beside the screen it styles) is read once, with the app: Textual
+    # re-parses all CSS and restyles every node when a screen brings a new CSS_PATH, a 100-300 ms
+    # freeze on the first visit of each screen (bench/tui_scale.py).
+    CSS_PATH = ["app.tcss", "screens/memory.tcss", "screens/handover.tcss", "screens/prepare.tcss",
+                "screens/plan.tcss"]
     MODES = {"overview": _overview, "memory": _memory, "handover": _handover,
              "prepare": _prepare, "plan": _plan}
     ENABLE_COMMAND_PALETTE = True

@@ -27,7 +27,7 @@ class HandoverLoaded(Message):
 
 class HandoverScreen(KhotuiScreen):
     MODE = "handover"
-    CSS_PATH = "handover.tcss"
+    # styled by handover.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Handover (FDT) explorer
 

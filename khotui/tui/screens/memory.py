@@ -29,7 +29,7 @@ class MemoryLoaded(Message):
 
 class MemoryScreen(KhotuiScreen):
     MODE = "memory"
-    CSS_PATH = "memory.tcss"
+    # styled by memory.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Memory map
 

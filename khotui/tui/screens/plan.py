@@ -19,7 +19,7 @@ from khotui.tui.widgets.panel import Panel
 
 class PlanScreen(KhotuiScreen):
     MODE = "plan"
-    CSS_PATH = "plan.tcss"
+    # styled by plan.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Plan
 

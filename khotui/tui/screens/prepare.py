@@ -33,7 +33,7 @@ class PreviewReady(Message):
 
 class PrepareScreen(KhotuiScreen):
     MODE = "prepare"
-    CSS_PATH = "prepare.tcss"
+    # styled by prepare.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Prepare load
 
