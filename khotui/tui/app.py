@@ -151,9 +151,9 @@ class KhotuiApp(App[int]):
         from khotui.tui.screens.confirm import ConfirmLoadScreen
         event.plan.files = event.hashes
 
-        def confirmed(ok: bool | None) -> None:
+        def confirmed(ok: bool | str | None) -> None:
             if ok:
-                self.run_load(event.plan, event.files)
+                self.run_load(event.plan, event.files, force=ok == "force")
             else:
                 event.files.close()
                 self.notify("not loaded", timeout=2)
@@ -163,8 +163,8 @@ class KhotuiApp(App[int]):
                          confirmed)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def run_load(self, plan: Plan, files: Any = None) -> None:
-        self.post_message(LoadFinished(self.source.load(plan, files)))
+    def run_load(self, plan: Plan, files: Any = None, force: bool = False) -> None:
+        self.post_message(LoadFinished(self.source.load(plan, files, force=force)))
 
     @on(UnloadRequested)
     def _unload_requested(self, event: UnloadRequested) -> None:

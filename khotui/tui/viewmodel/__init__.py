@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,14 +285,29 @@ class Plan:
 
 
 @dataclass
+class SegmentDiffRow:
+    """One segment: where the plan put it, where the kernel says it put it (its log)."""
+
+    name: str
+    predicted_mem: int | None
+    predicted_memsz: int
+    actual_mem: int | None
+    actual_memsz: int | None
+    same: bool
+
+
+@dataclass
 class LoadResult:
     ok: bool
     dry_run: bool
     title: str
     message: str
     fix: str | None = None
+    cause: str | None = None         # why the kernel refused (kexec.explain)
+    errno: str | None = None
     predicted: list[SegmentRow] = field(default_factory=list)
-    actual: list[SegmentRow] = field(default_factory=list)
+    diffs: list[SegmentDiffRow] = field(default_factory=list)   # actual vs predicted
+    overridden: list[FindingRow] = field(default_factory=list)  # failing checks loaded anyway
     next_steps: list[str] = field(default_factory=list)
 
 
@@ -356,6 +372,7 @@ class Source:
                 name = self.root.parent.name
             self.label = f"snapshot {name}"
         self._status: Any = None
+        self._status_lock = threading.Lock()
         # Only the live host loads. Tests pass dry_run=False with a fake `syscalls` to drive
         # the load flow on a capture; nothing else may.
         if dry_run is False and syscalls is None and not self.live:
@@ -401,6 +418,17 @@ class Source:
             name = self.root.parent.name
         return name or "snapshot"
 
+    # -- the host state, read once per refresh -------------------------------------------------
+
+    def status(self, *, refresh: bool = False) -> Any:
+        """`report.host_status()` of this host, read once and shared by every screen (KHO state,
+        decoded FDTs, iomem, kexec state, findings) until a refresh reads it again. Blocks."""
+        with self._status_lock:
+            if refresh or self._status is None:
+                from khotui import report
+                self._status = report.host_status(self.root)
+            return self._status
+
     # -- overview ------------------------------------------------------------------------------
 
     def overview(self) -> Overview:
@@ -415,20 +443,9 @@ class Source:
                              uptime=s.uptime, load=s.loadavg, cpus=s.cpu_count)
 
     def memory_events(self, cancelled: Callable[[], bool]):
-        """Yield once per memory block added or removed (live host, pyudev); stop when
-        `cancelled()` turns true. Nothing on a snapshot or without pyudev."""
-        if not self.live:
-            return
-        try:
-            import pyudev
-            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
-            monitor.filter_by("memory")
-        except Exception:  # no udev (container, no netlink): refresh on demand only
-            return
-        while not cancelled():
-            device = monitor.poll(timeout=1.0)
-            if device is not None and device.action in ("add", "remove", "online", "offline"):
-                yield device.action
+        """Memory blocks coming and going (live host only): khotui.host.memory."""
+        from khotui.host.memory import watch_memory_blocks
+        return watch_memory_blocks(self.sysroot, cancelled)
 
     # -- memory map ----------------------------------------------------------------------------
 
@@ -460,9 +477,9 @@ class Source:
         from khotui.tui.viewmodel import load as l
         return l.open_files(self, plan)
 
-    def load(self, plan: Plan, files: Any = None) -> LoadResult:
+    def load(self, plan: Plan, files: Any = None, *, force: bool = False) -> LoadResult:
         from khotui.tui.viewmodel import load as l
-        return l.load(self, plan, files)
+        return l.load(self, plan, files, force=force)
 
     def unload(self) -> LoadResult:
         from khotui.tui.viewmodel import load as l
