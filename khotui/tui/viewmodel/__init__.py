@@ -131,6 +131,10 @@ class IomemLine:
     depth: int
     children: list["IomemLine"] = field(default_factory=list)
 
+    @property
+    def has_children(self) -> bool:
+        return bool(self.children)
+
 
 @dataclass
 class BlockRun:
@@ -151,7 +155,12 @@ class MemoryMap:
     iomem: list[IomemLine] | Problem
     blocks: list[BlockRun] | Problem
     block_size: int | None = None
+    block_count: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def states_known(self) -> bool:
+        return isinstance(self.blocks, list) and all(r.state for r in self.blocks)
 
 
 @dataclass
@@ -206,9 +215,20 @@ class FdtBlob:
     kind: str                        # fdt | struct | raw
     root: FdtNodeView | None = None  # for kind fdt
     fields: list[tuple[str, str]] = field(default_factory=list)  # for kind struct
-    dts: str = ""
     raw: bytes = b""
     warnings: list[str] = field(default_factory=list)
+    dts_source: Callable[[], str] | None = None     # renders the DTS text (blocks: a worker's)
+    hex_source: Callable[[], str] | None = None     # renders the hex dump
+    _dts: str | None = field(default=None, repr=False)
+
+    def hex(self) -> str:
+        return self.hex_source() if self.hex_source else "(no bytes)"
+
+    def dts(self) -> str:
+        """The DTS-like text, rendered on first use (2.5 MB for a 10,000-node FDT)."""
+        if self._dts is None:
+            self._dts = self.dts_source() if self.dts_source else ""
+        return self._dts
 
 
 @dataclass
@@ -372,7 +392,8 @@ class Source:
                 name = self.root.parent.name
             self.label = f"snapshot {name}"
         self._status: Any = None
-        self._status_lock = threading.Lock()
+        self._status_lock = threading.RLock()
+        self._cache: dict[str, Any] = {}
         # Only the live host loads. Tests pass dry_run=False with a fake `syscalls` to drive
         # the load flow on a capture; nothing else may.
         if dry_run is False and syscalls is None and not self.live:
@@ -427,7 +448,16 @@ class Source:
             if refresh or self._status is None:
                 from khotui import report
                 self._status = report.host_status(self.root)
+                self._cache = {}
             return self._status
+
+    def cached(self, key: str, read: Callable[[], T]) -> T:
+        """Another read of the host kept until the next refresh (e.g. the node topology)."""
+        self.status()
+        with self._status_lock:
+            if key not in self._cache:
+                self._cache[key] = read()
+            return self._cache[key]
 
     # -- overview ------------------------------------------------------------------------------
 
@@ -449,14 +479,23 @@ class Source:
 
     # -- memory map ----------------------------------------------------------------------------
 
-    def memory(self, plan: Plan | None = None) -> MemoryMap:
+    def memory(self, plan: Plan | None = None, *, refresh: bool = False) -> MemoryMap:
         from khotui.tui.viewmodel import memory as m
+        if refresh:
+            self.status(refresh=True)
         return m.memory_map(self, plan)
+
+    def block_states(self) -> list[BlockRun] | Problem:
+        """Each memory block's state, as runs: one file per block, so only on request."""
+        from khotui.tui.viewmodel import memory as m
+        return _guard(lambda: m.block_states(self))
 
     # -- handover ------------------------------------------------------------------------------
 
-    def handover(self) -> Handover:
+    def handover(self, *, refresh: bool = False) -> Handover:
         from khotui.tui.viewmodel import handover as f
+        if refresh:
+            _guard(lambda: self.status(refresh=True))
         return f.handover(self)
 
     # -- prepare / plan / load -----------------------------------------------------------------

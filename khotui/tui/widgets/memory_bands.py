@@ -5,17 +5,21 @@ Layers, each one row, all on the same address axis:
   kernel   kernel code/data/bss K, crash kernel C
   scratch  KHO scratch regions S (their index in kho_scratch[])
   plan     the planned segments, by their first letter
-Only the visible cells are computed: each range paints the cells it covers, so the cost is
-ranges + width, whatever the size of the host.
+Each band paints only the ranges that overlap it (an interval index per layer: ranges sorted by
+start with a running maximum of their ends), and a band's painted rows are kept until the data,
+the zoom or the width change: moving the cursor redraws nothing but the cursor. A 24 TiB host
+(32 bands, 6,000 ranges) draws in milliseconds.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from dataclasses import dataclass
 
 from textual.binding import Binding
 from textual.content import Content, Span
+from textual.geometry import Region
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -47,11 +51,26 @@ def legend() -> Content:
     return Content("  ").join(parts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Band:
     label: str
     start: int
     end: int   # inclusive
+
+
+class RangeIndex:
+    """Ranges (possibly nested or overlapping) found by the interval they overlap."""
+
+    def __init__(self, ranges: list[MemRange]) -> None:
+        self.ranges = sorted(ranges, key=lambda r: r.start)
+        self.starts = [r.start for r in self.ranges]
+        self.max_end = list(accumulate((r.end for r in self.ranges), max))
+
+    def overlapping(self, lo: int, hi: int) -> list[MemRange]:
+        # before i, no range reaches lo; from j on, every range starts past hi
+        i = bisect_left(self.max_end, lo)
+        j = bisect_right(self.starts, hi)
+        return [r for r in self.ranges[i:j] if r.end >= lo]
 
 
 class MemoryBands(Widget, can_focus=True):
@@ -88,7 +107,9 @@ class MemoryBands(Widget, can_focus=True):
         self.home: list[Band] = []
         self.ranges: list[MemRange] = []
         self._sorted: list[MemRange] = []
-        self._starts: list[int] = []
+        self._index: dict[str, RangeIndex] = {}
+        self._all = RangeIndex([])
+        self._rows: dict[tuple[Band, str, int], tuple[str, list[Span]]] = {}
 
     # -- data --------------------------------------------------------------------------------
 
@@ -97,7 +118,10 @@ class MemoryBands(Widget, can_focus=True):
         self.bands = list(self.home)
         self.ranges = ranges
         self._sorted = sorted(ranges, key=lambda r: r.start)
-        self._starts = [r.start for r in self._sorted]
+        self._all = RangeIndex([r for r in ranges if r.size > 0])
+        self._index = {layer: RangeIndex([r for r in ranges if LAYER_OF.get(r.kind) == layer
+                                          and r.size > 0]) for layer in LAYERS}
+        self._rows = {}
         self.band_index = 0
         self.cursor = 0
         self.refresh(layout=True)
@@ -134,11 +158,21 @@ class MemoryBands(Widget, can_focus=True):
             return 0, []
         band = self.bands[min(self.band_index, len(self.bands) - 1)]
         lo, hi = self._cell_range(band, self.cursor)
-        return lo, [r for r in self.ranges if r.start <= hi and r.end >= lo]
+        return lo, self._all.overlapping(lo, hi)
 
     def _announce(self) -> None:
         address, under = self.under_cursor()
         self.post_message(self.CursorMoved(address, under))
+        self._scroll_to_band()
+
+    def _scroll_to_band(self) -> None:
+        """Keep the cursor's band in view when the bands are taller than the pane."""
+        parent = self.parent
+        if not self.bands or parent is None or not hasattr(parent, "scroll_to_region"):
+            return
+        rows = len(self.rows) + 1
+        top = self.virtual_region.y + self.band_index * rows
+        parent.scroll_to_region(Region(0, top, max(self.size.width, 1), rows), animate=False)
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -210,11 +244,8 @@ class MemoryBands(Widget, can_focus=True):
     def _layer_cells(self, band: Band, layer: str) -> list[str | None]:
         cells: list[str | None] = [None] * self.cells
         prio = [-1] * self.cells
-        # only the ranges that can touch this band: a bisect skips the rest
-        i = max(0, bisect_right(self._starts, band.end))
-        for r in self._sorted[:i]:
-            if r.end < band.start or LAYER_OF.get(r.kind) != layer or r.size <= 0:
-                continue
+        index = self._index.get(layer)
+        for r in index.overlapping(band.start, band.end) if index else ():
             c0 = self._col_of(band, max(r.start, band.start))
             c1 = self._col_of(band, min(r.end, band.end))
             p = KINDS[r.kind][2]
@@ -224,27 +255,37 @@ class MemoryBands(Widget, can_focus=True):
                     cells[c] = r.kind
         return cells
 
+    def _row(self, band: Band, layer: str) -> tuple[str, list[Span]]:
+        """One layer of one band, painted once per band, layer and width."""
+        key = (band, layer, self.cells)
+        row = self._rows.get(key)
+        if row is None:
+            kinds = self._layer_cells(band, layer)
+            text = f"{layer:<{LABEL_W}}" + "".join(KINDS[k][0] if k else " " for k in kinds)
+            spans = [Span(0, LABEL_W, "dim")]
+            start = 0
+            for c in range(1, len(kinds) + 1):
+                if c == len(kinds) or kinds[c] != kinds[start]:
+                    if kinds[start]:
+                        spans.append(Span(LABEL_W + start, LABEL_W + c, KINDS[kinds[start]][1]))
+                    start = c
+            if len(self._rows) > 4096:
+                self._rows.clear()
+            row = self._rows[key] = (text, spans)
+        return row
+
     def render(self) -> Content:
         if not self.bands:
             return Content.from_markup("[dim]no memory ranges to draw[/]")
         lines: list[Content] = []
         for bi, band in enumerate(self.bands):
             head = f"{band.label}  {fmt.addr(band.start)}–{fmt.addr(band.end)}  {fmt.size(band.end - band.start + 1)}"
-            lines.append(Content.from_markup("[b]$h[/]", h=head))
+            lines.append(Content(head, spans=[Span(0, len(head), "b")]))
             for layer in self.rows:
-                kinds = self._layer_cells(band, layer)
-                text = "".join(KINDS[k][0] if k else " " for k in kinds)
-                spans = []
-                start = 0
-                for c in range(1, len(kinds) + 1):
-                    if c == len(kinds) or kinds[c] != kinds[start]:
-                        if kinds[start]:
-                            spans.append(Span(LABEL_W + start, LABEL_W + c, KINDS[kinds[start]][1]))
-                        start = c
+                text, spans = self._row(band, layer)
                 if bi == self.band_index and (self.has_focus or layer == self.rows[0]):
-                    spans.append(Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse"))
-                row = Content(f"{layer:<{LABEL_W}}" + text, spans=spans)
-                lines.append(row.stylize("dim", 0, LABEL_W))
+                    spans = spans + [Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse")]
+                lines.append(Content(text, spans=spans))
         return Content("\n").join(lines)
 
     def watch_cursor(self) -> None:
