@@ -9,11 +9,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent, TabPane, Tree
+from textual.widgets import ContentSwitcher, DataTable, Input, OptionList, Static, Tree
 from textual.widgets.option_list import Option
 
 from khotui.tui import fmt
-from khotui.tui.screens.base import KhotuiScreen
+from khotui.tui.screens.base import KhotuiScreen, keep_out_of_gc
 from khotui.tui.viewmodel import BlockRun, IomemLine, MemoryMap, Problem
 from khotui.tui.widgets.lazytree import Group, add_children, expand_group
 from khotui.tui.widgets.memory_bands import MemoryBands, legend
@@ -55,13 +55,14 @@ Move the cursor with ←/→ (↑/↓ between nodes); **+** or enter zooms in ar
 out, **0** shows everything, **n** jumps to the next scratch region or segment. The line under
 the map names what is under the cursor.
 
-Beside it, **/proc/iomem** as a tree (expanded on demand; long lists come in groups of 100)
+Beside it (**/** and **b** switch), **/proc/iomem** as a tree (expanded on demand; long lists come in groups of 100)
 with **/** to search by name or address, and the **memory blocks** per node, in runs of
 consecutive blocks. On a large host each block's state is read only when asked (**s**): it
 is one file per block, 196,608 of them on a 24 TiB host.
 """
     BINDINGS = [
         Binding("slash", "search", "Search iomem", id="memory-search", key_display="/"),
+        Binding("b", "blocks", "Blocks", id="memory-blocks"),
         Binding("s", "block_states", "Block states", id="memory-block-states"),
         Binding("r", "refresh", "Refresh", id="memory-refresh"),
         Binding("0", "zoom_reset", "All memory", id="memory-zoom-reset", show=False),
@@ -72,20 +73,49 @@ is one file per block, 196,608 of them on a 24 TiB host.
             with Vertical(id="map-pane"):
                 with VerticalScroll(id="bands-scroll"):   # 32 nodes: taller than the screen
                     yield MemoryBands(id="bands")
-                yield Static("", id="cursor-info")
+                yield Static(Content.from_markup("[dim]reading the memory map…[/]"),
+                             id="cursor-info")
                 yield Static(legend(), id="legend")
-            with TabbedContent(id="mem-tabs"):
-                with TabPane("/proc/iomem", id="tab-iomem"):
-                    yield Input(placeholder="/ search name or address (enter)", id="iomem-search")
-                    yield OptionList(id="iomem-results")
-                    yield Tree("/proc/iomem", id="iomem-tree")
-                with TabPane("Memory blocks", id="tab-blocks"):
-                    yield DataTable(id="blocks", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="mem-tabs"):
+                yield Static(self._tab_bar("tab-iomem"), id="mem-tab-bar")
 
     def on_mount(self) -> None:
-        self.query_one("#iomem-results").display = False
         self.query_one(MemoryBands).focus()
+        # The first frame is the picture; the iomem and blocks panes (five heavy widgets, as
+        # long again to mount) come in the next one, then the read starts.
+        self.call_after_refresh(self._mount_panes)
+
+    async def _mount_panes(self) -> None:
+        switcher = ContentSwitcher(
+            Vertical(Input(placeholder="/ search name or address (enter)", id="iomem-search"),
+                     OptionList(id="iomem-results"), Tree("/proc/iomem", id="iomem-tree"),
+                     id="tab-iomem"),
+            Vertical(DataTable(id="blocks", cursor_type="row", zebra_stripes=True),
+                     id="tab-blocks"),
+            initial="tab-iomem", id="mem-switcher")
+        await self.query_one("#mem-tabs").mount(switcher)
+        self.query_one("#iomem-results").display = False
         self.load_memory()
+
+    @staticmethod
+    def _tab_bar(active: str) -> Content:
+        parts = []
+        for tab, key, title in (("tab-iomem", "/", "/proc/iomem"), ("tab-blocks", "b", "Memory blocks")):
+            style = "b reverse $primary" if tab == active else "$foreground 70%"
+            parts.append(Content.from_markup(f"[@click=screen.show_tab('{tab}')][{style}] $t [/][/]",
+                                             t=f"{title} ({key})"))
+        return Content(" ").join(parts)
+
+    def action_show_tab(self, tab: str) -> None:
+        switchers = self.query("#mem-switcher")
+        if switchers:
+            switchers.first(ContentSwitcher).current = tab
+            self.query_one("#mem-tab-bar", Static).update(self._tab_bar(tab))
+
+    def action_blocks(self) -> None:
+        self.action_show_tab("tab-blocks")
+        if self.query("#blocks"):
+            self.query_one("#blocks", DataTable).focus()
 
     def action_refresh(self) -> None:
         self.load_memory(refresh=True)
@@ -94,7 +124,7 @@ is one file per block, 196,608 of them on a 24 TiB host.
         mm = getattr(self, "memory", None)
         if mm is None or not isinstance(mm.blocks, list):
             return
-        self.query_one(TabbedContent).active = "tab-blocks"
+        self.action_show_tab("tab-blocks")
         self.notify(f"reading the state of {mm.block_count:,} memory blocks…", timeout=3)
         self.read_block_states()
 
@@ -110,7 +140,9 @@ is one file per block, 196,608 of them on a 24 TiB host.
         self._fill_blocks(event.runs, mm.block_size if mm else None)
 
     def action_search(self) -> None:
-        self.query_one(TabbedContent).active = "tab-iomem"
+        if not self.query("#iomem-search"):
+            return
+        self.action_show_tab("tab-iomem")
         self.query_one("#iomem-search", Input).focus()
 
     def action_zoom_reset(self) -> None:
@@ -124,12 +156,13 @@ is one file per block, 196,608 of them on a 24 TiB host.
     def on_screen_resume(self) -> None:
         # a plan made since the last visit adds its segments to the picture
         plan = self.app.plan  # type: ignore[attr-defined]
-        if plan is not None and getattr(self, "_plan_shown", None) is not plan:
+        if plan is not None and hasattr(self, "memory") and self._plan_shown is not plan:
             self.load_memory()
 
     @on(MemoryLoaded)
     def _loaded(self, event: MemoryLoaded) -> None:
         mm = event.memory
+        keep_out_of_gc()
         self._plan_shown = self.app.plan  # type: ignore[attr-defined]
         self.memory = mm
         self.query_one(MemoryBands).set_data(mm.bands, mm.ranges)
@@ -245,7 +278,7 @@ is one file per block, 196,608 of them on a 24 TiB host.
                           fmt.addr(run.start), fmt.addr(run.end), fmt.size(run.end - run.start + 1),
                           run.state or "—")
         if block_size:
-            self.query_one("#tab-blocks", TabPane).border_title = f"block size {fmt.size(block_size)}"
+            self.query_one("#tab-blocks").border_title = f"block size {fmt.size(block_size)}"
 
 
 def search_iomem(lines: list[IomemLine], query: str, limit: int) -> list[IomemLine]:

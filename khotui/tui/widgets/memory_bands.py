@@ -14,7 +14,6 @@ the zoom or the width change: moving the cursor redraws nothing but the cursor. 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from itertools import accumulate
 from dataclasses import dataclass
 
 from textual.binding import Binding
@@ -22,6 +21,8 @@ from textual.content import Content, Span
 from textual.geometry import Region
 from textual.message import Message
 from textual.reactive import reactive
+from textual.strip import Strip
+from textual.visual import Visual
 from textual.widget import Widget
 
 from khotui.tui import fmt
@@ -59,18 +60,30 @@ class Band:
 
 
 class RangeIndex:
-    """Ranges (possibly nested or overlapping) found by the interval they overlap."""
+    """Ranges (possibly nested or overlapping) found by the bands they overlap."""
 
     def __init__(self, ranges: list[MemRange]) -> None:
         self.ranges = sorted(ranges, key=lambda r: r.start)
         self.starts = [r.start for r in self.ranges]
-        self.max_end = list(accumulate((r.end for r in self.ranges), max))
 
     def overlapping(self, lo: int, hi: int) -> list[MemRange]:
-        # before i, no range reaches lo; from j on, every range starts past hi
-        i = bisect_left(self.max_end, lo)
+        """One interval: a scan of the ranges that start at or before `hi`."""
         j = bisect_right(self.starts, hi)
-        return [r for r in self.ranges[i:j] if r.end >= lo]
+        return [r for r in self.ranges[:j] if r.end >= lo]
+
+    def per_band(self, bands: list[Band]) -> list[list[MemRange]]:
+        """Every band's ranges in one pass: each range finds its bands by bisection (bands are
+        sorted and disjoint, a NUMA node each), so 32 bands cost one walk, not 32."""
+        order = sorted(range(len(bands)), key=lambda i: bands[i].start)
+        starts = [bands[i].start for i in order]
+        ends = [bands[i].end for i in order]
+        out: list[list[MemRange]] = [[] for _ in bands]
+        for r in self.ranges:
+            k = bisect_left(ends, r.start)
+            while k < len(order) and starts[k] <= r.end:
+                out[order[k]].append(r)
+                k += 1
+        return out
 
 
 class MemoryBands(Widget, can_focus=True):
@@ -110,6 +123,7 @@ class MemoryBands(Widget, can_focus=True):
         self._index: dict[str, RangeIndex] = {}
         self._all = RangeIndex([])
         self._rows: dict[tuple[Band, str, int], tuple[str, list[Span]]] = {}
+        self._hits: dict[tuple[Band, str], list[MemRange]] = {}
 
     # -- data --------------------------------------------------------------------------------
 
@@ -122,6 +136,7 @@ class MemoryBands(Widget, can_focus=True):
         self._index = {layer: RangeIndex([r for r in ranges if LAYER_OF.get(r.kind) == layer
                                           and r.size > 0]) for layer in LAYERS}
         self._rows = {}
+        self._hits = {}
         self.band_index = 0
         self.cursor = 0
         self.refresh(layout=True)
@@ -244,8 +259,7 @@ class MemoryBands(Widget, can_focus=True):
     def _layer_cells(self, band: Band, layer: str) -> list[str | None]:
         cells: list[str | None] = [None] * self.cells
         prio = [-1] * self.cells
-        index = self._index.get(layer)
-        for r in index.overlapping(band.start, band.end) if index else ():
+        for r in self._ranges_in(band, layer):
             c0 = self._col_of(band, max(r.start, band.start))
             c1 = self._col_of(band, min(r.end, band.end))
             p = KINDS[r.kind][2]
@@ -254,6 +268,19 @@ class MemoryBands(Widget, can_focus=True):
                     prio[c] = p
                     cells[c] = r.kind
         return cells
+
+    def _ranges_in(self, band: Band, layer: str) -> list[MemRange]:
+        if (band, layer) not in self._hits:
+            index = self._index.get(layer) or RangeIndex([])
+            if len(self.bands) > 1 and band in self.bands:
+                overlap = index.per_band(self.bands)   # all bands at once: overview of nodes
+                for b, hits in zip(self.bands, overlap):
+                    self._hits[(b, layer)] = hits
+            else:
+                self._hits[(band, layer)] = index.overlapping(band.start, band.end)
+            if len(self._hits) > 1024:
+                self._hits = {k: v for k, v in self._hits.items() if k[0] in self.bands}
+        return self._hits[(band, layer)]
 
     def _row(self, band: Band, layer: str) -> tuple[str, list[Span]]:
         """One layer of one band, painted once per band, layer and width."""
@@ -274,19 +301,33 @@ class MemoryBands(Widget, can_focus=True):
             row = self._rows[key] = (text, spans)
         return row
 
-    def render(self) -> Content:
+    def _line(self, y: int) -> Content | None:
+        """Line `y` of the picture: a band's heading, or one layer with the cursor on it."""
         if not self.bands:
-            return Content.from_markup("[dim]no memory ranges to draw[/]")
-        lines: list[Content] = []
-        for bi, band in enumerate(self.bands):
-            head = f"{band.label}  {fmt.addr(band.start)}–{fmt.addr(band.end)}  {fmt.size(band.end - band.start + 1)}"
-            lines.append(Content(head, spans=[Span(0, len(head), "b")]))
-            for layer in self.rows:
-                text, spans = self._row(band, layer)
-                if bi == self.band_index and (self.has_focus or layer == self.rows[0]):
-                    spans = spans + [Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse")]
-                lines.append(Content(text, spans=spans))
-        return Content("\n").join(lines)
+            return Content.from_markup("[dim]no memory ranges to draw[/]") if y == 0 else None
+        per = len(self.rows) + 1
+        bi, row = divmod(y, per)
+        if bi >= len(self.bands):
+            return None
+        band = self.bands[bi]
+        if row == 0:
+            head = (f"{band.label}  {fmt.addr(band.start)}–{fmt.addr(band.end)}  "
+                    f"{fmt.size(band.end - band.start + 1)}")
+            return Content(head, spans=[Span(0, len(head), "b")])
+        layer = self.rows[row - 1]
+        text, spans = self._row(band, layer)
+        if bi == self.band_index and (self.has_focus or layer == self.rows[0]):
+            spans = spans + [Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse")]
+        return Content(text, spans=spans)
+
+    def render_line(self, y: int) -> Strip:
+        """Only the lines in view are drawn (32 nodes make 160 lines, most scrolled away)."""
+        width = self.content_size.width
+        content = self._line(y)
+        if content is None or width <= 0:
+            return Strip.blank(width, self.rich_style)
+        strips = Visual.to_strips(self, content, width, 1, self.visual_style, pad=True)
+        return strips[0] if strips else Strip.blank(width, self.rich_style)
 
     def watch_cursor(self) -> None:
         self.refresh()
