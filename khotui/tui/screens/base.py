@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -33,11 +31,3 @@ class KhotuiScreen(Screen):
     def compose_body(self) -> ComposeResult:
         yield from ()
 
-
-def keep_out_of_gc() -> None:
-    """Call after storing a host's data (a 24 TiB host: ~300,000 objects). Python's full
-    collections scan every tracked object, 100-200 ms each on such a host, and Textual's churn
-    triggers one every few seconds: a frozen screen. The host's data is acyclic (trees without
-    parent links), so reference counting frees it after a refresh; the cycle collector has
-    nothing to find in it. gc.freeze() moves what exists now out of its reach."""
-    gc.freeze()

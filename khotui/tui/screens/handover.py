@@ -11,7 +11,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Static, Tree
 
-from khotui.tui.screens.base import KhotuiScreen, keep_out_of_gc
+from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import FdtBlob, FdtNodeView, Handover, HandoverSide, Problem
 from khotui.tui.widgets.lazytree import Group, add_children, expand_group
 from khotui.tui.widgets.panel import problem_content
@@ -84,7 +84,6 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
     @on(HandoverLoaded)
     async def _loaded(self, event: HandoverLoaded) -> None:
         ho = event.handover
-        keep_out_of_gc()
         trees = self.query_one("#fdt-trees", Horizontal)
         await trees.remove_children()
         warnings = self.query_one("#fdt-warnings", Static)

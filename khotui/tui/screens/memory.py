@@ -13,7 +13,7 @@ from textual.widgets import ContentSwitcher, DataTable, Input, OptionList, Stati
 from textual.widgets.option_list import Option
 
 from khotui.tui import fmt
-from khotui.tui.screens.base import KhotuiScreen, keep_out_of_gc
+from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import BlockRun, IomemLine, MemoryMap, Problem
 from khotui.tui.widgets.lazytree import Group, add_children, expand_group
 from khotui.tui.widgets.memory_bands import MemoryBands, legend
@@ -162,7 +162,6 @@ is one file per block, 196,608 of them on a 24 TiB host.
     @on(MemoryLoaded)
     def _loaded(self, event: MemoryLoaded) -> None:
         mm = event.memory
-        keep_out_of_gc()
         self._plan_shown = self.app.plan  # type: ignore[attr-defined]
         self.memory = mm
         self.query_one(MemoryBands).set_data(mm.bands, mm.ranges)

@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 from khotui.tui import fmt
 from khotui.tui.messages import UnloadRequested
-from khotui.tui.screens.base import KhotuiScreen, keep_out_of_gc
+from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import KexecSummary, KhoSummary, Overview, Problem, ScratchRow, SystemSummary
 from khotui.tui.widgets.findings import findings_content, summary_content
 from khotui.tui.widgets.panel import Panel
@@ -93,7 +93,6 @@ choose the kernel to load.
     @on(OverviewLoaded)
     def _loaded(self, event: OverviewLoaded) -> None:
         ov = event.overview
-        keep_out_of_gc()
         self.overview = ov
         verdict = self.query_one("#verdict", Static)
         if isinstance(ov.findings, list):

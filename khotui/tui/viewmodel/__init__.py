@@ -351,6 +351,39 @@ def _guard(fn: Callable[[], T]) -> T | Problem:
                        "rerun with KHOTUI_DEBUG=1 and report it")
 
 
+_gc_lock = threading.Lock()
+_gc_readers = 0
+
+
+def _quiet_gc(fn: Callable[..., T]) -> Callable[..., T]:
+    """For the reads that build a host's model (a 24 TiB host: ~300,000 objects).
+
+    Python's full collections scan every tracked object: 100-200 ms each on such a host, and a
+    worker allocating that much triggers them in its own thread, where they hold the GIL and
+    freeze the screen all the same. So the collector is off while a read runs, and what it
+    built is then frozen (gc.freeze()) out of the collector's reach: the model is acyclic
+    (trees without parent links), reference counting frees it after a refresh.
+    """
+    import functools
+    import gc
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        global _gc_readers
+        with _gc_lock:
+            _gc_readers += 1
+            gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _gc_lock:
+                _gc_readers -= 1
+                if not _gc_readers:
+                    gc.freeze()
+                    gc.enable()
+    return run
+
+
 def _get(obj: Any, name: str, default: Any = None) -> Any:
     """Attribute or key: the core's objects and their as_dict() forms both work."""
     if obj is None:
@@ -461,6 +494,7 @@ class Source:
 
     # -- overview ------------------------------------------------------------------------------
 
+    @_quiet_gc
     def overview(self) -> Overview:
         """Each panel is read on its own, so one unreadable source costs one panel."""
         from khotui.tui.viewmodel import overview as o
@@ -479,12 +513,14 @@ class Source:
 
     # -- memory map ----------------------------------------------------------------------------
 
+    @_quiet_gc
     def memory(self, plan: Plan | None = None, *, refresh: bool = False) -> MemoryMap:
         from khotui.tui.viewmodel import memory as m
         if refresh:
             self.status(refresh=True)
         return m.memory_map(self, plan)
 
+    @_quiet_gc
     def block_states(self) -> list[BlockRun] | Problem:
         """Each memory block's state, as runs: one file per block, so only on request."""
         from khotui.tui.viewmodel import memory as m
@@ -492,6 +528,7 @@ class Source:
 
     # -- handover ------------------------------------------------------------------------------
 
+    @_quiet_gc
     def handover(self, *, refresh: bool = False) -> Handover:
         from khotui.tui.viewmodel import handover as f
         if refresh:
@@ -500,6 +537,7 @@ class Source:
 
     # -- prepare / plan / load -----------------------------------------------------------------
 
+    @_quiet_gc
     def choices(self) -> Choices:
         from khotui.tui.viewmodel import load as l
         return l.choices(self)
@@ -508,6 +546,7 @@ class Source:
         from khotui.tui.viewmodel import load as l
         return l.cmdline_preview(self, current, new, kernel)
 
+    @_quiet_gc
     def plan(self, request: PlanInput) -> Plan:
         from khotui.tui.viewmodel import load as l
         return l.plan(self, request)
