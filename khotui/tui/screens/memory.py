@@ -62,8 +62,8 @@ is one file per block, 196,608 of them on a 24 TiB host.
 """
     BINDINGS = [
         Binding("slash", "search", "Search iomem", id="memory-search", key_display="/"),
-        Binding("b", "blocks", "Blocks", id="memory-blocks"),
-        Binding("s", "block_states", "Block states", id="memory-block-states"),
+        Binding("b", "blocks", "Blocks", id="memory-blocks", show=False),
+        Binding("s", "block_states", "Block states", id="memory-block-states", show=False),
         Binding("r", "refresh", "Refresh", id="memory-refresh"),
         Binding("0", "zoom_reset", "All memory", id="memory-zoom-reset", show=False),
     ]
