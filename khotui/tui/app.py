@@ -89,6 +89,44 @@ class KhotuiApp(App[int]):
         self.plan: Plan | None = None
         self.result: LoadResult | None = None
 
+    # -- terminal output -----------------------------------------------------------------------
+
+    _held_by: Screen | None = None
+
+    def hold_output(self, screen: Screen, timeout: float) -> None:
+        """Write nothing to the terminal while `screen` waits for its data (at most `timeout`
+        seconds). A placeholder frame costs as many bytes as the real one (6-8 KB at 80x24),
+        and the layout then settles in two or three more full frames (panels fill, a scrollbar
+        appears, text re-wraps): on a slow SSH link each delays the complete one. Everything
+        runs as usual meanwhile (layout, workers, keys); only the writes are dropped, and the
+        release draws the settled screen once (bench/tui_startup.py)."""
+        if self._held_by is None:
+            self._held_by = screen
+            self.set_timer(timeout, lambda: self.release_output(screen), name="hold-output")
+
+    def release_output(self, screen: Screen) -> None:
+        if self._held_by is screen:
+            self._held_by = None
+            # the next update becomes one full frame of the settled screen (what was dropped
+            # included); if none comes by itself, one is drawn after the next refresh
+            self._full_frame_due = True
+            self.call_after_refresh(self._draw_full_frame)
+
+    _full_frame_due = False
+
+    def _draw_full_frame(self) -> None:
+        if self._full_frame_due:
+            self._display(self.screen, None)
+
+    def _display(self, screen: Screen, renderable: Any) -> None:
+        if self._held_by is not None:
+            return
+        if self._full_frame_due and screen is self.screen:
+            self._full_frame_due = False
+            renderable = screen._compositor.render_update(
+                full=True, screen_stack=self._background_screens)
+        super()._display(screen, renderable)
+
     # -- navigation ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:

@@ -84,6 +84,7 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
     @on(HandoverLoaded)
     async def _loaded(self, event: HandoverLoaded) -> None:
         ho = event.handover
+        self.call_after_refresh(self.release_paint)
         trees = self.query_one("#fdt-trees", Horizontal)
         await trees.remove_children()
         warnings = self.query_one("#fdt-warnings", Static)

@@ -42,6 +42,7 @@ class SearchDone(Message):
 
 class MemoryScreen(KhotuiScreen):
     MODE = "memory"
+    HOLD = 0.5    # two frames of mounting, then the read
     # styled by memory.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Memory map
@@ -162,6 +163,7 @@ is one file per block, 196,608 of them on a 24 TiB host.
     @on(MemoryLoaded)
     def _loaded(self, event: MemoryLoaded) -> None:
         mm = event.memory
+        self.call_after_refresh(self.release_paint)
         self._plan_shown = self.app.plan  # type: ignore[attr-defined]
         self.memory = mm
         self.query_one(MemoryBands).set_data(mm.bands, mm.ranges)
