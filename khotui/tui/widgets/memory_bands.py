@@ -158,9 +158,10 @@ class MemoryBands(Widget, can_focus=True):
     def cells(self) -> int:
         return max(self.size.width - 2 - LABEL_W, 8)
 
-    def _col_of(self, band: Band, address: int) -> int:
+    def _col_of(self, band: Band, address: int, cells: int | None = None) -> int:
+        cells = cells or self.cells     # the size lookup is not free: loops pass it in
         span = band.end - band.start + 1
-        return min(self.cells - 1, max(0, (address - band.start) * self.cells // span))
+        return min(cells - 1, max(0, (address - band.start) * cells // span))
 
     def _cell_range(self, band: Band, col: int) -> tuple[int, int]:
         span = band.end - band.start + 1
@@ -257,11 +258,12 @@ class MemoryBands(Widget, can_focus=True):
         return max(1, len(self.bands) * (len(self.rows) + 1))
 
     def _layer_cells(self, band: Band, layer: str) -> list[str | None]:
-        cells: list[str | None] = [None] * self.cells
-        prio = [-1] * self.cells
+        width = self.cells
+        cells: list[str | None] = [None] * width
+        prio = [-1] * width
         for r in self._ranges_in(band, layer):
-            c0 = self._col_of(band, max(r.start, band.start))
-            c1 = self._col_of(band, min(r.end, band.end))
+            c0 = self._col_of(band, max(r.start, band.start), width)
+            c1 = self._col_of(band, min(r.end, band.end), width)
             p = KINDS[r.kind][2]
             for c in range(c0, c1 + 1):
                 if p > prio[c]:
