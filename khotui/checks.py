@@ -343,18 +343,17 @@ def check_cmdline(ctx: CheckContext) -> list[Finding]:
                                f"the next command line has {said}: the new kernel would ignore "
                                "the handed-over memory and lose what was preserved",
                                "add kho=on to the command line (--append kho=on)"))
-    limit = ctx.kernel_cmdline_size
-    if limit:
+    from khotui.cmdline import accepted_length
+    room = accepted_length(ctx.kernel_cmdline_size)
+    if room is not None:
         length = len(cmdline.encode()) + 1
-        # mirrors the "Kernel command line too long" test in bzImage64_load(),
-        # arch/x86/kernel/kexec-bzimage64.c: cmdline_len (with NUL) + MAX_ELFCOREHDR_STR_LEN
-        if length > limit or length + 30 > limit:
+        if length > room:
             out.append(Finding("cmdline-length", FAIL,
                                f"the command line is {length} bytes with its NUL; the image accepts "
-                               f"{limit - 30} (cmdline_size {limit} minus 30 reserved): EINVAL",
-                               "shorten the command line"))
+                               f"{room} (cmdline_size {ctx.kernel_cmdline_size} minus 30 reserved): "
+                               "EINVAL", "shorten the command line"))
         else:
-            out.append(Finding("cmdline-length", OK, f"command line {length} of {limit - 30} bytes"))
+            out.append(Finding("cmdline-length", OK, f"command line {length} of {room} bytes"))
     return out
 
 

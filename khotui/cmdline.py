@@ -91,5 +91,17 @@ def diff_cmdline(current: str, new: str) -> CmdlineDiff:
     return diff
 
 
+def accepted_length(cmdline_size: int | None) -> int | None:
+    """The longest command line an x86 image takes, in bytes with its NUL: the setup header's
+    `cmdline_size` minus the room kept for `elfcorehdr=` even on a normal load. None when the
+    image does not say (arm64, or no setup header)."""
+    # mirrors the "Kernel command line too long" test in bzImage64_load(),
+    # arch/x86/kernel/kexec-bzimage64.c: cmdline_len (with NUL) + MAX_ELFCOREHDR_STR_LEN
+    from khotui.kexec import MAX_ELFCOREHDR_STR_LEN
+    if not cmdline_size:
+        return None
+    return max(cmdline_size - MAX_ELFCOREHDR_STR_LEN, 0)
+
+
 def quote_for_shell(cmdline: str) -> str:
     return shlex.quote(cmdline)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from khotui import kexec
+from khotui import audit, kexec
 from khotui.kernellog import LoggedLoad, parse_kernel_log_all, read_kernel_log
 from khotui.host.sysroot import Sysroot
 from khotui.loadflow import OpenedFiles, run_load
@@ -71,11 +71,18 @@ class CommitResult:
 
 
 def load_flags(plan_result: Any) -> int:
-    flags = kexec.KEXEC_FILE_DEBUG  # always: the kernel then logs where it put each segment
+    """KEXEC_FILE_DEBUG always (the kernel then logs where it put each segment), NO_INITRAMFS
+    without an initrd, NO_CMA on request; minus the flags the running kernel predates, which it
+    would refuse with EINVAL (DEBUG before 6.8, NO_CMA before 6.17: kexec.FLAG_SINCE)."""
+    flags = kexec.KEXEC_FILE_DEBUG
     if plan_result.request.initrd is None:
         flags |= kexec.KEXEC_FILE_NO_INITRAMFS
     if plan_result.request.no_cma:
         flags |= kexec.KEXEC_FILE_NO_CMA
+    release = plan_result.status.boot.osrelease
+    for bit in kexec.FLAG_SINCE:
+        if flags & bit and kexec.flags_unsupported_by(bit, release):
+            flags &= ~bit
     return flags
 
 
@@ -145,6 +152,7 @@ def _loads_in_log(sysroot: Sysroot) -> list[LoggedLoad]:
 
 def load_opened(plan_result: Any, files: OpenedFiles, *, syscalls: kexec.Syscalls,
                 log_path: str | os.PathLike[str] | None,
+                syslog: Callable[[str, bool], None] | None = audit.default_syslog,
                 read_log: Callable[[], list[LoggedLoad]] | None = None) -> CommitResult:
     """The syscall on the opened files, then the kernel's placement read back and compared."""
     sysroot = plan_result.status.sysroot
@@ -152,7 +160,7 @@ def load_opened(plan_result: Any, files: OpenedFiles, *, syscalls: kexec.Syscall
     before = len(read_log())
     flags = load_flags(plan_result)
     outcome = run_load(files, plan_result.cmdline, flags=flags, syscalls=syscalls,
-                       log_path=log_path)
+                       log_path=log_path, syslog=syslog)
     result = outcome.result
     warnings = list(outcome.warnings)
     if not result.ok:

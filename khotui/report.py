@@ -435,6 +435,35 @@ def _writable_warnings(role: str, path: str, source: Any) -> list[tuple[str, str
     return out
 
 
+def next_kernel_config(status: HostStatus, kernel: Any) -> tuple[dict[str, str] | None, str | None]:
+    """The new kernel's build config and where it came from: /boot/config-<release>, else the
+    running kernel's when the release is the same; (None, None) when neither says."""
+    version = getattr(kernel, "version", None)
+    release = version.split()[0] if version else None
+    if not release:
+        return None, None
+    cfg_path = f"/boot/config-{release}"
+    text = status.sysroot.read_optional_text(cfg_path) if status.sysroot.exists(cfg_path) else None
+    if text is not None:
+        from khotui.host.boot import parse_config
+        return parse_config(text), status.sysroot.display(cfg_path)
+    if release == status.boot.osrelease and status.boot.config_source:
+        return status.boot.config, status.boot.config_source
+    return None, None
+
+
+def cmdline_findings(status: HostStatus, cmdline: str, kernel: Any = None) -> list[Finding]:
+    """The command-line checks of plan_load() alone (`cmdline-kho`, `cmdline-length`), for a
+    live preview while the operator edits: the same rule, the same words. `kernel` is the
+    inspected image (khotui.image) when one is chosen: its cmdline_size and its config."""
+    ctx = context_for(status)
+    ctx.cmdline = cmdline
+    if kernel is not None:
+        ctx.kernel_cmdline_size = getattr(getattr(kernel, "setup", None), "cmdline_size", None)
+        ctx.next_config, ctx.next_config_source = next_kernel_config(status, kernel)
+    return checks.check_cmdline(ctx)
+
+
 def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanRequest, kernel: Any,
                        initrd: Any, cmdline: str, plan: Any, *, kernel_file: Any = None,
                        initrd_file: Any = None) -> None:
@@ -459,15 +488,7 @@ def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanReque
     if initrd is not None:
         ctx.initrd_format = initrd.format
     ctx.cmdline = cmdline
-    release = (kernel.version or "").split()[0] if kernel.version else None
-    if release:
-        cfg_path = f"/boot/config-{release}"
-        text = status.sysroot.read_optional_text(cfg_path) if status.sysroot.exists(cfg_path) else None
-        if text is not None:
-            from khotui.host.boot import parse_config
-            ctx.next_config, ctx.next_config_source = parse_config(text), status.sysroot.display(cfg_path)
-        elif release == status.boot.osrelease and status.boot.config_source:
-            ctx.next_config, ctx.next_config_source = status.boot.config, status.boot.config_source
+    ctx.next_config, ctx.next_config_source = next_kernel_config(status, kernel)
     if plan is not None:
         ctx.plan_fits = plan.fits
         ctx.plan_errno = plan.errno

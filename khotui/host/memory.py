@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host.sysroot import Sysroot
@@ -352,6 +353,26 @@ def read_memory_blocks(sysroot: Sysroot, topology: Topology | None = None, *,
             blocks.append(_block(sysroot, index, block_size, attrs, node))
     blocks.sort(key=lambda b: b.index)
     return blocks
+
+
+def watch_memory_blocks(sysroot: Sysroot, cancelled: Callable[[], bool],
+                        poll: float = 1.0) -> Iterator[str]:
+    """Yield the action ('add', 'remove', 'online', 'offline') each time a memory block comes,
+    goes or changes state (udev `memory` events: memory hotplug, drivers/base/memory.c), until
+    `cancelled()` turns true; checked every `poll` seconds. Nothing on a snapshot, nor where
+    udev cannot be reached (no pyudev, a container without netlink): refresh on demand there."""
+    if not sysroot.is_live:
+        return
+    try:
+        import pyudev
+        monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+        monitor.filter_by("memory")
+    except Exception:
+        return
+    while not cancelled():
+        device = monitor.poll(timeout=poll)
+        if device is not None and device.action in ("add", "remove", "online", "offline"):
+            yield device.action
 
 
 def _udev_attr(dev, name: str) -> str | None:

@@ -60,7 +60,11 @@ class KhotuiApp(App[int]):
     """Prepare a kexec with KHO: see, choose, plan, confirm, load."""
 
     TITLE = "khotui"
-    CSS_PATH = "app.tcss"
+    # Every screen's .tcss (beside the screen it styles) is read once, with the app: Textual
+    # re-parses all CSS and restyles every node when a screen brings a new CSS_PATH, a 100-300 ms
+    # freeze on the first visit of each screen (bench/tui_scale.py).
+    CSS_PATH = ["app.tcss", "screens/memory.tcss", "screens/handover.tcss", "screens/prepare.tcss",
+                "screens/plan.tcss"]
     MODES = {"overview": _overview, "memory": _memory, "handover": _handover,
              "prepare": _prepare, "plan": _plan}
     ENABLE_COMMAND_PALETTE = True
@@ -84,6 +88,44 @@ class KhotuiApp(App[int]):
         self.plan_input: PlanInput | None = None
         self.plan: Plan | None = None
         self.result: LoadResult | None = None
+
+    # -- terminal output -----------------------------------------------------------------------
+
+    _held_by: Screen | None = None
+
+    def hold_output(self, screen: Screen, timeout: float) -> None:
+        """Write nothing to the terminal while `screen` waits for its data (at most `timeout`
+        seconds). A placeholder frame costs as many bytes as the real one (6-8 KB at 80x24),
+        and the layout then settles in two or three more full frames (panels fill, a scrollbar
+        appears, text re-wraps): on a slow SSH link each delays the complete one. Everything
+        runs as usual meanwhile (layout, workers, keys); only the writes are dropped, and the
+        release draws the settled screen once (bench/tui_startup.py)."""
+        if self._held_by is None:
+            self._held_by = screen
+            self.set_timer(timeout, lambda: self.release_output(screen), name="hold-output")
+
+    def release_output(self, screen: Screen) -> None:
+        if self._held_by is screen:
+            self._held_by = None
+            # the next update becomes one full frame of the settled screen (what was dropped
+            # included); if none comes by itself, one is drawn after the next refresh
+            self._full_frame_due = True
+            self.call_after_refresh(self._draw_full_frame)
+
+    _full_frame_due = False
+
+    def _draw_full_frame(self) -> None:
+        if self._full_frame_due:
+            self._display(self.screen, None)
+
+    def _display(self, screen: Screen, renderable: Any) -> None:
+        if self._held_by is not None:
+            return
+        if self._full_frame_due and screen is self.screen:
+            self._full_frame_due = False
+            renderable = screen._compositor.render_update(
+                full=True, screen_stack=self._background_screens)
+        super()._display(screen, renderable)
 
     # -- navigation ----------------------------------------------------------------------------
 
@@ -147,9 +189,9 @@ class KhotuiApp(App[int]):
         from khotui.tui.screens.confirm import ConfirmLoadScreen
         event.plan.files = event.hashes
 
-        def confirmed(ok: bool | None) -> None:
+        def confirmed(ok: bool | str | None) -> None:
             if ok:
-                self.run_load(event.plan, event.files)
+                self.run_load(event.plan, event.files, force=ok == "force")
             else:
                 event.files.close()
                 self.notify("not loaded", timeout=2)
@@ -159,8 +201,8 @@ class KhotuiApp(App[int]):
                          confirmed)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def run_load(self, plan: Plan, files: Any = None) -> None:
-        self.post_message(LoadFinished(self.source.load(plan, files)))
+    def run_load(self, plan: Plan, files: Any = None, force: bool = False) -> None:
+        self.post_message(LoadFinished(self.source.load(plan, files, force=force)))
 
     @on(UnloadRequested)
     def _unload_requested(self, event: UnloadRequested) -> None:

@@ -145,11 +145,25 @@ async def _pick_files(pilot, app, kernel: Path, initrd: Path | None) -> None:  #
         await press(pilot, app, "enter")
 
 
+def _copy_capture(name: str, tmp_path: Path) -> Path:
+    import shutil
+    root = tmp_path / name / "sysroot"
+    shutil.copytree(CAPTURES / name / "sysroot", root, symlinks=True)
+    return root
+
+
+def _kernel_logs(capture: str, root: Path):  # noqa: ANN202
+    """The capture's kernel log, written to the snapshot's /dmesg when the fake load runs: the
+    kernel's own KEXEC_FILE_DEBUG lines for the load the capture recorded."""
+    log = (CAPTURES / capture / "load" / "kernel.log").read_text()
+    return lambda: (root / "dmesg").write_text(log)
+
+
 @pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")
-async def test_load_goes_to_the_syscall_seam_and_shows_the_result(tmp_path):
-    root = CAPTURES / "two-nodes" / "sysroot"
+async def test_load_goes_to_the_syscall_seam_and_shows_actual_vs_predicted(tmp_path):
+    root = _copy_capture("two-nodes", tmp_path)
     initrd = make_initrd(8 << 20, tmp_path / "initrd.cpio")
-    fake = FakeSyscalls()
+    fake = FakeSyscalls(on_load=_kernel_logs("two-nodes", root))
     app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
                   syslog=None)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -162,6 +176,7 @@ async def test_load_goes_to_the_syscall_seam_and_shows_the_result(tmp_path):
         await press(pilot, app, "l")
         text = screen_text(app)
         assert "sha256" in text and "two-nodes" in text
+        assert "Load anyway" not in text                          # nothing to override
         await type_text(pilot, app, "wrong")
         await press(pilot, app, "enter")
         assert fake.calls == []                                   # a wrong name loads nothing
@@ -169,15 +184,23 @@ async def test_load_goes_to_the_syscall_seam_and_shows_the_result(tmp_path):
         await type_text(pilot, app, "two-nodes")
         await press(pilot, app, "enter")
         assert len(fake.calls) == 1
-        _, _, cmdline, _ = fake.calls[0]
+        _, _, cmdline, flags = fake.calls[0]
         assert b"kho=on" in cmdline and b"BOOT_IMAGE" not in cmdline
+        assert flags & 0x8                                        # KEXEC_FILE_DEBUG
         assert app.result.ok and not app.result.dry_run
-        assert "kexec_file_load succeeded" in screen_text(app)
+        text = screen_text(app)
+        assert "kexec_file_load succeeded" in text and "where the preview said" in text
+        # the kernel's own placement beside the preview, segment by segment
+        assert "predicted" in text and "actual" in text
+        rows = [line for line in text.splitlines() if "✓ same" in line]
+        assert len(rows) == 5, text
+        assert any("initrd" in r and r.count("0x7c200000") == 2 for r in rows), text
+        assert "kexec -e" in text                                 # how to execute (no systemd)
         assert (tmp_path / "khotui.log").exists()
 
 
 @pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")
-async def test_refused_load_scratch_too_small_explains_eaddrnotavail(tmp_path):
+async def test_a_failing_check_refuses_the_load_before_the_syscall(tmp_path):
     root = CAPTURES / "scratch-too-small" / "sysroot"
     initrd = make_initrd(64 << 20, tmp_path / "initrd64.cpio")
     fake = FakeSyscalls(errno=errno.EADDRNOTAVAIL)
@@ -190,11 +213,40 @@ async def test_refused_load_scratch_too_small_explains_eaddrnotavail(tmp_path):
         text = screen_text(app)
         assert "fits nowhere" in text and "EADDRNOTAVAIL" in text
         await press(pilot, app, "l")
+        assert "Load anyway, overriding" in screen_text(app)
         await type_text(pilot, app, "scratch-too-small")
         await press(pilot, app, "enter")
-        text = screen_text(app)
-        assert not app.result.ok and "EADDRNOTAVAIL" in text
-        assert "fix" in text
+        assert fake.calls == []
+        text = " ".join(screen_text(app).split())
+        assert not app.result.ok and "Refused: a check fails" in text
+        assert "nothing was loaded" in text and "segments-fit: EADDRNOTAVAIL" in text
+        assert "kho_scratch=" in text                              # what to do about it
+
+
+@pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")
+async def test_forced_load_eaddrnotavail_names_the_initrd_and_the_regions(tmp_path):
+    root = CAPTURES / "scratch-too-small" / "sysroot"
+    initrd = make_initrd(64 << 20, tmp_path / "initrd64.cpio")
+    fake = FakeSyscalls(errno=errno.EADDRNOTAVAIL)
+    app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
+                  syslog=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _pick_files(pilot, app, KERNEL, initrd)
+        await press(pilot, app, "p", "l")
+        await type_text(pilot, app, "scratch-too-small")
+        await press(pilot, app, "tab", "space")                 # tick the override
+        assert app.screen.query_one("#confirm-force").value
+        await press(pilot, app, "shift+tab", "enter")
+        assert len(fake.calls) == 1                               # forced: the kernel answers
+        r = app.result
+        assert not r.ok and r.errno == "EADDRNOTAVAIL"
+        assert r.cause.startswith("initrd (64 MiB) fits in no scratch region: lowmem")
+        assert "global" in r.cause and "kho_scratch=" in r.fix
+        text = " ".join(screen_text(app).split())
+        assert "Load failed: EADDRNOTAVAIL" in text
+        assert "initrd (64 MiB) fits in no scratch region" in text
+        assert "failing checks overridden by the operator: segments-fit" in text
+        assert "initrd — 64 MiB" in text                           # the prediction beside it
 
 
 async def test_kho_off_explains_itself():

@@ -15,6 +15,44 @@ class KhotuiScreen(Screen):
     MODE = ""
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
+    # Until its data is in, the screen sends nothing to the terminal (at most this long, s);
+    # see KhotuiApp.hold_output. 0: draw at once.
+    HOLD = 0.3
+
+    def __init__(self) -> None:
+        super().__init__()
+        if self.HOLD:
+            # from creation: switching to a new screen draws it before its on_mount runs
+            self.hold_paint(self.HOLD)
+        # A new screen counts as stale CSS, and Textual answers its first show with a full
+        # reparse (a fresh Stylesheet, nothing cached) and a restyle of every node of every
+        # screen. All of khotui's CSS came with the app, so this screen is as current as the app.
+        self._css_update_count = self.app._css_update_count
+
+    # -- one paint per screen's data, not a placeholder and then the data --------------------
+
+    def hold_paint(self, timeout: float) -> None:
+        """Send nothing to the terminal until `release_paint()` (the screen's data is in) or
+        `timeout` seconds, whichever is first (KhotuiApp.hold_output)."""
+        self.app.hold_output(self, timeout)  # type: ignore[attr-defined]
+
+    def release_paint(self) -> None:
+        self._shown = True
+        # a few more ticks first: the layout settles (a scrollbar appears, text re-wraps) in
+        # passes, each a frame of its own; held, they cost nothing
+        self.set_timer(0.05, lambda: self.app.release_output(self))  # type: ignore[attr-defined]
+
+    def on_screen_suspend(self) -> None:
+        self.app.release_output(self)  # type: ignore[attr-defined]
+
+    _shown = False
+
+    def on_screen_resume(self) -> None:
+        # back to a screen already drawn: its frame, once, not the footer's re-layout after it
+        if self._shown:
+            self.hold_paint(0.2)
+            self.release_paint()
+
     def compose(self) -> ComposeResult:
         source = self.app.source  # type: ignore[attr-defined]
         yield NavBar(self.MODE, source.label, dry_run=source.dry_run)
@@ -23,3 +61,4 @@ class KhotuiScreen(Screen):
 
     def compose_body(self) -> ComposeResult:
         yield from ()
+

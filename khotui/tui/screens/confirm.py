@@ -8,14 +8,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, Checkbox, Input, Static
 
 from khotui.tui import fmt
 from khotui.tui.viewmodel import Plan
 from khotui.tui.widgets.findings import findings_content
 
 
-class _TypedConfirm(ModalScreen[bool]):
+class _TypedConfirm(ModalScreen["bool | str"]):
     """Shared shape: a body, an input that must equal the host name, Confirm/Cancel."""
 
     DEFAULT_CSS = """
@@ -26,6 +26,7 @@ class _TypedConfirm(ModalScreen[bool]):
     _TypedConfirm #confirm-buttons { height: auto; align-horizontal: right; }
     _TypedConfirm Button { margin-left: 1; min-width: 10; }
     _TypedConfirm #confirm-hint { height: auto; }
+    _TypedConfirm #confirm-force { margin-top: 1; border: none; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm-cancel")]
 
@@ -38,6 +39,13 @@ class _TypedConfirm(ModalScreen[bool]):
 
     def body(self) -> Content:
         return Content("")
+
+    def extra(self) -> ComposeResult:
+        """Widgets between the host name and the buttons."""
+        yield from ()
+
+    def confirm_value(self) -> bool | str:
+        return True
 
     def compose(self) -> ComposeResult:
         with Vertical() as v:
@@ -52,6 +60,7 @@ class _TypedConfirm(ModalScreen[bool]):
             yield Static(Content.from_markup("Type the host name [b]$h[/] to confirm:", h=self.hostname),
                          id="confirm-hint")
             yield Input(placeholder=self.hostname, id="confirm-host")
+            yield from self.extra()
             with Horizontal(id="confirm-buttons"):
                 yield Button("Cancel", id="confirm-no")
                 yield Button(self.action_word + (" (dry run)" if self.dry_run else ""),
@@ -67,14 +76,14 @@ class _TypedConfirm(ModalScreen[bool]):
     @on(Input.Submitted, "#confirm-host")
     def _submitted(self, event: Input.Submitted) -> None:
         if event.value.strip() == self.hostname:
-            self.dismiss(True)
+            self.dismiss(self.confirm_value())
         else:
             self.notify(f"type {self.hostname!r} exactly to confirm, or esc to cancel",
                         severity="warning")
 
     @on(Button.Pressed, "#confirm-yes")
     def _yes(self) -> None:
-        self.dismiss(True)
+        self.dismiss(self.confirm_value())
 
     @on(Button.Pressed, "#confirm-no")
     def _no(self) -> None:
@@ -108,6 +117,20 @@ class ConfirmLoadScreen(_TypedConfirm):
         if not p.would_succeed:
             out += Content("\n") + findings_content(p.findings, only_problems=True)
         return out
+
+    def _failing(self) -> list[str]:
+        return [f.id for f in self.plan.findings if f.status == "fail"]
+
+    def extra(self) -> ComposeResult:
+        # khotui load --force: a failing check refuses the load unless the operator overrides
+        # it here, by name; the plan is checked again on the opened files either way
+        failing = self._failing()
+        if failing and not self.dry_run:
+            yield Checkbox(f"Load anyway, overriding {', '.join(failing)}", id="confirm-force")
+
+    def confirm_value(self) -> bool | str:
+        boxes = self.query("#confirm-force")
+        return "force" if boxes and boxes.first(Checkbox).value else True
 
 
 class ConfirmUnloadScreen(_TypedConfirm):

@@ -6,15 +6,16 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Static, Tree
 
 from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import FdtBlob, FdtNodeView, Handover, HandoverSide, Problem
-from khotui.tui.widgets.hexview import hexdump
+from khotui.tui.widgets.lazytree import Group, add_children, expand_group
 from khotui.tui.widgets.panel import problem_content
+from khotui.tui.widgets.textview import TextView
 
 VIEWS = ("decoded", "dts", "hex")
 
@@ -25,9 +26,15 @@ class HandoverLoaded(Message):
         self.handover = handover
 
 
+class TextReady(Message):
+    def __init__(self, blob: FdtBlob, mode: str, lines: list[str], width: int) -> None:
+        super().__init__()
+        self.blob, self.mode, self.lines, self.width = blob, mode, lines, width
+
+
 class HandoverScreen(KhotuiScreen):
     MODE = "handover"
-    CSS_PATH = "handover.tcss"
+    # styled by handover.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Handover (FDT) explorer
 
@@ -51,28 +58,33 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
     def compose_body(self) -> ComposeResult:
         yield Static("", id="fdt-warnings")
         yield Horizontal(id="fdt-trees")
-        with VerticalScroll(id="fdt-detail-scroll"):
-            yield Static(Content.from_markup("[dim]reading the handover state…[/]"), id="fdt-detail")
+        with Vertical(id="fdt-detail-box"):
+            with VerticalScroll(id="fdt-detail-scroll"):
+                yield Static(Content.from_markup("[dim]reading the handover state…[/]"),
+                             id="fdt-detail")
+            yield TextView(id="fdt-text")
 
     def on_mount(self) -> None:
         self.view_mode = "decoded"
         self.selected: tuple[FdtBlob, FdtNodeView | None] | None = None
+        self.query_one("#fdt-text").display = False
         self.load_handover()
 
     def action_refresh(self) -> None:
-        self.load_handover()
+        self.load_handover(refresh=True)
 
     def action_cycle_view(self) -> None:
         self.view_mode = VIEWS[(VIEWS.index(self.view_mode) + 1) % len(VIEWS)]
         self._show_detail()
 
     @work(thread=True, exclusive=True, group="handover", exit_on_error=False)
-    def load_handover(self) -> None:
-        self.post_message(HandoverLoaded(self.app.source.handover()))  # type: ignore[attr-defined]
+    def load_handover(self, refresh: bool = False) -> None:
+        self.post_message(HandoverLoaded(self.app.source.handover(refresh=refresh)))  # type: ignore[attr-defined]
 
     @on(HandoverLoaded)
     async def _loaded(self, event: HandoverLoaded) -> None:
         ho = event.handover
+        self.call_after_refresh(self.release_paint)
         trees = self.query_one("#fdt-trees", Horizontal)
         await trees.remove_children()
         warnings = self.query_one("#fdt-warnings", Static)
@@ -100,48 +112,102 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
     def _side_tree(self, i: int, side: HandoverSide) -> Tree:
         tree: Tree = Tree(side.title, id=f"fdt-side-{i}", classes="fdt-tree")
         tree.root.expand()
-        for blob in side.blobs:
-            label = Text.assemble((blob.name, "bold"), (f" {blob.kind}, {blob.size} B", "dim"),
-                                  (" !" if blob.warnings else "", "bold"))
-            node = tree.root.add(label, data=(blob, blob.root),
-                                 allow_expand=bool(blob.root and blob.root.children))
-            if blob is side.blobs[0] and blob.root and len(blob.root.children) < 50:
-                self._add_children(node, blob, blob.root)   # the root FDT opens expanded
-                node.expand()
+        add_children(tree.root, side.blobs, **BLOBS)
+        first = side.blobs[0] if side.blobs else None
+        if first and first.root and first.root.child_count < 50 and tree.root.children:
+            node = tree.root.children[0]
+            add_children(node, first.root.children, **_nodes_of(first))  # the root FDT, open
+            node.expand()
         return tree
-
-    def _add_children(self, node, blob: FdtBlob, fnode: FdtNodeView) -> None:  # noqa: ANN001
-        for child in fnode.children:
-            node.add(child.name, data=(blob, child), allow_expand=bool(child.children))
 
     @on(Tree.NodeExpanded, ".fdt-tree")
     def _expand(self, event: Tree.NodeExpanded) -> None:
-        data = event.node.data
-        if data and data[1] is not None and not event.node.children:
-            self._add_children(event.node, data[0], data[1])
+        node = event.node
+        if isinstance(node.data, Group):
+            items = node.data.items
+            if items and isinstance(items[0], FdtBlob):
+                expand_group(node, **BLOBS)
+            else:
+                parent = node.parent
+                while parent is not None and isinstance(parent.data, Group):
+                    parent = parent.parent
+                if parent is not None and parent.data:
+                    expand_group(node, **_nodes_of(parent.data[0]))
+            return
+        data = node.data
+        if data and data[1] is not None and not node.children:
+            add_children(node, data[1].children, **_nodes_of(data[0]))
 
     @on(Tree.NodeHighlighted, ".fdt-tree")
     def _highlight(self, event: Tree.NodeHighlighted) -> None:
-        if event.node.data:
+        if event.node.data and not isinstance(event.node.data, Group):
             self.selected = event.node.data
             self._show_detail()
 
     def _show_detail(self) -> None:
-        detail = self.query_one("#fdt-detail", Static)
         if not self.selected:
             return
         blob, fnode = self.selected
+        box = self.query_one("#fdt-detail-box")
+        box.border_title = f"{blob.path} — {self.view_mode} (v)"
+        text_view = self.query_one("#fdt-text", TextView)
         scroll = self.query_one("#fdt-detail-scroll")
-        scroll.border_title = f"{blob.path} — {self.view_mode} (v)"
-        detail.update(detail_content(blob, fnode, self.view_mode))
+        mode = self._text_mode(blob)
+        if mode is None:
+            text_view.display = False
+            scroll.display = True
+            self.query_one("#fdt-detail", Static).update(detail_content(blob, fnode))
+            return
+        scroll.display = False
+        text_view.display = True
+        text_view.set_lines([f"rendering the {mode}…"])
+        self.render_text(blob, mode)
+
+    def _text_mode(self, blob: FdtBlob) -> str | None:
+        """None for the decoded view, else which text: raw blobs are only ever hex."""
+        if blob.kind == "raw":
+            return "hex"
+        if self.view_mode == "decoded":
+            return None
+        return "dts" if self.view_mode == "dts" and blob.kind == "fdt" else "hex"
+
+    @work(thread=True, exclusive=True, group="fdt-text", exit_on_error=False)
+    def render_text(self, blob: FdtBlob, mode: str) -> None:
+        """DTS or hex lines off the event loop: 40,000 lines for a 10,000-node FDT."""
+        if mode == "dts":
+            lines = (blob.dts() or "(no DTS view for this blob)").splitlines()
+        else:
+            lines = hex_lines(blob)
+        self.post_message(TextReady(blob, mode, lines, max((len(x) for x in lines), default=0)))
+
+    @on(TextReady)
+    def _text_ready(self, event: TextReady) -> None:
+        if self.selected and self.selected[0] is event.blob and self._text_mode(event.blob) == event.mode:
+            self.query_one("#fdt-text", TextView).set_lines(event.lines, event.width)
 
 
-def detail_content(blob: FdtBlob, fnode: FdtNodeView | None, view: str) -> Content:
-    if view == "hex" or blob.kind == "raw":
-        head = Content.from_markup("[dim]$p, $n bytes[/]\n", p=blob.path, n=str(blob.size))
-        return head + hexdump(blob.raw)
-    if view == "dts":
-        return Content(blob.dts or "(no DTS view for this blob)")
+def _blob_label(blob: FdtBlob) -> Text:
+    return Text.assemble((blob.name, "bold"), (f" {blob.kind}, {blob.size} B", "dim"),
+                         (" !" if blob.warnings else "", "bold"))
+
+
+# how the tree shows blobs, and the nodes of one blob (widgets/lazytree.add_children)
+BLOBS = dict(label=_blob_label, data=lambda blob: (blob, blob.root),
+             expandable=lambda blob: bool(blob.root and blob.root.child_count),
+             group_label=lambda blobs: f"{blobs[0].name} … {blobs[-1].name}")
+
+
+def _nodes_of(blob: FdtBlob) -> dict:
+    return dict(label=lambda c: c.name, data=lambda c: (blob, c),
+                expandable=lambda c: bool(c.child_count),
+                group_label=lambda cs: f"{cs[0].name} … {cs[-1].name}")
+
+
+def hex_lines(blob: FdtBlob) -> list[str]:
+    return [f"{blob.path}, {blob.size} bytes", *blob.hex().splitlines()]
+
+
+def detail_content(blob: FdtBlob, fnode: FdtNodeView | None) -> Content:
     if blob.kind == "struct":
         lines = [Content.from_markup("[b]$n[/] [dim](packed struct, not an FDT)[/]", n=blob.name)]
         for k, v in blob.fields:
@@ -155,6 +221,6 @@ def detail_content(blob: FdtBlob, fnode: FdtNodeView | None, view: str) -> Conte
     width = max((len(p.name) for p in fnode.properties), default=8)
     for prop in fnode.properties:
         lines.append(Content.from_markup("[$secondary]$k[/] $v", k=f"{prop.name:<{width}}", v=prop.value))
-    if fnode.children:
-        lines.append(Content.from_markup("[dim]$n child node(s)[/]", n=str(len(fnode.children))))
+    if fnode.child_count:
+        lines.append(Content.from_markup("[dim]$n child node(s)[/]", n=str(fnode.child_count)))
     return Content("\n").join(lines)

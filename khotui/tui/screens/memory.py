@@ -6,15 +6,16 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent, TabPane, Tree
+from textual.widgets import ContentSwitcher, DataTable, Input, OptionList, Static, Tree
 from textual.widgets.option_list import Option
 
 from khotui.tui import fmt
 from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import BlockRun, IomemLine, MemoryMap, Problem
+from khotui.tui.widgets.lazytree import Group, add_children, expand_group
 from khotui.tui.widgets.memory_bands import MemoryBands, legend
 from khotui.tui.widgets.panel import problem_content
 
@@ -27,9 +28,22 @@ class MemoryLoaded(Message):
         self.memory = memory
 
 
+class BlockStatesRead(Message):
+    def __init__(self, runs: list[BlockRun] | Problem) -> None:
+        super().__init__()
+        self.runs = runs
+
+
+class SearchDone(Message):
+    def __init__(self, query: str, matches: list[IomemLine]) -> None:
+        super().__init__()
+        self.query, self.matches = query, matches
+
+
 class MemoryScreen(KhotuiScreen):
     MODE = "memory"
-    CSS_PATH = "memory.tcss"
+    HOLD = 0.5    # two frames of mounting, then the read
+    # styled by memory.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Memory map
 
@@ -42,11 +56,15 @@ Move the cursor with ←/→ (↑/↓ between nodes); **+** or enter zooms in ar
 out, **0** shows everything, **n** jumps to the next scratch region or segment. The line under
 the map names what is under the cursor.
 
-Beside it, **/proc/iomem** as a tree (expanded on demand) with **/** to search by name or
-address, and the **memory blocks** per node, in runs of consecutive blocks.
+Beside it (**/** and **b** switch), **/proc/iomem** as a tree (expanded on demand; long lists come in groups of 100)
+with **/** to search by name or address, and the **memory blocks** per node, in runs of
+consecutive blocks. On a large host each block's state is read only when asked (**s**): it
+is one file per block, 196,608 of them on a 24 TiB host.
 """
     BINDINGS = [
         Binding("slash", "search", "Search iomem", id="memory-search", key_display="/"),
+        Binding("b", "blocks", "Blocks", id="memory-blocks", show=False),
+        Binding("s", "block_states", "Block states", id="memory-block-states", show=False),
         Binding("r", "refresh", "Refresh", id="memory-refresh"),
         Binding("0", "zoom_reset", "All memory", id="memory-zoom-reset", show=False),
     ]
@@ -54,51 +72,103 @@ address, and the **memory blocks** per node, in runs of consecutive blocks.
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="mem-main"):
             with Vertical(id="map-pane"):
-                yield MemoryBands(id="bands")
-                yield Static("", id="cursor-info")
+                with VerticalScroll(id="bands-scroll"):   # 32 nodes: taller than the screen
+                    yield MemoryBands(id="bands")
+                yield Static(Content.from_markup("[dim]reading the memory map…[/]"),
+                             id="cursor-info")
                 yield Static(legend(), id="legend")
-            with TabbedContent(id="mem-tabs"):
-                with TabPane("/proc/iomem", id="tab-iomem"):
-                    yield Input(placeholder="/ search name or address (enter)", id="iomem-search")
-                    yield OptionList(id="iomem-results")
-                    yield Tree("/proc/iomem", id="iomem-tree")
-                with TabPane("Memory blocks", id="tab-blocks"):
-                    yield DataTable(id="blocks", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="mem-tabs"):
+                yield Static(self._tab_bar("tab-iomem"), id="mem-tab-bar")
 
     def on_mount(self) -> None:
-        self.query_one("#iomem-results").display = False
         self.query_one(MemoryBands).focus()
+        # The first frame is the picture; the iomem and blocks panes (five heavy widgets, as
+        # long again to mount) come in the next one, then the read starts.
+        self.call_after_refresh(self._mount_panes)
+
+    async def _mount_panes(self) -> None:
+        switcher = ContentSwitcher(
+            Vertical(Input(placeholder="/ search name or address (enter)", id="iomem-search"),
+                     OptionList(id="iomem-results"), Tree("/proc/iomem", id="iomem-tree"),
+                     id="tab-iomem"),
+            Vertical(DataTable(id="blocks", cursor_type="row", zebra_stripes=True),
+                     id="tab-blocks"),
+            initial="tab-iomem", id="mem-switcher")
+        await self.query_one("#mem-tabs").mount(switcher)
+        self.query_one("#iomem-results").display = False
         self.load_memory()
+
+    @staticmethod
+    def _tab_bar(active: str) -> Content:
+        parts = []
+        for tab, key, title in (("tab-iomem", "/", "/proc/iomem"), ("tab-blocks", "b", "Memory blocks")):
+            style = "b reverse $primary" if tab == active else "$foreground 70%"
+            parts.append(Content.from_markup(f"[@click=screen.show_tab('{tab}')][{style}] $t [/][/]",
+                                             t=f"{title} ({key})"))
+        return Content(" ").join(parts)
+
+    def action_show_tab(self, tab: str) -> None:
+        switchers = self.query("#mem-switcher")
+        if switchers:
+            switchers.first(ContentSwitcher).current = tab
+            self.query_one("#mem-tab-bar", Static).update(self._tab_bar(tab))
+
+    def action_blocks(self) -> None:
+        self.action_show_tab("tab-blocks")
+        if self.query("#blocks"):
+            self.query_one("#blocks", DataTable).focus()
 
     def action_refresh(self) -> None:
-        self.load_memory()
+        self.load_memory(refresh=True)
+
+    def action_block_states(self) -> None:
+        mm = getattr(self, "memory", None)
+        if mm is None or not isinstance(mm.blocks, list):
+            return
+        self.action_show_tab("tab-blocks")
+        self.notify(f"reading the state of {mm.block_count:,} memory blocks…", timeout=3)
+        self.read_block_states()
+
+    @work(thread=True, exclusive=True, group="block-states", exit_on_error=False)
+    def read_block_states(self) -> None:
+        self.post_message(BlockStatesRead(self.app.source.block_states()))  # type: ignore[attr-defined]
+
+    @on(BlockStatesRead)
+    def _states(self, event: BlockStatesRead) -> None:
+        mm = getattr(self, "memory", None)
+        if mm is not None and isinstance(event.runs, list):
+            mm.blocks = event.runs
+        self._fill_blocks(event.runs, mm.block_size if mm else None)
 
     def action_search(self) -> None:
-        self.query_one(TabbedContent).active = "tab-iomem"
+        if not self.query("#iomem-search"):
+            return
+        self.action_show_tab("tab-iomem")
         self.query_one("#iomem-search", Input).focus()
 
     def action_zoom_reset(self) -> None:
         self.query_one(MemoryBands).action_zoom_reset()
 
     @work(thread=True, exclusive=True, group="memory", exit_on_error=False)
-    def load_memory(self) -> None:
+    def load_memory(self, refresh: bool = False) -> None:
         app = self.app
-        self.post_message(MemoryLoaded(app.source.memory(app.plan)))  # type: ignore[attr-defined]
+        self.post_message(MemoryLoaded(app.source.memory(app.plan, refresh=refresh)))  # type: ignore[attr-defined]
 
     def on_screen_resume(self) -> None:
         # a plan made since the last visit adds its segments to the picture
         plan = self.app.plan  # type: ignore[attr-defined]
-        if plan is not None and getattr(self, "_plan_shown", None) is not plan:
+        if plan is not None and hasattr(self, "memory") and self._plan_shown is not plan:
             self.load_memory()
 
     @on(MemoryLoaded)
     def _loaded(self, event: MemoryLoaded) -> None:
         mm = event.memory
+        self.call_after_refresh(self.release_paint)
         self._plan_shown = self.app.plan  # type: ignore[attr-defined]
         self.memory = mm
         self.query_one(MemoryBands).set_data(mm.bands, mm.ranges)
         self._fill_tree(mm.iomem)
-        self._fill_blocks(mm.blocks, mm.block_size)
+        self._fill_blocks(mm.blocks, mm.block_size, mm.block_count)
         if mm.notes:
             self.query_one("#legend", Static).update(
                 legend() + Content("\n") + Content("\n").join(
@@ -130,17 +200,20 @@ address, and the **memory blocks** per node, in runs of consecutive blocks.
         return Text.assemble((f"{line.start:08x}-{line.end:08x}", "dim"), " ", line.name)
 
     def _add_children(self, node, lines: list[IomemLine]) -> None:  # noqa: ANN001
-        for line in lines:
-            if line.children:
-                node.add(self._label(line), data=line, allow_expand=True)
-            else:
-                node.add_leaf(self._label(line), data=line)
+        add_children(node, lines, label=self._label, data=lambda line: line,
+                     expandable=lambda line: line.has_children,
+                     group_label=lambda ls: f"{ls[0].start:08x}-{ls[-1].end:08x}")
 
     @on(Tree.NodeExpanded, "#iomem-tree")
     def _expand(self, event: Tree.NodeExpanded) -> None:
         node = event.node
+        if isinstance(node.data, Group):
+            expand_group(node, label=self._label, data=lambda line: line,
+                         expandable=lambda line: line.has_children,
+                         group_label=lambda ls: f"{ls[0].start:08x}-{ls[-1].end:08x}")
+            return
         line = node.data
-        if isinstance(line, IomemLine) and not node.children and line.children:
+        if isinstance(line, IomemLine) and not node.children and line.has_children:
             self._add_children(node, line.children)
 
     @on(Tree.NodeSelected, "#iomem-tree")
@@ -153,19 +226,29 @@ address, and the **memory blocks** per node, in runs of consecutive blocks.
 
     @on(Input.Submitted, "#iomem-search")
     def _search(self, event: Input.Submitted) -> None:
-        results = self.query_one("#iomem-results", OptionList)
-        results.clear_options()
         query = event.value.strip()
         iomem = getattr(self, "memory", None)
         if not query or iomem is None or isinstance(iomem.iomem, Problem):
+            results = self.query_one("#iomem-results", OptionList)
+            results.clear_options()
             results.display = False
             return
-        matches = search_iomem(iomem.iomem, query, MAX_RESULTS)
-        self._matches = matches
-        if not matches:
-            results.add_option(Option(f"no range matches {query!r}", disabled=True))
-        for i, line in enumerate(matches):
-            results.add_option(Option(self._label(line), id=str(i)))
+        self.search(iomem.iomem, query)
+
+    @work(thread=True, exclusive=True, group="iomem-search", exit_on_error=False)
+    def search(self, lines: list[IomemLine], query: str) -> None:
+        # 20,000 lines on a big host: walked off the event loop
+        self.post_message(SearchDone(query, search_iomem(lines, query, MAX_RESULTS)))
+
+    @on(SearchDone)
+    def _search_done(self, event: SearchDone) -> None:
+        results = self.query_one("#iomem-results", OptionList)
+        results.clear_options()
+        self._matches = event.matches
+        if not event.matches:
+            results.add_option(Option(f"no range matches {event.query!r}", disabled=True))
+        results.add_options([Option(self._label(line), id=str(i))
+                             for i, line in enumerate(event.matches)])
         results.display = True
         results.highlighted = 0
         results.focus()
@@ -178,22 +261,25 @@ address, and the **memory blocks** per node, in runs of consecutive blocks.
 
     # -- memory blocks -----------------------------------------------------------------------
 
-    def _fill_blocks(self, blocks: list[BlockRun] | Problem, block_size: int | None) -> None:
+    def _fill_blocks(self, blocks: list[BlockRun] | Problem, block_size: int | None,
+                     count: int | None = None) -> None:
         table = self.query_one("#blocks", DataTable)
         table.clear(columns=True)
         if isinstance(blocks, Problem):
             table.add_column("memory blocks")
             table.add_row(problem_content(blocks))
             return
-        table.add_columns("node", "blocks", "start", "end", "size", "state")
+        known = all(run.state for run in blocks)
+        table.add_columns("node", "blocks", "start", "end", "size",
+                          "state" if known else "state (s reads)")
         for run in blocks:
-            count = run.last - run.first + 1
+            n = run.last - run.first + 1
             table.add_row("?" if run.node is None else str(run.node),
-                          f"memory{run.first}" + (f"–{run.last} ({count})" if count > 1 else ""),
+                          f"memory{run.first}" + (f"–{run.last} ({n})" if n > 1 else ""),
                           fmt.addr(run.start), fmt.addr(run.end), fmt.size(run.end - run.start + 1),
-                          run.state)
+                          run.state or "—")
         if block_size:
-            self.query_one("#tab-blocks", TabPane).border_title = f"block size {fmt.size(block_size)}"
+            self.query_one("#tab-blocks").border_title = f"block size {fmt.size(block_size)}"
 
 
 def search_iomem(lines: list[IomemLine], query: str, limit: int) -> list[IomemLine]:

@@ -30,6 +30,7 @@ class MemoryChanged(Message):
 
 class OverviewScreen(KhotuiScreen):
     MODE = "overview"
+    HOLD = 1.0    # the first frame the operator sees is the complete one
     HELP = """\
 ## Overview
 
@@ -93,6 +94,7 @@ choose the kernel to load.
     @on(OverviewLoaded)
     def _loaded(self, event: OverviewLoaded) -> None:
         ov = event.overview
+        self.call_after_refresh(self.release_paint)
         self.overview = ov
         verdict = self.query_one("#verdict", Static)
         if isinstance(ov.findings, list):

@@ -19,7 +19,8 @@ from khotui.tui.widgets.panel import Panel
 
 class PlanScreen(KhotuiScreen):
     MODE = "plan"
-    CSS_PATH = "plan.tcss"
+    HOLD = 0.0    # held below only while a plan is being made
+    # styled by plan.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Plan
 
@@ -57,9 +58,11 @@ run only and says so. **4** goes back to change the choice.
         if plan is not None:
             self.show_plan(plan)
         elif self.app.plan_input is not None:  # type: ignore[attr-defined]
+            self.hold_paint(0.3)   # planning: one frame with the plan, not 'planning…' first
             self.query_one("#plan-verdict", Static).update(Content.from_markup("[dim]planning…[/]"))
 
     def show_plan(self, plan: Plan) -> None:
+        self.call_after_refresh(self.release_paint)
         verdict = self.query_one("#plan-verdict", Static)
         style = "$success" if plan.would_succeed else "$error"
         sign = "✓" if plan.would_succeed else "✗"

@@ -33,7 +33,7 @@ class PreviewReady(Message):
 
 class PrepareScreen(KhotuiScreen):
     MODE = "prepare"
-    CSS_PATH = "prepare.tcss"
+    # styled by prepare.tcss, which the app loads (KhotuiApp.CSS_PATH)
     HELP = """\
 ## Prepare load
 
@@ -85,6 +85,7 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
     @on(ChoicesLoaded)
     def _choices(self, event: ChoicesLoaded) -> None:
         ch = self.choices = event.choices
+        self.call_after_refresh(self.release_paint)
         table = self.query_one("#kernels", DataTable)
         table.clear(columns=True)
         if isinstance(ch.kernels, Problem):

@@ -10,7 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from khotui.tui import fmt
-from khotui.tui.viewmodel import LoadResult, SegmentRow
+from khotui.tui.viewmodel import LoadResult, SegmentDiffRow
 
 
 class ResultScreen(ModalScreen[None]):
@@ -46,24 +46,34 @@ class ResultScreen(ModalScreen[None]):
 def result_content(r: LoadResult) -> Content:
     style = "$success" if r.ok else "$error"
     lines = [Content.from_markup(f"[b {style}]$s $m[/]", s="✓" if r.ok else "✗", m=r.message)]
+    if r.cause:
+        lines.append(Content.from_markup("[$secondary]cause →[/] $c", c=r.cause))
     if r.fix:
         lines.append(Content.from_markup("[$secondary]fix →[/] $f", f=r.fix))
-    if r.predicted or r.actual:
+    if r.diffs:
         lines.append(Content(""))
-        lines.append(Content.from_markup("[b]$h[/]", h=f"{'segment':<14} {'predicted':>14} {'actual':>14} {'memsz':>9}"))
-        actual = {s.name: s for s in r.actual}
-        for i, p in enumerate(r.predicted or r.actual):
-            a = actual.get(p.name) or (r.actual[i] if i < len(r.actual) else None)
-            lines.append(_row(p, a))
+        lines.append(Content.from_markup("[b]$h[/]", h=f"{'segment':<14} {'predicted':>14} "
+                                         f"{'actual':>14} {'memsz':>9}  kernel vs preview"))
+        lines += [_diff_row(d) for d in r.diffs]
+    elif r.predicted:
+        lines.append(Content(""))
+        lines.append(Content.from_markup("[b]$h[/]", h=f"{'segment':<14} {'predicted':>14} "
+                                         f"{'memsz':>9}  region"))
+        lines += [Content(f"{p.name:<14} {fmt.addr(p.mem):>14} {fmt.size(p.memsz):>9}  "
+                          f"{p.region or '—'}") for p in r.predicted]
+    if r.next_steps:
+        lines.append(Content(""))
     for step in r.next_steps:
         lines.append(Content.from_markup("[b $secondary]→[/] $s", s=step))
     return Content("\n").join(lines)
 
 
-def _row(p: SegmentRow, a: SegmentRow | None) -> Content:
-    pred = fmt.addr(p.mem)
-    act = fmt.addr(a.mem) if a else "—"
-    same = a is not None and a.mem == p.mem
-    mark = Content.from_markup("[$success] ✓ same[/]") if same else (
-        Content.from_markup("[$warning] ! differs[/]") if a else Content(""))
-    return Content(f"{p.name:<14} {pred:>14} {act:>14} {fmt.size(p.memsz):>9}") + mark
+def _diff_row(d: SegmentDiffRow) -> Content:
+    size = d.actual_memsz if d.predicted_memsz == 0 and d.actual_memsz else d.predicted_memsz
+    row = Content(f"{d.name:<14} {fmt.addr(d.predicted_mem):>14} {fmt.addr(d.actual_mem):>14} "
+                  f"{fmt.size(size):>9}  ")
+    if d.same:
+        return row + Content.from_markup("[$success]✓ same[/]")
+    if d.actual_mem is None:
+        return row + Content.from_markup("[$warning]! not in the kernel log[/]")
+    return row + Content.from_markup("[b $warning]! DIFFERS[/]")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
-import time
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -130,6 +130,10 @@ class IomemLine:
     depth: int
     children: list["IomemLine"] = field(default_factory=list)
 
+    @property
+    def has_children(self) -> bool:
+        return bool(self.children)
+
 
 @dataclass
 class BlockRun:
@@ -150,7 +154,12 @@ class MemoryMap:
     iomem: list[IomemLine] | Problem
     blocks: list[BlockRun] | Problem
     block_size: int | None = None
+    block_count: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def states_known(self) -> bool:
+        return isinstance(self.blocks, list) and all(r.state for r in self.blocks)
 
 
 @dataclass
@@ -205,9 +214,20 @@ class FdtBlob:
     kind: str                        # fdt | struct | raw
     root: FdtNodeView | None = None  # for kind fdt
     fields: list[tuple[str, str]] = field(default_factory=list)  # for kind struct
-    dts: str = ""
     raw: bytes = b""
     warnings: list[str] = field(default_factory=list)
+    dts_source: Callable[[], str] | None = None     # renders the DTS text (blocks: a worker's)
+    hex_source: Callable[[], str] | None = None     # renders the hex dump
+    _dts: str | None = field(default=None, repr=False)
+
+    def hex(self) -> str:
+        return self.hex_source() if self.hex_source else "(no bytes)"
+
+    def dts(self) -> str:
+        """The DTS-like text, rendered on first use (2.5 MB for a 10,000-node FDT)."""
+        if self._dts is None:
+            self._dts = self.dts_source() if self.dts_source else ""
+        return self._dts
 
 
 @dataclass
@@ -284,14 +304,29 @@ class Plan:
 
 
 @dataclass
+class SegmentDiffRow:
+    """One segment: where the plan put it, where the kernel says it put it (its log)."""
+
+    name: str
+    predicted_mem: int | None
+    predicted_memsz: int
+    actual_mem: int | None
+    actual_memsz: int | None
+    same: bool
+
+
+@dataclass
 class LoadResult:
     ok: bool
     dry_run: bool
     title: str
     message: str
     fix: str | None = None
+    cause: str | None = None         # why the kernel refused (kexec.explain)
+    errno: str | None = None
     predicted: list[SegmentRow] = field(default_factory=list)
-    actual: list[SegmentRow] = field(default_factory=list)
+    diffs: list[SegmentDiffRow] = field(default_factory=list)   # actual vs predicted
+    overridden: list[FindingRow] = field(default_factory=list)  # failing checks loaded anyway
     next_steps: list[str] = field(default_factory=list)
 
 
@@ -313,6 +348,39 @@ def _guard(fn: Callable[[], T]) -> T | Problem:
             raise
         return Problem(f"internal error reading this panel ({type(exc).__name__}: {exc})",
                        "rerun with KHOTUI_DEBUG=1 and report it")
+
+
+_gc_lock = threading.Lock()
+_gc_readers = 0
+
+
+def _quiet_gc(fn: Callable[..., T]) -> Callable[..., T]:
+    """For the reads that build a host's model (a 24 TiB host: ~300,000 objects).
+
+    Python's full collections scan every tracked object: 100-200 ms each on such a host, and a
+    worker allocating that much triggers them in its own thread, where they hold the GIL and
+    freeze the screen all the same. So the collector is off while a read runs, and what it
+    built is then frozen (gc.freeze()) out of the collector's reach: the model is acyclic
+    (trees without parent links), reference counting frees it after a refresh.
+    """
+    import functools
+    import gc
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        global _gc_readers
+        with _gc_lock:
+            _gc_readers += 1
+            gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _gc_lock:
+                _gc_readers -= 1
+                if not _gc_readers:
+                    gc.freeze()
+                    gc.enable()
+    return run
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -356,6 +424,8 @@ class Source:
                 name = self.root.parent.name
             self.label = f"snapshot {name}"
         self._status: Any = None
+        self._status_lock = threading.RLock()
+        self._cache: dict[str, Any] = {}
         # Only the live host loads. Tests pass dry_run=False with a fake `syscalls` to drive
         # the load flow on a capture; nothing else may.
         if dry_run is False and syscalls is None and not self.live:
@@ -401,8 +471,29 @@ class Source:
             name = self.root.parent.name
         return name or "snapshot"
 
+    # -- the host state, read once per refresh -------------------------------------------------
+
+    def status(self, *, refresh: bool = False) -> Any:
+        """`report.host_status()` of this host, read once and shared by every screen (KHO state,
+        decoded FDTs, iomem, kexec state, findings) until a refresh reads it again. Blocks."""
+        with self._status_lock:
+            if refresh or self._status is None:
+                from khotui import report
+                self._status = report.host_status(self.root)
+                self._cache = {}
+            return self._status
+
+    def cached(self, key: str, read: Callable[[], T]) -> T:
+        """Another read of the host kept until the next refresh (e.g. the node topology)."""
+        self.status()
+        with self._status_lock:
+            if key not in self._cache:
+                self._cache[key] = read()
+            return self._cache[key]
+
     # -- overview ------------------------------------------------------------------------------
 
+    @_quiet_gc
     def overview(self) -> Overview:
         """Each panel is read on its own, so one unreadable source costs one panel."""
         from khotui.tui.viewmodel import overview as o
@@ -415,35 +506,37 @@ class Source:
                              uptime=s.uptime, load=s.loadavg, cpus=s.cpu_count)
 
     def memory_events(self, cancelled: Callable[[], bool]):
-        """Yield once per memory block added or removed (live host, pyudev); stop when
-        `cancelled()` turns true. Nothing on a snapshot or without pyudev."""
-        if not self.live:
-            return
-        try:
-            import pyudev
-            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
-            monitor.filter_by("memory")
-        except Exception:  # no udev (container, no netlink): refresh on demand only
-            return
-        while not cancelled():
-            device = monitor.poll(timeout=1.0)
-            if device is not None and device.action in ("add", "remove", "online", "offline"):
-                yield device.action
+        """Memory blocks coming and going (live host only): khotui.host.memory."""
+        from khotui.host.memory import watch_memory_blocks
+        return watch_memory_blocks(self.sysroot, cancelled)
 
     # -- memory map ----------------------------------------------------------------------------
 
-    def memory(self, plan: Plan | None = None) -> MemoryMap:
+    @_quiet_gc
+    def memory(self, plan: Plan | None = None, *, refresh: bool = False) -> MemoryMap:
         from khotui.tui.viewmodel import memory as m
+        if refresh:
+            self.status(refresh=True)
         return m.memory_map(self, plan)
+
+    @_quiet_gc
+    def block_states(self) -> list[BlockRun] | Problem:
+        """Each memory block's state, as runs: one file per block, so only on request."""
+        from khotui.tui.viewmodel import memory as m
+        return _guard(lambda: m.block_states(self))
 
     # -- handover ------------------------------------------------------------------------------
 
-    def handover(self) -> Handover:
+    @_quiet_gc
+    def handover(self, *, refresh: bool = False) -> Handover:
         from khotui.tui.viewmodel import handover as f
+        if refresh:
+            _guard(lambda: self.status(refresh=True))
         return f.handover(self)
 
     # -- prepare / plan / load -----------------------------------------------------------------
 
+    @_quiet_gc
     def choices(self) -> Choices:
         from khotui.tui.viewmodel import load as l
         return l.choices(self)
@@ -452,6 +545,7 @@ class Source:
         from khotui.tui.viewmodel import load as l
         return l.cmdline_preview(self, current, new, kernel)
 
+    @_quiet_gc
     def plan(self, request: PlanInput) -> Plan:
         from khotui.tui.viewmodel import load as l
         return l.plan(self, request)
@@ -460,9 +554,9 @@ class Source:
         from khotui.tui.viewmodel import load as l
         return l.open_files(self, plan)
 
-    def load(self, plan: Plan, files: Any = None) -> LoadResult:
+    def load(self, plan: Plan, files: Any = None, *, force: bool = False) -> LoadResult:
         from khotui.tui.viewmodel import load as l
-        return l.load(self, plan, files)
+        return l.load(self, plan, files, force=force)
 
     def unload(self) -> LoadResult:
         from khotui.tui.viewmodel import load as l

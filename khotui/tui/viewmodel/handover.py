@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from khotui.tui.viewmodel import (FdtBlob, FdtNodeView, FdtProperty, Handover, HandoverSide,
                                   Problem, _guard)
@@ -12,23 +12,30 @@ if TYPE_CHECKING:
 
 
 def handover(src: "Source") -> Handover:
-    from khotui.host.kho import read_kho
-    state = _guard(lambda: read_kho(src.sysroot))
-    if isinstance(state, Problem):
-        return Handover(sides=state)
+    """Both sides from the shared host state: kho/ was read and the root FDTs decoded once
+    (report.host_status); only the sub-blobs are decoded here, and DTS text on request."""
+    status = _guard(src.status)
+    if isinstance(status, Problem):
+        return Handover(sides=status)
+    if "kho" in status.errors:
+        message, _, fix = status.errors["kho"].partition("\n  fix: ")
+        return Handover(sides=Problem(message, fix or None))
+    state = status.kho
     sides: list[HandoverSide] = []
     notes: list[str] = []
     if not state.enabled and not state.in_fdt:
         notes.append(state.off_message or "KHO is off: nothing is handed over")
-    for title, fdt, fdt_path, subs, sub_dir in (
-            ("outgoing (kho/out)", state.out_fdt, state.out_fdt_path, state.out_sub_fdts, "out"),
-            ("incoming (kho/in)", state.in_fdt, state.in_fdt_path, state.in_sub_fdts, "in")):
+    for title, fdt, decoded, key, fdt_path, subs, sub_dir in (
+            ("outgoing (kho/out)", state.out_fdt, status.kho_out, "kho_out", state.out_fdt_path,
+             state.out_sub_fdts, "out"),
+            ("incoming (kho/in)", state.in_fdt, status.kho_in, "kho_in", state.in_fdt_path,
+             state.in_sub_fdts, "in")):
         if fdt is None and not subs:
             continue
         side = HandoverSide(title)
         if fdt is not None:
             path = fdt_path or f"/sys/kernel/debug/kho/{sub_dir}/fdt"
-            side.blobs.append(_root_blob(fdt, path))
+            side.blobs.append(_root_blob(fdt, path, decoded, status.errors.get(key)))
         for name, data in sorted(subs.items()):
             path = f"/sys/kernel/debug/kho/{sub_dir}/sub_fdts/{name}"
             side.blobs.append(_sub_blob(name, data, path))
@@ -38,17 +45,34 @@ def handover(src: "Source") -> Handover:
     return Handover(sides=sides, notes=notes)
 
 
-def _root_blob(data: bytes, path: str) -> FdtBlob:
-    from khotui.fdt import decode_kho_fdt, to_dts
-    blob = FdtBlob(name="fdt", path=path, size=len(data), kind="fdt", raw=data)
-    kho = _guard(lambda: decode_kho_fdt(data, path))
-    if isinstance(kho, Problem):
+def _dts_of(tree: Any) -> Callable[[], str]:
+    def render() -> str:
+        from khotui.fdt import to_dts
+        dts = _guard(lambda: to_dts(tree))
+        return str(dts) if isinstance(dts, Problem) else dts
+    return render
+
+
+# the hex view scrolls (only visible lines are drawn): a whole 1 MiB blob is fine
+HEX_LIMIT = 1 << 20
+
+
+def _hex_of(data: bytes) -> Callable[[], str]:
+    def render() -> str:
+        from khotui.fdt import hexdump
+        return hexdump(data, HEX_LIMIT)
+    return render
+
+
+def _root_blob(data: bytes, path: str, kho: Any, error: str | None) -> FdtBlob:
+    blob = FdtBlob(name="fdt", path=path, size=len(data), kind="fdt", raw=data,
+                   hex_source=_hex_of(data))
+    if kho is None:
         blob.kind = "raw"
-        blob.warnings.append(kho.message)
+        blob.warnings.append((error or "the KHO FDT could not be decoded").split("\n")[0])
         return blob
     blob.root = _node_view(kho.tree.root)
-    dts = _guard(lambda: to_dts(kho.tree))
-    blob.dts = str(dts) if isinstance(dts, Problem) else dts
+    blob.dts_source = _dts_of(kho.tree)
     blob.warnings.extend(kho.warnings)
     if kho.truncated_text and not any(kho.truncated_text in w for w in blob.warnings):
         blob.warnings.insert(0, kho.truncated_text)
@@ -56,8 +80,9 @@ def _root_blob(data: bytes, path: str) -> FdtBlob:
 
 
 def _sub_blob(name: str, data: bytes, path: str) -> FdtBlob:
-    from khotui.fdt import decode_sub_blob, to_dts
-    blob = FdtBlob(name=name, path=path, size=len(data), kind="raw", raw=data)
+    from khotui.fdt import decode_sub_blob
+    blob = FdtBlob(name=name, path=path, size=len(data), kind="raw", raw=data,
+                   hex_source=_hex_of(data))
     sub = _guard(lambda: decode_sub_blob(name, data, path=path))
     if isinstance(sub, Problem):
         blob.warnings.append(sub.message)
@@ -66,8 +91,7 @@ def _sub_blob(name: str, data: bytes, path: str) -> FdtBlob:
     if sub.fdt is not None:
         blob.kind = "fdt"
         blob.root = _node_view(sub.fdt.root)
-        dts = _guard(lambda: to_dts(sub.fdt))
-        blob.dts = str(dts) if isinstance(dts, Problem) else dts
+        blob.dts_source = _dts_of(sub.fdt)
     elif sub.kexec_metadata is not None or sub.luo is not None:
         blob.kind = "struct"
         fields = (sub.kexec_metadata or sub.luo).as_dict()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from khotui.errors import KhotuiError
 from khotui.tui.viewmodel import (Choices, CmdlinePreview, FindingRow, KernelChoice, LoadResult,
-                                  Plan, PlanInput, Problem, _get, _guard, finding_rows,
+                                  Plan, PlanInput, Problem, SegmentDiffRow, _guard, finding_rows,
                                   scratch_rows, segment_rows)
 
 if TYPE_CHECKING:
@@ -47,57 +47,42 @@ def _kernels(src: "Source") -> list[KernelChoice]:
     return out
 
 
-_limit_cache: dict[tuple[str, float], int | None] = {}
+_image_cache: dict[tuple[str, int, int], Any] = {}
 
 
-def _cmdline_limit(kernel: str | None) -> int | None:
-    """What the image accepts, NUL included: header cmdline_size minus the room bzImage64_load()
-    keeps for elfcorehdr= (kexec.MAX_ELFCOREHDR_STR_LEN). None when the image does not say."""
+def _image(kernel: str | None) -> Any:
+    """The inspected kernel (khotui.image), cached by path, size and mtime: the preview runs
+    on every keystroke. None when there is no kernel or it cannot be read."""
     if not kernel:
         return None
     try:
-        key = (kernel, os.stat(kernel).st_mtime)
+        st = os.stat(kernel)
     except OSError:
         return None
-    if key not in _limit_cache:
-        from khotui import kexec
+    key = (kernel, st.st_size, st.st_mtime_ns)
+    if key not in _image_cache:
         from khotui.image import inspect_kernel
         try:
-            img = inspect_kernel(kernel)
+            _image_cache[key] = inspect_kernel(kernel)
         except KhotuiError:
-            _limit_cache[key] = None
-        else:
-            size = getattr(img.setup, "cmdline_size", None) if img.setup else None
-            _limit_cache[key] = size - kexec.MAX_ELFCOREHDR_STR_LEN if size else None
-    return _limit_cache[key]
+            _image_cache[key] = None
+    return _image_cache[key]
 
 
 def cmdline_preview(src: "Source", current: str, new: str, kernel: str | None) -> CmdlinePreview:
-    from khotui.cmdline import diff_cmdline
+    """The token diff, and the plan's own command-line checks (report.cmdline_findings): the
+    same kho=on rule and image limit as `khotui plan`, shown while the operator types."""
+    from khotui import report
+    from khotui.cmdline import accepted_length, diff_cmdline
     d = diff_cmdline(current, new)
-    limit = _cmdline_limit(kernel)
-    warnings: list[str] = []
-    kho_on = _kho_enabled(src)
-    if kho_on and (d.kho is None or d.kho.lower() not in ("1", "y", "on", "yes", "true")):
-        # the same rule as checks.check_cmdline(); the plan repeats it as a finding
-        warnings.append(("kho=off" if d.kho is not None else "no kho=on")
-                        + ": the new kernel would ignore the handed-over memory "
-                        "(add kho=on unless the new kernel enables KHO by default)")
+    image = _image(kernel)
+    limit = accepted_length(getattr(getattr(image, "setup", None), "cmdline_size", None))
+    warnings = [f.message + (f" (fix: {f.fix})" if f.fix else "")
+                for f in report.cmdline_findings(src.status(), new, image)
+                if f.status in ("fail", "warn")]
     return CmdlinePreview(removed=d.removed, boot_only_removed=d.boot_only_removed,
                           added=d.added, duplicates=d.duplicates, kho=d.kho,
                           length=len(new.encode()) + 1, limit=limit, warnings=warnings)
-
-
-def _kho_enabled(src: "Source") -> bool:
-    cached = getattr(src, "_kho_enabled", None)
-    if cached is None:
-        try:
-            from khotui.host.kho import read_kho
-            cached = bool(read_kho(src.sysroot).enabled)
-        except (ImportError, KhotuiError):
-            cached = False
-        src._kho_enabled = cached  # type: ignore[attr-defined]
-    return cached
 
 
 # -- plan --------------------------------------------------------------------------------------
@@ -124,14 +109,16 @@ def plan(src: "Source", request: PlanInput) -> Plan:
                 handle=result)
 
 
+def _request(request: PlanInput) -> Any:
+    from khotui import report
+    # the editor always holds the whole next command line (never None: nothing to append to)
+    return report.PlanRequest(kernel=request.kernel, initrd=request.initrd,
+                              cmdline=request.cmdline)
+
+
 def _plan_load(src: "Source", request: PlanInput) -> Any:
     from khotui import report
-    status = src._status if src._status is not None else report.host_status(src.root)
-    src._status = status
-    return report.plan_load(src.root, report.PlanRequest(kernel=request.kernel,
-                                                         initrd=request.initrd,
-                                                         cmdline=request.cmdline),
-                            status=status)
+    return report.plan_load(src.root, _request(request), status=src.status())
 
 
 def _verdict(ok: bool, findings: list[FindingRow], message: str | None = None) -> str:
@@ -154,19 +141,19 @@ def open_files(src: "Source", plan: Plan) -> tuple[Any, list[tuple[str, str, int
     return files, [(f.path, f.sha256, f.size) for f in files.files]
 
 
-def load(src: "Source", plan: Plan, files: Any = None) -> LoadResult:
+def load(src: "Source", plan: Plan, files: Any = None, *, force: bool = False) -> LoadResult:
     if src.dry_run:
         if files is not None:
             files.close()
         return LoadResult(
             ok=plan.would_succeed, dry_run=True, title="Dry run",
-            message=("nothing was loaded: this is the " + src.label + ("" if src.demo else "") + ", not the live host. "
+            message=("nothing was loaded: this is the " + src.label + ", not the live host. "
                      + ("The plan says the load would succeed." if plan.would_succeed
                         else "The plan says the load would fail: " + plan.verdict)),
             fix=None if plan.would_succeed else _first_fix(plan),
             predicted=plan.segments,
             next_steps=["on the live host, run khotui as root and load from the Plan screen"])
-    return _live_load(src, plan, files)
+    return _live_load(src, plan, files, force=force)
 
 
 def _first_fix(plan: Plan) -> str | None:
@@ -189,56 +176,62 @@ def _log_args(src: "Source") -> dict[str, Any]:
     return args
 
 
-def _live_load(src: "Source", plan: Plan, files: Any) -> LoadResult:
-    from khotui import kexec, loadflow
+def _live_load(src: "Source", plan: Plan, files: Any, *, force: bool = False) -> LoadResult:
+    """`khotui load`'s path (loadcli.load): plan again on the opened descriptors, refuse on a
+    failing check unless forced, then commit.load_opened() and its comparison."""
+    from khotui import audit, commit, report
     try:
         if files is None:
             files, _ = open_files(src, plan)
         with files:
-            flags = kexec.KEXEC_FILE_DEBUG
-            release = getattr(getattr(src._status, "boot", None), "osrelease", None)
-            if kexec.flags_unsupported_by(flags, release):
-                flags = 0
-            outcome = loadflow.run_load(files, plan.request.cmdline, flags=flags,
-                                        syscalls=_syscalls(src), **_log_args(src))
+            # a fresh read: the host may have changed since the plan (a load, a hotplug)
+            result = report.plan_load(src.root, _request(plan.request),
+                                      kernel_file=files.kernel.fd, initrd_file=files.initrd_fd,
+                                      status=src.status(refresh=True))
+            predicted = segment_rows(result.segments())
+            failing = finding_rows(f for f in result.findings if f.status == "fail")
+            if failing and not force:
+                return LoadResult(
+                    ok=False, dry_run=False, title="Refused: a check fails",
+                    message=("nothing was loaded: on the opened files, "
+                             + "; ".join(f"{f.id}: {f.message}" for f in failing)),
+                    fix=failing[0].fix, predicted=predicted)
+            args = _log_args(src)
+            done = commit.load_opened(result, files, syscalls=_syscalls(src),
+                                      log_path=args.get("log_path", audit.DEFAULT_LOG_PATH),
+                                      syslog=args.get("syslog", audit.default_syslog))
     except KhotuiError as exc:
         return LoadResult(ok=False, dry_run=False, title="Not loaded", message=exc.message
                           if not exc.path else f"{exc.path}: {exc.message}", fix=exc.fix,
                           predicted=plan.segments)
-    result = outcome.result
-    if not result.ok:
-        err = result.error(kexec.ExplainContext(kernel_path=plan.request.kernel,
-                                                initrd_path=plan.request.initrd,
-                                                flags=result.flags))
-        return LoadResult(ok=False, dry_run=False, title=f"Load failed: {result.errno_name}",
-                          message=err.message, fix=err.fix, predicted=plan.segments,
-                          next_steps=outcome.warnings)
-    actual = _actual_placement(src)
-    steps = list(outcome.warnings) + [
-        "the image is loaded; nothing runs until you execute it",
-        "execute with `systemctl kexec` (clean shutdown, then the new kernel) "
-        "or `kexec -e` (immediately, no shutdown)",
-    ]
-    if not actual:
-        steps.insert(0, "the kernel did not log its placement (no KEXEC_FILE_DEBUG lines in the "
-                     "kernel log): only the prediction is shown")
+    return commit_result(src, done, predicted, failing if force else [])
+
+
+def commit_result(src: "Source", done: Any, predicted: list[Any],
+                  overridden: list[FindingRow]) -> LoadResult:
+    """A commit.CommitResult as the result screen shows it."""
+    from khotui import commit
+    steps = list(done.warnings)
+    if overridden:
+        steps.insert(0, "failing checks overridden by the operator: "
+                     + ", ".join(f.id for f in overridden))
+    if not done.ok:
+        ex = done.explanation
+        return LoadResult(ok=False, dry_run=False, title=f"Load failed: {done.errno}",
+                          message=f"kexec_file_load failed: {done.errno}: {ex.summary}",
+                          cause=ex.cause, fix=ex.fix, errno=done.errno, predicted=predicted,
+                          overridden=overridden, next_steps=steps)
+    diffs = [SegmentDiffRow(d.name, d.predicted_mem, d.predicted_memsz, d.actual_mem,
+                            d.actual_memsz, d.same) for d in done.diffs]
+    match = done.matches_prediction
+    verdict = ("the kernel placed every segment where the preview said" if match
+               else "the kernel placed segments elsewhere than the preview: see DIFFERS"
+               if match is False else "the kernel did not log its placement")
+    steps += ["the image is loaded; nothing runs until you execute it",
+              commit.how_to_execute(src.sysroot)]
     return LoadResult(ok=True, dry_run=False, title="Loaded",
-                      message="kexec_file_load succeeded: the new kernel is loaded",
-                      predicted=plan.segments, actual=actual, next_steps=steps)
-
-
-def _actual_placement(src: "Source"):
-    try:
-        from khotui.kernellog import parse_kernel_log_all, read_kernel_log
-        loads = parse_kernel_log_all(read_kernel_log(src.sysroot) or "")
-    except (ImportError, KhotuiError):
-        return []
-    if not loads:
-        return []
-    last = loads[-1]
-    from khotui.tui.viewmodel import SegmentRow
-    return [SegmentRow(name=s.name or f"segment[{s.index}]", mem=s.mem, memsz=s.memsz,
-                       bufsz=s.bufsz, region=None) for s in last.segments]
+                      message=f"kexec_file_load succeeded: {verdict}", predicted=predicted,
+                      diffs=diffs, overridden=overridden, next_steps=steps)
 
 
 def unload(src: "Source") -> LoadResult:

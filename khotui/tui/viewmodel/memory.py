@@ -30,16 +30,25 @@ def kind_of(name: str, depth: int) -> str | None:
     return "other"
 
 
+# Up to this many memory blocks, each block's `state` is read with the map (one small file
+# each: ~30 µs); above it (a 24 TiB host has 196,608), on request (`Source.block_states()`).
+STATES_WITH_MAP = 4096
+
+
 def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
-    from khotui.host.iomem import all_zero_message, read_iomem
+    """From the shared host state (iomem, scratch) and the node topology (one directory listing
+    per node); no memory block directory is opened unless the host has few blocks."""
+    from khotui.host.iomem import all_zero_message
     notes: list[str] = []
     ranges: list[MemRange] = []
-    iomem = _guard(lambda: read_iomem(src.sysroot))
+    status = _guard(src.status)
     lines: list[IomemLine] | Problem
     ram: list[tuple[int, int]] = []
-    if isinstance(iomem, Problem):
-        lines = iomem
-        notes.append(f"/proc/iomem: {iomem.message}")
+    iomem = status if isinstance(status, Problem) else status.iomem
+    if isinstance(iomem, Problem) or iomem is None:
+        error = iomem if isinstance(iomem, Problem) else _problem(status.errors.get("iomem"))
+        lines = error
+        notes.append(f"/proc/iomem: {error.message}")
     else:
         if iomem.all_zero:
             err = all_zero_message(iomem)
@@ -52,18 +61,28 @@ def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
             if kind == "ram":
                 ram.append((r.start, r.end))
 
-    bands, blocks, block_size = _nodes(src, ram, notes)
+    bands, blocks, block_size, count = _nodes(src, ram, notes)
+    if isinstance(blocks, list) and count <= STATES_WITH_MAP:
+        states = _guard(lambda: block_states(src))
+        if not isinstance(states, Problem):
+            blocks = states
 
-    scratch = _guard(lambda: _scratch(src))
-    if isinstance(scratch, Problem):
-        notes.append(f"scratch regions: {scratch.message}")
+    if isinstance(status, Problem):
+        notes.append(f"scratch regions: {status.message}")
+    elif "kho" in status.errors:
+        notes.append(f"scratch regions: {_problem(status.errors['kho']).message}")
     else:
-        ranges += scratch
+        ranges += _scratch(status.kho)
     if plan is not None:
         ranges += [MemRange(s.mem, s.mem + s.memsz - 1, "segment", s.name)
                    for s in plan.segments if s.mem is not None and s.memsz]
     return MemoryMap(bands=bands, ranges=ranges, iomem=lines, blocks=blocks,
-                     block_size=block_size, notes=notes)
+                     block_size=block_size, block_count=count, notes=notes)
+
+
+def _problem(text: str | None) -> Problem:
+    message, _, fix = (text or "not readable").partition("\n  fix: ")
+    return Problem(message, fix or None)
 
 
 def _line(r: Any) -> IomemLine:
@@ -87,42 +106,60 @@ class _LazyLine(IomemLine):
     def children(self, value: list[IomemLine]) -> None:
         self._children = value
 
+    @property
+    def has_children(self) -> bool:
+        return bool(self._r.children)
 
-def _scratch(src: "Source") -> list[MemRange]:
-    from khotui.host.kho import read_kho
-    state = read_kho(src.sysroot)
+
+def _scratch(kho: Any) -> list[MemRange]:
     out = []
-    for r in state.scratch:
+    for r in kho.scratch:
         if r.size:
             label = f"scratch[{r.index}] {r.kind}" + (f" node{r.node}" if r.kind == "node" else "")
             out.append(MemRange(r.addr, r.addr + r.size - 1, "scratch", label))
     return out
 
 
+def _topology(src: "Source") -> Any:
+    from khotui.host.memory import read_topology
+    return src.cached("topology", lambda: read_topology(src.sysroot))
+
+
 def _nodes(src: "Source", ram: list[tuple[int, int]], notes: list[str]):
-    """Bands per NUMA node (from memory blocks), else per System RAM span; block runs."""
-    from khotui.host.memory import read_memory_blocks, read_topology
-    topo = _guard(lambda: read_topology(src.sysroot))
+    """Bands per NUMA node and block runs per node, from the topology alone (state unknown);
+    else one band over System RAM."""
+    from khotui.host.memory import _ranges
+    topo = _guard(lambda: _topology(src))
     bands: list[tuple[str, int, int]] = []
     blocks: list[BlockRun] | Problem
     block_size = None
+    count = 0
     if isinstance(topo, Problem):
         blocks = topo
     else:
         block_size = topo.block_size
-        raw = _guard(lambda: read_memory_blocks(src.sysroot, topo))
-        blocks = raw if isinstance(raw, Problem) else _runs(raw)
-        if not isinstance(raw, Problem):
-            per_node: dict[int | None, list[tuple[int, int]]] = {}
-            for b in raw:
-                per_node.setdefault(b.node, []).append((b.start, b.start + b.size - 1))
-            for node, spans in sorted(per_node.items(), key=lambda kv: min(s for s, _ in kv[1])):
-                label = f"node{node}" if node is not None else "no node"
-                bands.append((label, min(s for s, _ in spans), max(e for _, e in spans)))
+        count = topo.block_count
+        blocks = []
+        for n in topo.nodes:
+            spans = n.block_ranges(block_size)
+            if spans:
+                bands.append((f"node{n.id}", spans[0][0], spans[-1][1]))
+            for (first, last), (start, end) in zip(_ranges(n.memory_blocks), spans):
+                blocks.append(BlockRun(node=n.id, first=first, last=last, start=start, end=end,
+                                       state=""))
+        bands.sort(key=lambda b: b[1])
+        blocks.sort(key=lambda b: b.first)
     if not bands and ram:
         bands.append(("System RAM", min(s for s, _ in ram), max(e for _, e in ram)))
         notes.append("no NUMA memory blocks: one band over all System RAM")
-    return bands, blocks, block_size
+    return bands, blocks, block_size, count
+
+
+def block_states(src: "Source") -> list[BlockRun]:
+    """Every block's `state` (one file per block: seconds on a 196,608-block host), as runs."""
+    from khotui.host.memory import read_memory_blocks
+    topo = _topology(src)
+    return _runs(read_memory_blocks(src.sysroot, topo, attributes=("state",)))
 
 
 def _runs(blocks: list[Any]) -> list[BlockRun]:

@@ -41,10 +41,8 @@ def overview(src: "Source") -> Overview:
 
 
 def _status(src: "Source") -> Any:
-    from khotui import report
-    status = report.host_status(src.root)
-    src._status = status
-    return status
+    # the Overview is the refresh: the other screens share what it read
+    return src.status(refresh=True)
 
 
 def kho_summary(status: Any) -> KhoSummary:

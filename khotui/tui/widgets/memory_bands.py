@@ -5,19 +5,24 @@ Layers, each one row, all on the same address axis:
   kernel   kernel code/data/bss K, crash kernel C
   scratch  KHO scratch regions S (their index in kho_scratch[])
   plan     the planned segments, by their first letter
-Only the visible cells are computed: each range paints the cells it covers, so the cost is
-ranges + width, whatever the size of the host.
+Each band paints only the ranges that overlap it (an interval index per layer: ranges sorted by
+start with a running maximum of their ends), and a band's painted rows are kept until the data,
+the zoom or the width change: moving the cursor redraws nothing but the cursor. A 24 TiB host
+(32 bands, 6,000 ranges) draws in milliseconds.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from textual.binding import Binding
 from textual.content import Content, Span
+from textual.geometry import Region
 from textual.message import Message
 from textual.reactive import reactive
+from textual.strip import Strip
+from textual.visual import Visual
 from textual.widget import Widget
 
 from khotui.tui import fmt
@@ -47,11 +52,38 @@ def legend() -> Content:
     return Content("  ").join(parts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Band:
     label: str
     start: int
     end: int   # inclusive
+
+
+class RangeIndex:
+    """Ranges (possibly nested or overlapping) found by the bands they overlap."""
+
+    def __init__(self, ranges: list[MemRange]) -> None:
+        self.ranges = sorted(ranges, key=lambda r: r.start)
+        self.starts = [r.start for r in self.ranges]
+
+    def overlapping(self, lo: int, hi: int) -> list[MemRange]:
+        """One interval: a scan of the ranges that start at or before `hi`."""
+        j = bisect_right(self.starts, hi)
+        return [r for r in self.ranges[:j] if r.end >= lo]
+
+    def per_band(self, bands: list[Band]) -> list[list[MemRange]]:
+        """Every band's ranges in one pass: each range finds its bands by bisection (bands are
+        sorted and disjoint, a NUMA node each), so 32 bands cost one walk, not 32."""
+        order = sorted(range(len(bands)), key=lambda i: bands[i].start)
+        starts = [bands[i].start for i in order]
+        ends = [bands[i].end for i in order]
+        out: list[list[MemRange]] = [[] for _ in bands]
+        for r in self.ranges:
+            k = bisect_left(ends, r.start)
+            while k < len(order) and starts[k] <= r.end:
+                out[order[k]].append(r)
+                k += 1
+        return out
 
 
 class MemoryBands(Widget, can_focus=True):
@@ -88,7 +120,10 @@ class MemoryBands(Widget, can_focus=True):
         self.home: list[Band] = []
         self.ranges: list[MemRange] = []
         self._sorted: list[MemRange] = []
-        self._starts: list[int] = []
+        self._index: dict[str, RangeIndex] = {}
+        self._all = RangeIndex([])
+        self._rows: dict[tuple[Band, str, int], tuple[str, list[Span]]] = {}
+        self._hits: dict[tuple[Band, str], list[MemRange]] = {}
 
     # -- data --------------------------------------------------------------------------------
 
@@ -97,7 +132,11 @@ class MemoryBands(Widget, can_focus=True):
         self.bands = list(self.home)
         self.ranges = ranges
         self._sorted = sorted(ranges, key=lambda r: r.start)
-        self._starts = [r.start for r in self._sorted]
+        self._all = RangeIndex([r for r in ranges if r.size > 0])
+        self._index = {layer: RangeIndex([r for r in ranges if LAYER_OF.get(r.kind) == layer
+                                          and r.size > 0]) for layer in LAYERS}
+        self._rows = {}
+        self._hits = {}
         self.band_index = 0
         self.cursor = 0
         self.refresh(layout=True)
@@ -119,9 +158,10 @@ class MemoryBands(Widget, can_focus=True):
     def cells(self) -> int:
         return max(self.size.width - 2 - LABEL_W, 8)
 
-    def _col_of(self, band: Band, address: int) -> int:
+    def _col_of(self, band: Band, address: int, cells: int | None = None) -> int:
+        cells = cells or self.cells     # the size lookup is not free: loops pass it in
         span = band.end - band.start + 1
-        return min(self.cells - 1, max(0, (address - band.start) * self.cells // span))
+        return min(cells - 1, max(0, (address - band.start) * cells // span))
 
     def _cell_range(self, band: Band, col: int) -> tuple[int, int]:
         span = band.end - band.start + 1
@@ -134,11 +174,21 @@ class MemoryBands(Widget, can_focus=True):
             return 0, []
         band = self.bands[min(self.band_index, len(self.bands) - 1)]
         lo, hi = self._cell_range(band, self.cursor)
-        return lo, [r for r in self.ranges if r.start <= hi and r.end >= lo]
+        return lo, self._all.overlapping(lo, hi)
 
     def _announce(self) -> None:
         address, under = self.under_cursor()
         self.post_message(self.CursorMoved(address, under))
+        self._scroll_to_band()
+
+    def _scroll_to_band(self) -> None:
+        """Keep the cursor's band in view when the bands are taller than the pane."""
+        parent = self.parent
+        if not self.bands or parent is None or not hasattr(parent, "scroll_to_region"):
+            return
+        rows = len(self.rows) + 1
+        top = self.virtual_region.y + self.band_index * rows
+        parent.scroll_to_region(Region(0, top, max(self.size.width, 1), rows), animate=False)
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -208,15 +258,12 @@ class MemoryBands(Widget, can_focus=True):
         return max(1, len(self.bands) * (len(self.rows) + 1))
 
     def _layer_cells(self, band: Band, layer: str) -> list[str | None]:
-        cells: list[str | None] = [None] * self.cells
-        prio = [-1] * self.cells
-        # only the ranges that can touch this band: a bisect skips the rest
-        i = max(0, bisect_right(self._starts, band.end))
-        for r in self._sorted[:i]:
-            if r.end < band.start or LAYER_OF.get(r.kind) != layer or r.size <= 0:
-                continue
-            c0 = self._col_of(band, max(r.start, band.start))
-            c1 = self._col_of(band, min(r.end, band.end))
+        width = self.cells
+        cells: list[str | None] = [None] * width
+        prio = [-1] * width
+        for r in self._ranges_in(band, layer):
+            c0 = self._col_of(band, max(r.start, band.start), width)
+            c1 = self._col_of(band, min(r.end, band.end), width)
             p = KINDS[r.kind][2]
             for c in range(c0, c1 + 1):
                 if p > prio[c]:
@@ -224,28 +271,65 @@ class MemoryBands(Widget, can_focus=True):
                     cells[c] = r.kind
         return cells
 
-    def render(self) -> Content:
+    def _ranges_in(self, band: Band, layer: str) -> list[MemRange]:
+        if (band, layer) not in self._hits:
+            index = self._index.get(layer) or RangeIndex([])
+            if len(self.bands) > 1 and band in self.bands:
+                overlap = index.per_band(self.bands)   # all bands at once: overview of nodes
+                for b, hits in zip(self.bands, overlap):
+                    self._hits[(b, layer)] = hits
+            else:
+                self._hits[(band, layer)] = index.overlapping(band.start, band.end)
+            if len(self._hits) > 1024:
+                self._hits = {k: v for k, v in self._hits.items() if k[0] in self.bands}
+        return self._hits[(band, layer)]
+
+    def _row(self, band: Band, layer: str) -> tuple[str, list[Span]]:
+        """One layer of one band, painted once per band, layer and width."""
+        key = (band, layer, self.cells)
+        row = self._rows.get(key)
+        if row is None:
+            kinds = self._layer_cells(band, layer)
+            text = f"{layer:<{LABEL_W}}" + "".join(KINDS[k][0] if k else " " for k in kinds)
+            spans = [Span(0, LABEL_W, "dim")]
+            start = 0
+            for c in range(1, len(kinds) + 1):
+                if c == len(kinds) or kinds[c] != kinds[start]:
+                    if kinds[start]:
+                        spans.append(Span(LABEL_W + start, LABEL_W + c, KINDS[kinds[start]][1]))
+                    start = c
+            if len(self._rows) > 4096:
+                self._rows.clear()
+            row = self._rows[key] = (text, spans)
+        return row
+
+    def _line(self, y: int) -> Content | None:
+        """Line `y` of the picture: a band's heading, or one layer with the cursor on it."""
         if not self.bands:
-            return Content.from_markup("[dim]no memory ranges to draw[/]")
-        lines: list[Content] = []
-        for bi, band in enumerate(self.bands):
-            head = f"{band.label}  {fmt.addr(band.start)}–{fmt.addr(band.end)}  {fmt.size(band.end - band.start + 1)}"
-            lines.append(Content.from_markup("[b]$h[/]", h=head))
-            for layer in self.rows:
-                kinds = self._layer_cells(band, layer)
-                text = "".join(KINDS[k][0] if k else " " for k in kinds)
-                spans = []
-                start = 0
-                for c in range(1, len(kinds) + 1):
-                    if c == len(kinds) or kinds[c] != kinds[start]:
-                        if kinds[start]:
-                            spans.append(Span(LABEL_W + start, LABEL_W + c, KINDS[kinds[start]][1]))
-                        start = c
-                if bi == self.band_index and (self.has_focus or layer == self.rows[0]):
-                    spans.append(Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse"))
-                row = Content(f"{layer:<{LABEL_W}}" + text, spans=spans)
-                lines.append(row.stylize("dim", 0, LABEL_W))
-        return Content("\n").join(lines)
+            return Content.from_markup("[dim]no memory ranges to draw[/]") if y == 0 else None
+        per = len(self.rows) + 1
+        bi, row = divmod(y, per)
+        if bi >= len(self.bands):
+            return None
+        band = self.bands[bi]
+        if row == 0:
+            head = (f"{band.label}  {fmt.addr(band.start)}–{fmt.addr(band.end)}  "
+                    f"{fmt.size(band.end - band.start + 1)}")
+            return Content(head, spans=[Span(0, len(head), "b")])
+        layer = self.rows[row - 1]
+        text, spans = self._row(band, layer)
+        if bi == self.band_index and (self.has_focus or layer == self.rows[0]):
+            spans = spans + [Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse")]
+        return Content(text, spans=spans)
+
+    def render_line(self, y: int) -> Strip:
+        """Only the lines in view are drawn (32 nodes make 160 lines, most scrolled away)."""
+        width = self.content_size.width
+        content = self._line(y)
+        if content is None or width <= 0:
+            return Strip.blank(width, self.rich_style)
+        strips = Visual.to_strips(self, content, width, 1, self.visual_style, pad=True)
+        return strips[0] if strips else Strip.blank(width, self.rich_style)
 
     def watch_cursor(self) -> None:
         self.refresh()
