@@ -28,3 +28,15 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is missing: the real KHO captures are needed for this test")
     return SHARED
+
+
+@pytest.fixture(autouse=True)
+def no_real_libc(monkeypatch):
+    """In every test: real_syscalls() cannot open libc, and the dry-run switch starts off and is
+    put back afterwards (an in-process `cli.main(["status"])` sets it for the whole process)."""
+    from khotui import kexec
+
+    def refuse():
+        raise AssertionError("a test tried to open the real libc for a syscall")
+    monkeypatch.setattr(kexec, "_open_libc", refuse)
+    monkeypatch.setattr(kexec, "DRY_RUN_ONLY", False)

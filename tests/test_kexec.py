@@ -21,14 +21,6 @@ from khotui.kexec import (KEXEC_FILE_DEBUG, KEXEC_FILE_NO_CMA, KEXEC_FILE_NO_INI
                           RealSyscallForbidden, explain)
 
 
-@pytest.fixture(autouse=True)
-def no_real_libc(monkeypatch):
-    """Whatever a test does, real_syscalls() cannot open libc, and the switch starts off."""
-    def refuse():
-        raise AssertionError("a test tried to open the real libc for a syscall")
-    monkeypatch.setattr(kexec, "_open_libc", refuse)
-    monkeypatch.setattr(kexec, "DRY_RUN_ONLY", False)
-
 
 class FakeSyscall:
     """Stands in for libc's `syscall`: records the ctypes values, answers 0 or -1 + errno."""

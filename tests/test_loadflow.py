@@ -15,13 +15,6 @@ from khotui.errors import KhotuiError
 from khotui.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS
 
 
-@pytest.fixture(autouse=True)
-def no_real_libc(monkeypatch):
-    def refuse():
-        raise AssertionError("a test tried to open the real libc for a syscall")
-    monkeypatch.setattr(kexec, "_open_libc", refuse)
-    monkeypatch.setattr(kexec, "DRY_RUN_ONLY", False)
-
 
 class RecordingSyscalls:
     """The seam as a recorder: keeps the fds and reads back, through them, what the kernel
