@@ -34,6 +34,15 @@ def test_two_nodes_tree_and_system_ram():
     assert len(iomem.find("kernel")) == 4
 
 
+def test_find_by_name_or_address_in_file_order_with_a_limit():
+    iomem = read_iomem(capture("two-nodes/sysroot"))
+    # an address finds the chain that holds it, outermost first, with either spelling
+    assert [r.name for r in iomem.find("57a00000")] == ["System RAM", "Kernel code"]
+    assert [r.name for r in iomem.find("0x57A00000")] == ["System RAM", "Kernel code"]
+    assert [r.name for r in iomem.find("KERNEL", limit=2)] == ["Kernel code", "Kernel rodata"]
+    assert iomem.find("  ") == [] and iomem.find("no such range") == []
+
+
 def test_efi_capture_has_split_system_ram():
     ram = read_iomem(capture("efi-two-nodes/sysroot")).system_ram()
     assert len(ram) == 7 and ram[-1] == RamRange(0x7F7FF000, 0x7FF4FFFF)

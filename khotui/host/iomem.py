@@ -79,10 +79,24 @@ class Iomem:
                    if r.name.startswith(DRIVER_MANAGED_PREFIX)]
         return sorted(ranges)
 
-    def find(self, text: str) -> list[Resource]:
-        """Resources whose name contains `text` (case-insensitive), for search."""
-        needle = text.lower()
-        return [r for r in self.flat if needle in r.name.lower()]
+    def find(self, text: str, *, limit: int | None = None) -> list[Resource]:
+        """Resources whose name contains `text` (case-insensitive) or, when `text` reads as a
+        hex address (`57a00000`, `0x57a00000`), that contain that address; depth-first in
+        file order, at most `limit` of them."""
+        needle = text.strip().lower()
+        if not needle:
+            return []
+        try:
+            addr: int | None = int(needle, 16)
+        except ValueError:
+            addr = None
+        out: list[Resource] = []
+        for r in self.flat:
+            if needle in r.name.lower() or (addr is not None and r.start <= addr <= r.end):
+                out.append(r)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
 
     def containing(self, addr: int) -> list[Resource]:
         """The chain of resources containing `addr`, outermost first."""

@@ -82,6 +82,14 @@ async def test_memory_map_zoom_and_iomem_search(demo):
         assert "Kernel code" in screen_text(app)
         await press(pilot, app, "enter")                         # pick the match: zoom to it
         assert bands.bands[0].label == "Kernel code"
+        await press(pilot, app, "slash")                         # by address: the ranges holding it
+        search = app.screen.query_one("#iomem-search")
+        search.value = ""
+        await type_text(pilot, app, "0x57a00000")
+        await press(pilot, app, "enter")
+        results = app.screen.query_one("#iomem-results")
+        assert [str(results.get_option_at_index(i).prompt).split(" ", 1)[1]
+                for i in range(results.option_count)] == ["System RAM", "Kernel code"]
 
 
 async def test_handover_explorer_cycles_decoded_dts_hex(demo):

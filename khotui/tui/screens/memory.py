@@ -35,7 +35,7 @@ class BlockStatesRead(Message):
 
 
 class SearchDone(Message):
-    def __init__(self, query: str, matches: list[IomemLine]) -> None:
+    def __init__(self, query: str, matches: list[IomemLine] | Problem) -> None:
         super().__init__()
         self.query, self.matches = query, matches
 
@@ -227,28 +227,31 @@ is one file per block, 196,608 of them on a 24 TiB host.
     @on(Input.Submitted, "#iomem-search")
     def _search(self, event: Input.Submitted) -> None:
         query = event.value.strip()
-        iomem = getattr(self, "memory", None)
-        if not query or iomem is None or isinstance(iomem.iomem, Problem):
+        if not query:
             results = self.query_one("#iomem-results", OptionList)
             results.clear_options()
             results.display = False
             return
-        self.search(iomem.iomem, query)
+        self.search(query)
 
     @work(thread=True, exclusive=True, group="iomem-search", exit_on_error=False)
-    def search(self, lines: list[IomemLine], query: str) -> None:
-        # 20,000 lines on a big host: walked off the event loop
-        self.post_message(SearchDone(query, search_iomem(lines, query, MAX_RESULTS)))
+    def search(self, query: str) -> None:
+        self.post_message(SearchDone(query, self.app.source.search_iomem(query, MAX_RESULTS)))  # type: ignore[attr-defined]
 
     @on(SearchDone)
     def _search_done(self, event: SearchDone) -> None:
         results = self.query_one("#iomem-results", OptionList)
         results.clear_options()
-        self._matches = event.matches
-        if not event.matches:
+        if isinstance(event.matches, Problem):
+            self._matches = []
+            results.add_option(Option(problem_content(event.matches), disabled=True))
+        elif not event.matches:
+            self._matches = []
             results.add_option(Option(f"no range matches {event.query!r}", disabled=True))
+        else:
+            self._matches = event.matches
         results.add_options([Option(self._label(line), id=str(i))
-                             for i, line in enumerate(event.matches)])
+                             for i, line in enumerate(self._matches)])
         results.display = True
         results.highlighted = 0
         results.focus()
@@ -281,20 +284,3 @@ is one file per block, 196,608 of them on a 24 TiB host.
         if block_size:
             self.query_one("#tab-blocks").border_title = f"block size {fmt.size(block_size)}"
 
-
-def search_iomem(lines: list[IomemLine], query: str, limit: int) -> list[IomemLine]:
-    """Ranges whose name contains `query`, or that contain the address `query` (hex)."""
-    address = None
-    try:
-        address = int(query, 16)
-    except ValueError:
-        pass
-    q = query.lower()
-    out: list[IomemLine] = []
-    stack = list(reversed(lines))
-    while stack and len(out) < limit:
-        line = stack.pop()
-        if q in line.name.lower() or (address is not None and line.start <= address <= line.end):
-            out.append(line)
-        stack.extend(reversed(line.children))
-    return out

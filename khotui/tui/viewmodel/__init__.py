@@ -525,6 +525,12 @@ class Source:
         from khotui.tui.viewmodel import memory as m
         return _guard(lambda: m.block_states(self))
 
+    def search_iomem(self, query: str, limit: int) -> list[IomemLine] | Problem:
+        """/proc/iomem ranges named like `query` or containing the hex address `query`
+        (khotui.host.iomem.Iomem.find): 20,000 lines on a big host, so off the event loop."""
+        from khotui.tui.viewmodel import memory as m
+        return _guard(lambda: m.search_iomem(self, query, limit))
+
     # -- handover ------------------------------------------------------------------------------
 
     @_quiet_gc

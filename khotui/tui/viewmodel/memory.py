@@ -80,6 +80,15 @@ def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
                      block_size=block_size, block_count=count, notes=notes)
 
 
+def search_iomem(src: "Source", query: str, limit: int) -> list[IomemLine] | Problem:
+    status = _guard(src.status)
+    if isinstance(status, Problem):
+        return status
+    if status.iomem is None:
+        return _problem(status.errors.get("iomem"))
+    return [_line(r) for r in status.iomem.find(query, limit=limit)]
+
+
 def _problem(text: str | None) -> Problem:
     message, _, fix = (text or "not readable").partition("\n  fix: ")
     return Problem(message, fix or None)
