@@ -1,11 +1,11 @@
-"""What every top-level screen shares: the navigation bar, the footer, help text, breakpoints."""
+"""What every top-level screen shares: the navigation bar, the key bar, help text, breakpoints."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
 
+from khotui.tui.widgets.keybar import KeyBar
 from khotui.tui.widgets.navbar import NavBar
 
 
@@ -48,7 +48,7 @@ class KhotuiScreen(Screen):
     _shown = False
 
     def on_screen_resume(self) -> None:
-        # back to a screen already drawn: its frame, once, not the footer's re-layout after it
+        # back to a screen already drawn: its frame, once, not a re-layout after it
         if self._shown:
             self.hold_paint(0.2)
             self.release_paint()
@@ -57,7 +57,7 @@ class KhotuiScreen(Screen):
         source = self.app.source  # type: ignore[attr-defined]
         yield NavBar(self.MODE, source.label, dry_run=source.dry_run)
         yield from self.compose_body()
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
