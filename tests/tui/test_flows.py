@@ -318,3 +318,25 @@ async def test_an_unreadable_source_shows_a_message_not_a_crash(tmp_path):
         assert app.is_running
         await press(pilot, app, "2")
         assert "unavailable" in screen_text(app) or "/proc/iomem" in screen_text(app)
+
+
+async def test_key_bar_follows_focus_and_a_click_presses_the_key(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        bottom = lambda: screen_text(app).splitlines()[-1]  # noqa: E731
+        assert "p Prepare" in bottom() and bottom().rstrip().endswith("^p palette")
+        await press(pilot, app, "2")
+        assert "+ Zoom in" in bottom() and "p Prepare" not in bottom()
+        assert "esc Map" not in bottom()                         # the map has focus
+        await press(pilot, app, "slash")                         # the search box has focus
+        assert "/ Search iomem" in bottom() and "Zoom in" not in bottom()
+        assert "esc Map" in bottom()
+        await press(pilot, app, "escape")                        # back to the map
+        assert app.screen.query_one("MemoryBands").has_focus
+        await press(pilot, app, "1")
+        line = bottom()
+        assert app.current_mode == "overview", line
+        await pilot.click("KeyBar", offset=(line.index("p Prepare") + 1, 0))
+        await settle(pilot, app)
+        assert app.current_mode == "prepare"

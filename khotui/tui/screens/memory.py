@@ -56,9 +56,9 @@ Move the cursor with ←/→ (↑/↓ between nodes); **+** or enter zooms in ar
 out, **0** shows everything, **n** jumps to the next scratch region or segment. The line under
 the map names what is under the cursor.
 
-Beside it (**/** and **b** switch), **/proc/iomem** as a tree (expanded on demand; long lists come in groups of 100)
-with **/** to search by name or address, and the **memory blocks** per node, in runs of
-consecutive blocks. On a large host each block's state is read only when asked (**s**): it
+Beside it (**/** and **b** switch), **/proc/iomem** as a tree (expanded on demand; long
+lists come in groups of 100) with **/** to search by name or hex address, and the **memory
+blocks** per node, in runs of consecutive blocks; **esc** goes back to the map. On a large host each block's state is read only when asked (**s**): it
 is one file per block, 196,608 of them on a 24 TiB host.
 """
     BINDINGS = [
@@ -67,6 +67,8 @@ is one file per block, 196,608 of them on a 24 TiB host.
         Binding("s", "block_states", "Block states", id="memory-block-states", show=False),
         Binding("r", "refresh", "Refresh", id="memory-refresh"),
         Binding("0", "zoom_reset", "All memory", id="memory-zoom-reset", show=False),
+        # out of the search box (or the results, the tree, the table) and back to the map
+        Binding("escape", "focus_map", "Map", id="memory-focus-map"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -145,6 +147,14 @@ is one file per block, 196,608 of them on a 24 TiB host.
             return
         self.action_show_tab("tab-iomem")
         self.query_one("#iomem-search", Input).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "focus_map":       # shown only where it leads somewhere
+            return not self.query_one(MemoryBands).has_focus
+        return True
+
+    def action_focus_map(self) -> None:
+        self.query_one(MemoryBands).focus()
 
     def action_zoom_reset(self) -> None:
         self.query_one(MemoryBands).action_zoom_reset()
