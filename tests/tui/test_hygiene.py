@@ -68,3 +68,20 @@ async def test_both_themes_draw_every_screen(theme, tmp_path):
         await settle(pilot, app)
         await press(pilot, app, "2", "3", "4", "p")
         assert "would succeed" in screen_text(app)
+
+
+def test_the_private_textual_hooks_the_app_relies_on_are_there():
+    """KhotuiApp.hold_output/_display and KhotuiScreen lean on Textual internals; pyproject pins
+    Textual exactly, and this names what to re-check when that pin moves."""
+    import inspect
+
+    import textual
+    from textual.app import App
+    from textual.screen import Screen
+    from textual._compositor import Compositor
+    assert textual.__version__ == "8.2.8", "Textual moved: re-check the hooks below and the snapshots"
+    assert list(inspect.signature(App._display).parameters) == ["self", "screen", "renderable"]
+    assert {"full", "screen_stack"} <= set(inspect.signature(Compositor.render_update).parameters)
+    assert "_css_update_count" in inspect.getsource(App.__init__)
+    assert "_background_screens" in dict(inspect.getmembers(App))
+    assert "bindings_updated_signal" in inspect.getsource(Screen.__init__)
