@@ -329,7 +329,14 @@ def main() -> None:
         times = asyncio.run(walk_khotui(root, size, demo=demo))
         for screen, st in times.items():
             print(f"  {screen:<9} {st.row()}")
-        print(f"  (walk took {time.perf_counter() - t0:.1f} s)")
+        import resource
+
+        import psutil
+        rss = psutil.Process().memory_info().rss
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # the walks share this process: the peak is over every host walked so far
+        print(f"  (walk took {time.perf_counter() - t0:.1f} s; RSS after it {rss >> 20} MiB, "
+              f"peak so far {peak >> 20} MiB)")
 
 
 if __name__ == "__main__":
