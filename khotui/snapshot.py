@@ -2,10 +2,14 @@
 
 The result has the layout of the captures in `shared/kho/<capture>/sysroot`: every file at its
 host path below `out_dir`, so `read_*(Sysroot(out_dir))` gives the model `read_*` gave on the
-source. Like the captures, sysfs links between nodes and memory blocks (`nodeN/memoryM`,
-`memoryM/nodeN`) and other links to directories are recorded as small files holding the link
-target. The kernel log goes to `<out_dir>/dmesg` ("[    secs.usecs] message" lines), read
-without blocking from /dev/kmsg on the live host, copied from `<root>/dmesg` from a snapshot.
+source. One exception: the memory blocks (`memory/memoryN/*`) and the links between them and
+the nodes (`nodeN/memoryM`, `memoryM/nodeN`) are one run-length record,
+`sys/devices/system/memory/khotui-blocks.jsonl` (format in khotui.host.blockrecord), so a
+196,608-block host gives a snapshot of a few hundred files, not 1.7 million; the node
+directories, their attributes and `block_size_bytes` stay files. Like the captures, other links
+to directories are recorded as small files holding the link target. The kernel log goes to
+`<out_dir>/dmesg` ("[    secs.usecs] message" lines), read without blocking from /dev/kmsg on
+the live host, copied from `<root>/dmesg` from a snapshot.
 
 Read-only on the source. A file that cannot be read is skipped and reported, not fatal.
 Installed kernel images are not copied (only BLS entries and the build config); a snapshot's

@@ -9,9 +9,11 @@ Two reads, because a large host has ~200,000 memory block directories:
   valid_zones...), one small file read per attribute: seconds on a huge host, so on request.
 
 On the live host both enumerate through pyudev (`subsystem='node'`/`'memory'`); under a
-snapshot root they list directories. Both give equal models (tested on this machine).
-In a snapshot (and the captures) the sysfs links `nodeN/memoryM` and `memoryM/nodeN` are
-recorded as small files holding the link target; only their names are used here.
+snapshot root they read the snapshot's memory block record (khotui.host.blockrecord) when it
+has one, and list directories otherwise (the captures, the demo). All give equal models (tested
+on this machine). In the captures the sysfs links `nodeN/memoryM` and `memoryM/nodeN` are small
+files holding the link target; only their names are used here. `block_runs()` is what a
+snapshot records.
 """
 
 from __future__ import annotations
