@@ -404,22 +404,22 @@ def block_runs(sysroot: Sysroot,
     for nid, host_dir in _node_dirs(sysroot):
         for index in _memory_ids(sysroot.listdir(host_dir)):
             listed.setdefault(index, []).append(nid)
-    found: dict[int, tuple[tuple[int, ...], tuple[str | None, ...]]] = {}
-    seen: dict = {}   # one tuple per distinct value: 196,608 blocks share a handful
-    for name in sysroot.listdir(MEMORY_DIR):
-        m = _MEMORY_RE.fullmatch(name)
-        if not m:
-            continue
-        host_dir = f"{MEMORY_DIR}/{name}"
-        entries = sysroot.listdir(host_dir)
-        links = tuple(sorted({int(k.group(1)) for k in map(_NODE_RE.fullmatch, entries) if k}))
-        values = tuple(_attribute(sysroot, f"{host_dir}/{a}", on_error) for a in BLOCK_READ)
-        found[int(m.group(1))] = (seen.setdefault(links, links), seen.setdefault(values, values))
+    names = {int(m.group(1)): name for m, name in
+             ((_MEMORY_RE.fullmatch(n), n) for n in sysroot.listdir(MEMORY_DIR)) if m}
 
     def keyed():
-        for index in sorted(listed.keys() | found.keys()):
-            links, values = found.get(index, ((), None))
-            yield index, (tuple(listed.get(index, ())), links, values)
+        # in index order, read as they are encoded: one block's texts in memory at a time
+        for index in sorted(listed.keys() | names.keys()):
+            nodes = tuple(listed.get(index, ()))
+            name = names.get(index)
+            if name is None:            # listed by a node, no memoryM directory
+                yield index, (nodes, (), None)
+                continue
+            host_dir = f"{MEMORY_DIR}/{name}"
+            entries = sysroot.listdir(host_dir)
+            links = tuple(sorted({int(k.group(1)) for k in map(_NODE_RE.fullmatch, entries) if k}))
+            values = tuple(_attribute(sysroot, f"{host_dir}/{a}", on_error) for a in BLOCK_READ)
+            yield index, (nodes, links, values)
     return runs_of(keyed())
 
 
