@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How `khotui status`, `plan` and `snapshot` scale from the demo snapshot to a 24 TiB, 32-node host.
+"""How `khotui status`, `plan` and `snapshot` scale from the demo snapshot to a 24 TiB host.
 
     .venv/bin/python bench/scale.py [--runs N] [--sizes demo,1x,10x,100x] [--growth]
 

@@ -215,7 +215,7 @@ def _copy_nodes(sysroot: Sysroot, copier: _Copier) -> None:
     for name in NODE_STATE_FILES:
         copier.file(f"{NODE_DIR}/{name}")
     for name in sysroot.listdir(NODE_DIR):
-        if name.startswith("node") and name[4:].isdigit():
+        if name.startswith("node") and name[4:].isdigit() and sysroot.is_dir(f"{NODE_DIR}/{name}"):
             copier.dir(f"{NODE_DIR}/{name}")
             for attr in NODE_ATTRIBUTES:
                 copier.file(f"{NODE_DIR}/{name}/{attr}")

@@ -231,7 +231,8 @@ def test_blocks_that_differ_make_runs_and_read_alike(tmp_path):
     blocks = read_memory_blocks(Sysroot(out))
     assert [(b.index, b.node, b.state) for b in blocks if b.index in (9, 14, 20)] == \
         [(9, 0, "online"), (14, 2, "going-offline"), (20, 2, "online")]
-    assert 30 not in [b.index for b in blocks] and 30 in read_topology(Sysroot(out)).nodes[2].memory_blocks
+    assert 30 not in [b.index for b in blocks]
+    assert 30 in read_topology(Sysroot(out)).nodes[2].memory_blocks
 
 
 def test_a_snapshot_of_a_snapshot_keeps_the_record(tmp_path):
@@ -290,3 +291,17 @@ def test_live_snapshot_reads_like_the_host(tmp_path):
     boot_snap.pop("meminfo"), boot_live.pop("meminfo")  # changes by the second
     assert boot_snap == boot_live
     assert (out / "dmesg").exists()
+
+
+def test_a_block_attribute_larger_than_a_page_is_skipped_with_its_reason(tmp_path):
+    src = tmp_path / "src"
+    mem = src / "sys/devices/system/memory/memory2"
+    mem.mkdir(parents=True)
+    (src / "sys/devices/system/memory/block_size_bytes").write_text("8000000\n")
+    (mem / "state").write_text("online\n")
+    (mem / "valid_zones").write_bytes(b"N" * (1 << 20))
+    skipped = write_snapshot(Sysroot(src), tmp_path / "out")
+    assert skipped == ["/sys/devices/system/memory/memory2/valid_zones: file is larger than "
+                       "65536 bytes; refusing to read it whole"]
+    block, = read_memory_blocks(Sysroot(tmp_path / "out"))
+    assert (block.index, block.state, block.valid_zones) == (2, "online", None)
