@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""How `khotui status` and `khotui plan` scale from the demo snapshot to a 24 TiB, 32-node host.
+"""How `khotui status`, `plan` and `snapshot` scale from the demo snapshot to a 24 TiB host.
 
     .venv/bin/python bench/scale.py [--runs N] [--sizes demo,1x,10x,100x] [--growth]
 
 For each sysroot (the bundled demo, and synthetic hosts from bench/gen_sysroot.py, cached under
-/tmp/khotui-bench/<scale>) it runs, as separate processes, `khotui status --json --root R` and
-`khotui plan --json --root R --kernel <bzImage-kho-7.3.4> --initrd <8 MiB cpio>`: the median
-wall time of N runs and the peak RSS of the child (ru_maxrss from wait4), beside the baseline
+/tmp/khotui-bench/<scale>) it runs, as separate processes, `khotui status --json --root R`,
+`khotui plan --json --root R --kernel <bzImage-kho-7.3.4> --initrd <8 MiB cpio>` and
+`khotui snapshot --root R OUT` (a new OUT each run, removed after it): the median wall time of
+N runs and the peak RSS of the child (ru_maxrss from wait4), beside the baseline
 `python -c pass` measured in the same run. Prints a plain table and a markdown one.
 
 `--growth` also times the parsers in-process on 1x, 10x and 100x inputs, one input at a time
@@ -22,9 +23,11 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,8 +57,23 @@ def child_env() -> dict[str, str]:
     return env
 
 
+OUT = "{out}"   # in a command: a new empty directory for each run, removed after it
+
+
 def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
     """(wall seconds, peak RSS KiB) of one child."""
+    out = None
+    if OUT in cmd:
+        out = tempfile.mkdtemp(prefix="snapshot-", dir=gen_sysroot.CACHE_BASE)
+        cmd = [out if a == OUT else a for a in cmd]
+    try:
+        return _run_child(cmd, env)
+    finally:
+        if out:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env)
@@ -90,6 +108,7 @@ def commands(py: str, root: Path, initrd: Path) -> dict[str, list[str]]:
         "status": [py, "-m", "khotui", "status", "--json", "--root", str(root)],
         "plan": [py, "-m", "khotui", "plan", "--json", "--root", str(root),
                  "--kernel", str(KERNEL), "--initrd", str(initrd)],
+        "snapshot": [py, "-m", "khotui", "snapshot", "--root", str(root), OUT],
     }
 
 

@@ -2,10 +2,14 @@
 
 The result has the layout of the captures in `shared/kho/<capture>/sysroot`: every file at its
 host path below `out_dir`, so `read_*(Sysroot(out_dir))` gives the model `read_*` gave on the
-source. Like the captures, sysfs links between nodes and memory blocks (`nodeN/memoryM`,
-`memoryM/nodeN`) and other links to directories are recorded as small files holding the link
-target. The kernel log goes to `<out_dir>/dmesg` ("[    secs.usecs] message" lines), read
-without blocking from /dev/kmsg on the live host, copied from `<root>/dmesg` from a snapshot.
+source. One exception: the memory blocks (`memory/memoryN/*`) and the links between them and
+the nodes (`nodeN/memoryM`, `memoryM/nodeN`) are one run-length record,
+`sys/devices/system/memory/khotui-blocks.jsonl` (format in khotui.host.blockrecord), so a
+196,608-block host gives a snapshot of a few hundred files, not 1.7 million; the node
+directories, their attributes and `block_size_bytes` stay files. Like the captures, other links
+to directories are recorded as small files holding the link target. The kernel log goes to
+`<out_dir>/dmesg` ("[    secs.usecs] message" lines), read without blocking from /dev/kmsg on
+the live host, copied from `<root>/dmesg` from a snapshot.
 
 Read-only on the source. A file that cannot be read is skipped and reported, not fatal.
 Installed kernel images are not copied (only BLS entries and the build config); a snapshot's
@@ -25,8 +29,9 @@ from khotui.kernellog import read_kmsg as kernellog_read_kmsg
 from khotui.errors import KhotuiError
 from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR
-from khotui.host.memory import (BLOCK_ATTRIBUTES, MEMORY_DIR, NODE_ATTRIBUTES, NODE_DIR,
-                                NODE_STATE_FILES)
+from khotui.host.blockrecord import RECORD, format_record
+from khotui.host.memory import (BLOCK_READ, MEMORY_DIR, NODE_ATTRIBUTES, NODE_DIR,
+                                NODE_STATE_FILES, block_runs)
 from khotui.host.sysroot import Sysroot
 
 MANIFEST = "khotui-snapshot.json"
@@ -194,7 +199,7 @@ def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str]) -> list[st
                     copier.file(f"{entries}/{name}")
 
     _copy_nodes(sysroot, copier)
-    _copy_memory_blocks(sysroot, copier)
+    _record_memory_blocks(sysroot, copier)
     _copy_dmesg(sysroot, copier)
 
     manifest = {"source": str(sysroot.root), "live": sysroot.is_live,
@@ -204,30 +209,27 @@ def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str]) -> list[st
     return copier.skipped
 
 
-def _copy_objects(sysroot: Sysroot, copier: _Copier, parent: str, prefix: str,
-                  attributes: tuple[str, ...] | list[str], link_prefix: str) -> None:
-    """Copy `parent/<prefix>N/` directories: their attribute files, and their links to
-    `<link_prefix>M` recorded as the captures record sysfs links (a file holding the target)."""
-    for name in sysroot.listdir(parent):
-        if not (name.startswith(prefix) and name[len(prefix):].isdigit()):
-            continue
-        obj = f"{parent}/{name}"
-        copier.dir(obj)
-        for attr in attributes:
-            copier.file(f"{obj}/{attr}")
-        for entry in sysroot.listdir(obj):
-            if entry.startswith(link_prefix) and entry[len(link_prefix):].isdigit():
-                copier.link(f"{obj}/{entry}")
-
-
 def _copy_nodes(sysroot: Sysroot, copier: _Copier) -> None:
+    """The node state files and each `nodeN/` with its attributes; its `memoryM` links go to
+    the memory block record."""
     for name in NODE_STATE_FILES:
         copier.file(f"{NODE_DIR}/{name}")
-    _copy_objects(sysroot, copier, NODE_DIR, "node", NODE_ATTRIBUTES, "memory")
+    for name in sysroot.listdir(NODE_DIR):
+        if name.startswith("node") and name[4:].isdigit() and sysroot.is_dir(f"{NODE_DIR}/{name}"):
+            copier.dir(f"{NODE_DIR}/{name}")
+            for attr in NODE_ATTRIBUTES:
+                copier.file(f"{NODE_DIR}/{name}/{attr}")
 
 
-def _copy_memory_blocks(sysroot: Sysroot, copier: _Copier) -> None:
-    _copy_objects(sysroot, copier, MEMORY_DIR, "memory", BLOCK_ATTRIBUTES, "node")
+def _record_memory_blocks(sysroot: Sysroot, copier: _Copier) -> None:
+    """All memory blocks and node links as one run-length record (khotui.host.blockrecord)."""
+    try:
+        runs = block_runs(sysroot, on_error=copier._skip)
+    except KhotuiError as exc:
+        copier._skip(MEMORY_DIR, f"{exc.path}: {exc.message}" if exc.path else exc.message)
+        return
+    if runs:
+        copier._write(RECORD, format_record(runs, BLOCK_READ))
 
 
 def _copy_dmesg(sysroot: Sysroot, copier: _Copier) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -300,6 +301,40 @@ def _iomem_zero() -> str:
                    for d, n in ((0, "Reserved"), (0, "System RAM"), (1, "Kernel code")))
 
 
+BLOCKS_RECORD = "sys/devices/system/memory/khotui-blocks.jsonl"
+
+
+def _blocks_record(edit: Callable[[list], list] | Callable[[bytes], bytes], *, raw: bool = False,
+                   how: str = "topology") -> Callable[[Path], Cli | Call]:
+    """A snapshot of two-nodes whose memory block record is edited: `edit` maps its decoded
+    lines (header, runs) to new ones, or with `raw` its bytes to new bytes."""
+    def build(tmp: Path) -> Cli | Call:
+        from khotui.host.memory import read_memory_blocks, read_topology
+        from khotui.host.sysroot import Sysroot
+        from khotui.snapshot import write_snapshot
+        root = tmp / "snap"
+        write_snapshot(Sysroot(TWO), root)
+        path = root / BLOCKS_RECORD
+        if raw:
+            path.write_bytes(edit(path.read_bytes()))
+        else:
+            items = edit([json.loads(line) for line in path.read_text().splitlines()])
+            path.write_text("".join(json.dumps(i) + "\n" for i in items))
+        if how == "status":
+            return status(root, BLOCKS_RECORD)
+        read = read_topology if how == "topology" else read_memory_blocks
+        return Call(lambda: read(Sysroot(root)), BLOCKS_RECORD)
+    return build
+
+
+def _one_run(first: int, count: int, announced: int | None = None) -> Callable[[list], list]:
+    def edit(items: list) -> list:
+        head, run = items[0], items[1]
+        return [{**head, "runs": 1, "blocks": count if announced is None else announced},
+                [first, count, *run[2:]]]
+    return edit
+
+
 BAD_INPUTS: list[BadInput] = [
     # -- the KHO FDT (decoder; a corrupt debugfs copy through `status` too)
     BadInput("fdt-zero-length", _fdt(b""), fragment="empty"),
@@ -377,6 +412,35 @@ BAD_INPUTS: list[BadInput] = [
     BadInput("initrd-fifo", lambda tmp: (os.mkfifo(tmp / "initrd.fifo"), Cli(
         ["plan", "--json", "--root", str(TWO), "--kernel", str(KERNEL), "--initrd",
          str(tmp / "initrd.fifo")], str(tmp / "initrd.fifo")))[1], exit=2, fragment="FIFO"),
+    # -- a snapshot's memory block record (khotui/host/blockrecord.py)
+    BadInput("blocks-record-cut-short", _blocks_record(lambda b: b[:-20], raw=True, how="status"),
+             exit=1, finding="kho-enabled", status="fail", fragment="is cut short"),
+    BadInput("blocks-record-empty", _blocks_record(lambda b: b"", raw=True), fragment="is empty"),
+    BadInput("blocks-record-not-a-record", _blocks_record(lambda b: b"memory0 online\n", raw=True),
+             fragment="not the header of a khotui-blocks record"),
+    BadInput("blocks-record-newer-version", _blocks_record(
+        lambda i: [{**i[0], "version": 2}, *i[1:]]), fragment="this khotui reads version 1"),
+    BadInput("blocks-record-missing-runs", _blocks_record(lambda i: i[:2], how="blocks"),
+             fragment="the header announces 2 runs of 16 blocks, the file has 1 runs of 8"),
+    BadInput("blocks-record-huge-count", _blocks_record(_one_run(0, 4_000_000_000)),
+             fragment="announces 4000000000 memory blocks"),
+    BadInput("blocks-record-run-past-address-space", _blocks_record(_one_run(1 << 40, 1)),
+             fragment="beyond the 52-bit physical address space"),
+    BadInput("blocks-record-run-beyond-header", _blocks_record(_one_run(0, 1 << 20, 8)),
+             fragment="more than the header's 1 runs of 8 blocks"),
+    BadInput("blocks-record-overlapping-runs", _blocks_record(
+        lambda i: [*i[:2], [4, 8, *i[2][2:]]]), fragment="runs are ascending and do not overlap"),
+    BadInput("blocks-record-bad-node-id", _blocks_record(
+        lambda i: [i[0], [0, 8, [5000], *i[1][3:]], i[2]]), fragment="node ids below 1024"),
+    BadInput("blocks-record-garbage-line", _blocks_record(
+        lambda b: b.splitlines(keepends=True)[0] + b"\x00\xff\n", raw=True),
+             fragment="not a run [first, count, nodes, links, values]"),
+    BadInput("blocks-record-nesting-bomb", _blocks_record(
+        lambda b: b.splitlines(keepends=True)[0] + b"[" * 60_000 + b"\n", raw=True),
+             fragment="not a run [first, count, nodes, links, values]"),
+    BadInput("blocks-record-endless-line", _blocks_record(
+        lambda b: b.splitlines(keepends=True)[0] + b"[" * 100_000 + b"\n", raw=True),
+             fragment="line 2 is longer than 65536 bytes"),
 ]
 
 assert len({row.id for row in BAD_INPUTS}) == len(BAD_INPUTS)

@@ -71,5 +71,7 @@ def test_table_covers_the_issue():
                    "kernel-elf-vmlinux", "kernel-pe-without-linux", "kernel-directory",
                    "kernel-fifo", "kernel-device-node", "kernel-symlink-loop",
                    "kernel-changes-while-read", "kernel-world-writable",
-                   "kernel-owned-by-another-user", "kernel-zero-length"):
+                   "kernel-owned-by-another-user", "kernel-zero-length",
+                   "blocks-record-cut-short", "blocks-record-huge-count",
+                   "blocks-record-run-past-address-space"):
         assert needed in ids

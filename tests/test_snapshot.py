@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CAPTURES
+from tests.conftest import CAPTURES, REPO
 from khotui.errors import KhotuiError
 from khotui.host.boot import read_boot
 from khotui.host.iomem import read_iomem
 from khotui.host.kernels import find_kernels
 from khotui.host.kho import read_kho
-from khotui.host.memory import read_memory_blocks, read_topology
+from khotui.host.blockrecord import RECORD
+from khotui.host.memory import BLOCK_READ, memory_node_ids, read_memory_blocks, read_topology
 from khotui.host.state import read_kexec_state
 from khotui.host.sysroot import Sysroot
 from khotui.host.system import read_system
 from khotui.snapshot import MANIFEST, read_kmsg, write_snapshot
+
+sys.path.insert(0, str(REPO / "bench"))
+import gen_sysroot  # noqa: E402
+
+RECORD_REL = RECORD.lstrip("/")
 
 
 def all_sysroots() -> list[Path]:
@@ -43,16 +53,26 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def _is_block_file(rel: str) -> bool:
+    """memoryN/* and nodeN/memoryM: what a snapshot keeps in the block record instead."""
+    return bool(re.fullmatch(r"sys/devices/system/(memory/memory\d+/.*|node/node\d+/memory\d+)",
+                             rel))
+
+
 @pytest.mark.parametrize("root", all_sysroots(), ids=lambda p: str(p.relative_to(CAPTURES)))
 def test_snapshot_of_each_capture_reads_the_same(root, tmp_path):
     out = tmp_path / "snap"
     skipped = write_snapshot(Sysroot(root), out)
     assert skipped == []
     assert models(Sysroot(out)) == models(Sysroot(root))
-    # the layout is the capture's: every file the captures hold is copied byte for byte
+    # the layout is the capture's: every file the captures hold is copied byte for byte, but
+    # for the memory blocks and their node links, which are in the one record
     source, copy = _tree(root), _tree(out)
     copy.pop(MANIFEST)
-    assert copy == source
+    blocks = {rel for rel in source if _is_block_file(rel)}
+    assert bool(blocks) == (RECORD_REL in copy)
+    copy.pop(RECORD_REL, None)
+    assert copy == {rel: data for rel, data in source.items() if rel not in blocks}
 
 
 def test_snapshot_of_a_snapshot_copies_dmesg(tmp_path):
@@ -112,7 +132,7 @@ def test_unreadable_files_are_skipped_with_reason(tmp_path, monkeypatch):
     assert "/proc/iomem" in (tmp_path / "out" / MANIFEST).read_text()
 
 
-def test_links_are_recorded_as_their_target(tmp_path):
+def test_sysfs_links_between_blocks_and_nodes_go_to_the_record(tmp_path):
     src = tmp_path / "src"
     mem = src / "sys/devices/system/memory/memory3"
     node = src / "sys/devices/system/node/node1"
@@ -124,11 +144,131 @@ def test_links_are_recorded_as_their_target(tmp_path):
     (src / "sys/devices/system/memory/block_size_bytes").write_text("8000000\n")
     write_snapshot(Sysroot(src), tmp_path / "out")
     out = tmp_path / "out/sys/devices/system"
-    assert (out / "memory/memory3/node1").read_text() == "../../node/node1"
-    assert (out / "node/node1/memory3").read_text() == "../../memory/memory3"
-    assert read_topology(Sysroot(tmp_path / "out")).as_dict() == read_topology(Sysroot(src)).as_dict()
-    assert [b.as_dict() for b in read_memory_blocks(Sysroot(tmp_path / "out"))] == \
-        [b.as_dict() for b in read_memory_blocks(Sysroot(src))]
+    assert not (out / "memory/memory3").exists() and not (out / "node/node1/memory3").exists()
+    assert (out / "node/node1").is_dir()
+    assert (tmp_path / "out" / RECORD_REL).read_text().splitlines()[1:] == \
+        ['[3, 1, [1], [1], ["online\\n", null, null, null, null]]']
+    assert_blocks_read_alike(src, tmp_path / "out")
+
+
+def assert_blocks_read_alike(src: Path, out: Path) -> None:
+    topo = read_topology(Sysroot(src))
+    assert read_topology(Sysroot(out)).as_dict() == topo.as_dict()
+    assert memory_node_ids(Sysroot(out)) == memory_node_ids(Sysroot(src))
+    for attributes in (BLOCK_READ, ("state",)):
+        assert [b.as_dict() for b in read_memory_blocks(Sysroot(out), attributes=attributes)] == \
+            [b.as_dict() for b in read_memory_blocks(Sysroot(src), attributes=attributes)]
+
+
+def _files(root: Path) -> tuple[int, int]:
+    """(files, directories) below root."""
+    paths = list(root.rglob("*"))
+    return sum(p.is_file() for p in paths), sum(p.is_dir() for p in paths)
+
+
+def _synthetic(tmp_path: Path, blocks: int) -> Path:
+    shape = gen_sysroot.Shape(nodes=4, blocks=blocks, iomem_lines=120, fdt_nodes=40,
+                              sub_blobs=10)
+    return gen_sysroot.generate(tmp_path / f"host-{blocks}", shape, jobs=1)
+
+
+def test_synthetic_hosts_read_alike_and_the_file_count_does_not_grow_with_blocks(tmp_path):
+    counts = []
+    for blocks in (64, 1280):
+        src = _synthetic(tmp_path, blocks)
+        out = tmp_path / f"snap-{blocks}"
+        assert write_snapshot(Sysroot(src), out) == []
+        assert_blocks_read_alike(src, out)
+        assert models(Sysroot(out)) == models(Sysroot(src))
+        assert read_topology(Sysroot(out)).block_count == blocks
+        assert not list(out.glob("sys/devices/system/memory/memory*"))
+        counts.append(_files(out))
+    # the source has ~8 files a block; the snapshot the same count for 64 and 1,280 blocks
+    assert counts[0] == counts[1], counts
+    # all online, one node each: a run per node and one more where the PCI hole splits node 0
+    record = (tmp_path / "snap-1280" / RECORD_REL).read_text().splitlines()
+    assert len(record) == 1 + 4 + 1
+
+
+def test_blocks_that_differ_make_runs_and_read_alike(tmp_path):
+    """Offline blocks, a block in two nodes, links on one side only, missing attributes, and
+    a block a node lists without a directory of its own: all come back as they were."""
+    src = tmp_path / "src"
+    system = src / "sys/devices/system"
+    (system / "memory").mkdir(parents=True)
+    (system / "memory/block_size_bytes").write_text("8000000\n")
+    for nid in range(3):
+        (system / f"node/node{nid}").mkdir(parents=True)
+        (system / f"node/node{nid}/cpulist").write_text(f"{nid}\n")
+    layout = {  # index: (node-side, block-side, state, valid_zones or None)
+        **{i: ([0], [0], "online", "DMA32") for i in range(0, 6)},
+        **{i: ([0], [0], "offline", "Normal Movable") for i in range(6, 9)},
+        9: ([0, 1], [0, 1], "online", "Normal"),
+        **{i: ([1], [1], "online", None) for i in range(10, 14)},
+        14: ([], [2], "going-offline", ""),           # only memoryM/nodeN
+        20: ([2], [], "online", "Movable"),           # only nodeN/memoryM
+    }
+    for i, (nodes, links, state, zones) in layout.items():
+        d = system / f"memory/memory{i}"
+        d.mkdir()
+        for name, value in (("state", state), ("online", str(int(state == "online"))),
+                            ("phys_device", "0"), ("removable", "1")):
+            (d / name).write_text(value + "\n")
+        if zones is not None:
+            (d / "valid_zones").write_text(zones + "\n")
+        for n in links:
+            (d / f"node{n}").symlink_to(f"../../node/node{n}")
+        for n in nodes:
+            (system / f"node/node{n}/memory{i}").symlink_to(f"../../memory/memory{i}")
+    (system / "node/node2/memory30").write_text("../../memory/memory30")   # no memory30/
+    out = tmp_path / "out"
+    assert write_snapshot(Sysroot(src), out) == []
+    assert_blocks_read_alike(src, out)
+    runs = (out / RECORD_REL).read_text().splitlines()[1:]
+    assert [json.loads(r)[:2] for r in runs] == [[0, 6], [6, 3], [9, 1], [10, 4], [14, 1],
+                                                  [20, 1], [30, 1]]
+    assert json.loads(runs[-1]) == [30, 1, [2], [], None]
+    blocks = read_memory_blocks(Sysroot(out))
+    assert [(b.index, b.node, b.state) for b in blocks if b.index in (9, 14, 20)] == \
+        [(9, 0, "online"), (14, 2, "going-offline"), (20, 2, "online")]
+    assert 30 not in [b.index for b in blocks]
+    assert 30 in read_topology(Sysroot(out)).nodes[2].memory_blocks
+
+
+def test_a_snapshot_of_a_snapshot_keeps_the_record(tmp_path):
+    src = _synthetic(tmp_path, 100)
+    write_snapshot(Sysroot(src), tmp_path / "a")
+    write_snapshot(Sysroot(tmp_path / "a"), tmp_path / "b")
+    assert (tmp_path / "b" / RECORD_REL).read_bytes() == (tmp_path / "a" / RECORD_REL).read_bytes()
+    assert_blocks_read_alike(src, tmp_path / "b")
+
+
+def _status_json(root: Path) -> dict:
+    result = subprocess.run([sys.executable, "-m", "khotui", "status", "--json", "--root",
+                             str(root)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout.replace(str(root), "ROOT"))
+
+
+def _cli_roots() -> list[Path]:
+    return sorted(p for p in CAPTURES.glob("*/sysroot") if p.is_dir()) if CAPTURES.is_dir() else []
+
+
+@pytest.mark.parametrize("root", [*_cli_roots(), "synthetic"],
+                         ids=lambda p: p if isinstance(p, str) else p.parent.name)
+def test_status_json_is_the_same_on_a_snapshot(root, tmp_path):
+    """`khotui snapshot` then `khotui status --json --root` says what status said on the source."""
+    if root == "synthetic":
+        root = _synthetic(tmp_path, 256)
+    out = tmp_path / "snap"
+    result = subprocess.run([sys.executable, "-m", "khotui", "snapshot", "--root", str(root),
+                             str(out)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (out / RECORD_REL).is_file()
+    before, after = _status_json(root), _status_json(out)
+    assert after == before
+    assert [r["node"] for r in after["kho"]["scratch"] if r["kind"] == "node"] or \
+        not after["kho"]["enabled"]
 
 
 @pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg is not readable here")
@@ -151,3 +291,17 @@ def test_live_snapshot_reads_like_the_host(tmp_path):
     boot_snap.pop("meminfo"), boot_live.pop("meminfo")  # changes by the second
     assert boot_snap == boot_live
     assert (out / "dmesg").exists()
+
+
+def test_a_block_attribute_larger_than_a_page_is_skipped_with_its_reason(tmp_path):
+    src = tmp_path / "src"
+    mem = src / "sys/devices/system/memory/memory2"
+    mem.mkdir(parents=True)
+    (src / "sys/devices/system/memory/block_size_bytes").write_text("8000000\n")
+    (mem / "state").write_text("online\n")
+    (mem / "valid_zones").write_bytes(b"N" * (1 << 20))
+    skipped = write_snapshot(Sysroot(src), tmp_path / "out")
+    assert skipped == ["/sys/devices/system/memory/memory2/valid_zones: file is larger than "
+                       "65536 bytes; refusing to read it whole"]
+    block, = read_memory_blocks(Sysroot(tmp_path / "out"))
+    assert (block.index, block.state, block.valid_zones) == (2, "online", None)

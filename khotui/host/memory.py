@@ -9,9 +9,11 @@ Two reads, because a large host has ~200,000 memory block directories:
   valid_zones...), one small file read per attribute: seconds on a huge host, so on request.
 
 On the live host both enumerate through pyudev (`subsystem='node'`/`'memory'`); under a
-snapshot root they list directories. Both give equal models (tested on this machine).
-In a snapshot (and the captures) the sysfs links `nodeN/memoryM` and `memoryM/nodeN` are
-recorded as small files holding the link target; only their names are used here.
+snapshot root they read the snapshot's memory block record (khotui.host.blockrecord) when it
+has one, and list directories otherwise (the captures, the demo). All give equal models (tested
+on this machine). In the captures the sysfs links `nodeN/memoryM` and `memoryM/nodeN` are small
+files holding the link target; only their names are used here. `block_runs()` is what a
+snapshot records.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from khotui.errors import KhotuiError, explain_os_error
+from khotui.host.blockrecord import BlockRun, read_record, runs_of
 from khotui.host.sysroot import Sysroot
 
 NODE_DIR = "/sys/devices/system/node"
@@ -30,9 +33,8 @@ BLOCK_SIZE = "/sys/devices/system/memory/block_size_bytes"
 
 _NODE_RE = re.compile(r"node(\d+)")
 _MEMORY_RE = re.compile(r"memory(\d+)")
-# Attributes of a memory block device (drivers/base/memory.c) that a snapshot records;
-# read_memory_blocks() reads BLOCK_READ (phys_index is index-derived, not read).
-BLOCK_ATTRIBUTES = ("state", "online", "phys_index", "phys_device", "removable", "valid_zones")
+# Attributes of a memory block device (drivers/base/memory.c) that read_memory_blocks() reads
+# and a snapshot records (phys_index is index-derived, not read).
 BLOCK_READ = ("state", "online", "phys_device", "removable", "valid_zones")
 NODE_ATTRIBUTES = ("cpulist", "meminfo")
 NODE_STATE_FILES = ("possible", "online", "has_normal_memory", "has_high_memory", "has_memory",
@@ -184,10 +186,17 @@ def _node_names(sysroot: Sysroot) -> list[tuple[int, str]]:
             if m:
                 found[int(m.group(1))] = f"{NODE_DIR}/{dev.sys_name}"
     else:
-        for name in sysroot.listdir(NODE_DIR):
-            m = _NODE_RE.fullmatch(name)
-            if m and sysroot.is_dir(f"{NODE_DIR}/{name}"):
-                found[int(m.group(1))] = f"{NODE_DIR}/{name}"
+        return _node_dirs(sysroot)
+    return sorted(found.items())
+
+
+def _node_dirs(sysroot: Sysroot) -> list[tuple[int, str]]:
+    """(id, host dir) of every `nodeN` directory, by listing NODE_DIR."""
+    found: dict[int, str] = {}
+    for name in sysroot.listdir(NODE_DIR):
+        m = _NODE_RE.fullmatch(name)
+        if m and sysroot.is_dir(f"{NODE_DIR}/{name}"):
+            found[int(m.group(1))] = f"{NODE_DIR}/{name}"
     return sorted(found.items())
 
 
@@ -228,9 +237,14 @@ def read_topology(sysroot: Sysroot) -> Topology:
         text = sysroot.read_optional_text(host)
         if text is not None:
             states[name] = parse_list(text, path=sysroot.display(host))
+    runs = read_record(sysroot, BLOCK_READ, block_size)
+    listed = _node_blocks(runs) if runs is not None else None
     nodes: list[Node] = []
     for nid, host_dir in _node_names(sysroot):
-        blocks = _memory_ids(sysroot.listdir(host_dir))
+        if listed is not None:
+            blocks = listed.get(nid, [])
+        else:
+            blocks = _memory_ids(sysroot.listdir(host_dir))
         cpus_host = f"{host_dir}/cpulist"
         cpus_text = sysroot.read_optional_text(cpus_host)
         cpulist = parse_list(cpus_text, path=sysroot.display(cpus_host)) if cpus_text is not None else []
@@ -263,6 +277,10 @@ def memory_node_ids(sysroot: Sysroot) -> list[int]:
         return parse_list(text, path=sysroot.display(host))
     if sysroot.is_live:
         return read_topology(sysroot).memory_nodes
+    runs = read_record(sysroot, BLOCK_READ, read_block_size(sysroot))
+    if runs is not None:
+        listing = {nid for r in runs for nid in r.nodes}
+        return [nid for nid, _ in _node_names(sysroot) if nid in listing]
     return [nid for nid, host_dir in _node_names(sysroot) if _has_memory_entry(sysroot, host_dir)]
 
 
@@ -339,6 +357,15 @@ def read_memory_blocks(sysroot: Sysroot, topology: Topology | None = None, *,
             if node is None:
                 node = _link_node(sysroot, f"{MEMORY_DIR}/{dev.sys_name}")
             blocks.append(_block(sysroot, index, block_size, attrs, node))
+    elif (runs := read_record(sysroot, BLOCK_READ, block_size)) is not None:
+        want = set(attributes)
+        for r in runs:
+            if r.values is None:
+                continue
+            attrs = {a: v for a, v in zip(BLOCK_READ, r.values) if a in want}
+            link = min(r.links) if r.links else None
+            for index in r.indices:
+                blocks.append(_block(sysroot, index, block_size, attrs, node_of.get(index, link)))
     else:
         for name in sysroot.listdir(MEMORY_DIR):
             m = _MEMORY_RE.fullmatch(name)
@@ -353,6 +380,58 @@ def read_memory_blocks(sysroot: Sysroot, topology: Topology | None = None, *,
             blocks.append(_block(sysroot, index, block_size, attrs, node))
     blocks.sort(key=lambda b: b.index)
     return blocks
+
+
+def _node_blocks(runs: list[BlockRun]) -> dict[int, list[int]]:
+    """Per node id, the ascending block indices its directory lists (nodeN/memoryM)."""
+    out: dict[int, list[int]] = {}
+    for r in runs:
+        for nid in r.nodes:
+            out.setdefault(nid, []).extend(r.indices)
+    return out
+
+
+def block_runs(sysroot: Sysroot,
+               on_error: Callable[[str, str], None] | None = None) -> list[BlockRun]:
+    """Every memory block and its node links as runs (khotui.host.blockrecord), what a snapshot
+    records: from the record if the root has one, else by listing the node and memory
+    directories (on the live host too: sysfs is such a tree). An attribute that cannot be read
+    is None, reported to `on_error(host_path, message)` if given, else raised."""
+    runs = read_record(sysroot, BLOCK_READ, read_block_size(sysroot))
+    if runs is not None:
+        return runs
+    listed: dict[int, list[int]] = {}
+    for nid, host_dir in _node_dirs(sysroot):
+        for index in _memory_ids(sysroot.listdir(host_dir)):
+            listed.setdefault(index, []).append(nid)
+    names = {int(m.group(1)): name for m, name in
+             ((_MEMORY_RE.fullmatch(n), n) for n in sysroot.listdir(MEMORY_DIR)) if m}
+
+    def keyed():
+        # in index order, read as they are encoded: one block's texts in memory at a time
+        for index in sorted(listed.keys() | names.keys()):
+            nodes = tuple(listed.get(index, ()))
+            name = names.get(index)
+            if name is None:            # listed by a node, no memoryM directory
+                yield index, (nodes, (), None)
+                continue
+            host_dir = f"{MEMORY_DIR}/{name}"
+            entries = sysroot.listdir(host_dir)
+            links = tuple(sorted({int(k.group(1)) for k in map(_NODE_RE.fullmatch, entries) if k}))
+            values = tuple(_attribute(sysroot, f"{host_dir}/{a}", on_error) for a in BLOCK_READ)
+            yield index, (nodes, links, values)
+    return runs_of(keyed())
+
+
+def _attribute(sysroot: Sysroot, host: str,
+               on_error: Callable[[str, str], None] | None) -> str | None:
+    try:
+        return sysroot.read_attribute(host)
+    except KhotuiError as exc:
+        if on_error is None:
+            raise
+        on_error(host, exc.message)
+        return None
 
 
 def watch_memory_blocks(sysroot: Sysroot, cancelled: Callable[[], bool],
