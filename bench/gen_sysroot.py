@@ -485,8 +485,23 @@ def _write_node_links(args: tuple[str, int, list[int]]) -> int:
     return len(blocks)
 
 
-def generate(out: str | os.PathLike[str], shape: Shape, *, jobs: int | None = None) -> Path:
-    """Write a sysroot for `shape` at `out` (created; must not exist or be empty)."""
+def _write_block_record(root: Path, per_node: list[list[int]]) -> None:
+    """The memory blocks as `khotui snapshot` records them (khotui.host.blockrecord): what a
+    snapshot of this host holds, written in a second rather than 1.6M files in minutes."""
+    from khotui.host.blockrecord import RECORD, format_record, runs_of
+    from khotui.host.memory import BLOCK_READ
+    attrs = dict(_BLOCK_ATTRS)
+    values = tuple(attrs[name].decode() for name in BLOCK_READ)
+    keyed = sorted((i, ((nid,), (nid,), values)) for nid, blocks in enumerate(per_node)
+                   for i in blocks)
+    _write(root / RECORD.lstrip("/"), format_record(runs_of(keyed), BLOCK_READ))
+
+
+def generate(out: str | os.PathLike[str], shape: Shape, *, jobs: int | None = None,
+             snapshot: bool = False) -> Path:
+    """Write a sysroot for `shape` at `out` (created; must not exist or be empty). With
+    `snapshot`, the memory blocks are in the one record `khotui snapshot` writes instead of a
+    directory each (the model read is the same; tests/test_snapshot.py checks both forms)."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     if any(root.iterdir()):
@@ -528,6 +543,9 @@ def generate(out: str | os.PathLike[str], shape: Shape, *, jobs: int | None = No
         _write(d / "cpulist", _cpulist(nid))
         _write(d / "meminfo", node_meminfo(nid, len(blocks), shape.block_size))
 
+    if snapshot:
+        _write_block_record(root, per_node)
+        return root
     jobs = jobs or min(4, os.cpu_count() or 1)
     block_work = [(i, nid) for nid, blocks in enumerate(per_node) for i in blocks]
     chunks = [block_work[k::jobs] for k in range(jobs)]
@@ -544,9 +562,10 @@ def generate(out: str | os.PathLike[str], shape: Shape, *, jobs: int | None = No
     return root
 
 
-def cached(scale: float | str, *, base: Path = CACHE_BASE, log=None) -> Path:
-    """The sysroot for `scale`, generated once under `base/<scale>` (keyed by GENERATOR_VERSION)."""
-    name = scale_name(scale)
+def cached(scale: float | str, *, base: Path = CACHE_BASE, log=None, snapshot: bool = False) -> Path:
+    """The sysroot for `scale`, generated once under `base/<scale>` (keyed by GENERATOR_VERSION);
+    with `snapshot`, under `base/<scale>-snapshot` in the form `khotui snapshot` writes."""
+    name = scale_name(scale) + ("-snapshot" if snapshot else "")
     final = base / name
     stamp = final / "VERSION"
     want = f"{GENERATOR_VERSION}\n"
@@ -558,7 +577,7 @@ def cached(scale: float | str, *, base: Path = CACHE_BASE, log=None) -> Path:
         log(f"generating {name} ({shape.label()}) under {final} ...")
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
     try:
-        generate(work / "sysroot", shape)
+        generate(work / "sysroot", shape, snapshot=snapshot)
         (work / "shape.txt").write_text(f"{asdict(shape)}\n")
         (work / "VERSION").write_text(want)
         if final.exists():

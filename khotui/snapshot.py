@@ -29,9 +29,9 @@ from khotui.kernellog import read_kmsg as kernellog_read_kmsg
 from khotui.errors import KhotuiError
 from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR
-from khotui.host.blockrecord import RECORD, format_record
+from khotui.host.blockrecord import RECORD, format_record, parse_record
 from khotui.host.memory import (BLOCK_READ, MEMORY_DIR, NODE_ATTRIBUTES, NODE_DIR,
-                                NODE_STATE_FILES, block_runs)
+                                NODE_STATE_FILES, block_runs, read_block_size)
 from khotui.host.sysroot import Sysroot
 
 MANIFEST = "khotui-snapshot.json"
@@ -228,8 +228,18 @@ def _record_memory_blocks(sysroot: Sysroot, copier: _Copier) -> None:
     except KhotuiError as exc:
         copier._skip(MEMORY_DIR, f"{exc.path}: {exc.message}" if exc.path else exc.message)
         return
-    if runs:
-        copier._write(RECORD, format_record(runs, BLOCK_READ))
+    if not runs:
+        return
+    record = format_record(runs, BLOCK_READ)
+    # What the readers would refuse (node ids past MAX_NUMNODES, blocks past the physical
+    # address space: a source tree that is not sysfs) is reported now, not at the next read.
+    try:
+        parse_record(record.splitlines(keepends=True), RECORD, BLOCK_READ,
+                     read_block_size(sysroot))
+    except KhotuiError as exc:
+        copier._skip(MEMORY_DIR, f"not recorded, the source is not what sysfs gives: {exc.message}")
+        return
+    copier._write(RECORD, record)
 
 
 def _copy_dmesg(sysroot: Sysroot, copier: _Copier) -> None:

@@ -305,3 +305,32 @@ def test_a_block_attribute_larger_than_a_page_is_skipped_with_its_reason(tmp_pat
                        "65536 bytes; refusing to read it whole"]
     block, = read_memory_blocks(Sysroot(tmp_path / "out"))
     assert (block.index, block.state, block.valid_zones) == (2, "online", None)
+
+
+def test_a_source_the_reader_would_refuse_is_reported_at_snapshot_time(tmp_path):
+    """A node id past MAX_NUMNODES is no sysfs tree: the snapshot says so and leaves the blocks
+    out, rather than writing a record that every later read refuses."""
+    src = tmp_path / "src"
+    system = src / "sys/devices/system"
+    (system / "memory/memory2").mkdir(parents=True)
+    (system / "memory/block_size_bytes").write_text("8000000\n")
+    (system / "memory/memory2/state").write_text("online\n")
+    (system / "node/node5000").mkdir(parents=True)
+    (system / "node/node5000/memory2").write_text("../../memory/memory2")
+    skipped = write_snapshot(Sysroot(src), tmp_path / "out")
+    assert len(skipped) == 1 and skipped[0].startswith(
+        "/sys/devices/system/memory: not recorded, the source is not what sysfs gives:")
+    assert "node" in skipped[0]
+    assert not (tmp_path / "out" / RECORD_REL).exists()
+    assert read_memory_blocks(Sysroot(tmp_path / "out")) == []
+
+
+def test_the_generator_writes_the_record_a_snapshot_of_its_host_would(tmp_path):
+    """bench/gen_sysroot.py can write a big host in snapshot form (one record, not 1.6M files),
+    which the TUI scale test uses; it must be what `khotui snapshot` writes of the same host."""
+    shape = gen_sysroot.Shape(nodes=4, blocks=1280, iomem_lines=120, fdt_nodes=40, sub_blobs=10)
+    tree = gen_sysroot.generate(tmp_path / "tree", shape, jobs=1)
+    compact = gen_sysroot.generate(tmp_path / "compact", shape, snapshot=True)
+    assert write_snapshot(Sysroot(tree), tmp_path / "snap") == []
+    assert (compact / RECORD_REL).read_bytes() == (tmp_path / "snap" / RECORD_REL).read_bytes()
+    assert models(Sysroot(compact)) == models(Sysroot(tree))
