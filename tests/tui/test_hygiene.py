@@ -71,7 +71,8 @@ async def test_both_themes_draw_every_screen(theme, tmp_path):
 
 
 def test_the_private_textual_hooks_the_app_relies_on_are_there():
-    """KhotuiApp.hold_output/_display and KhotuiScreen lean on Textual internals; pyproject pins
+    """KhotuiApp.hold_output/_display and KhotuiScreen (_compositor_refresh, _css_update_count)
+    lean on Textual internals; pyproject pins
     Textual exactly, and this names what to re-check when that pin moves."""
     import inspect
 
@@ -85,3 +86,5 @@ def test_the_private_textual_hooks_the_app_relies_on_are_there():
     assert "_css_update_count" in inspect.getsource(App.__init__)
     assert "_background_screens" in dict(inspect.getmembers(App))
     assert "bindings_updated_signal" in inspect.getsource(Screen.__init__)
+    refresh = inspect.getsource(Screen._compositor_refresh)      # KhotuiScreen skips it when held
+    assert "render_update" in refresh and "_dirty_widgets.clear()" in refresh

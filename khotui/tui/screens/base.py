@@ -36,6 +36,18 @@ class KhotuiScreen(Screen):
         `timeout` seconds, whichever is first (KhotuiApp.hold_output)."""
         self.app.hold_output(self, timeout)  # type: ignore[attr-defined]
 
+    def _compositor_refresh(self) -> None:
+        # Textual renders every refresh and then hands the frame to App._display, which drops
+        # it while output is held (KhotuiApp.hold_output): the render is wasted, 30-40 ms a
+        # time for a full screen on 2 cores, on the very frames that mount a screen. The
+        # release draws one full frame, so what is skipped here is never missing.
+        app = self.app
+        if getattr(app, "_held_by", None) is not None and self is app.screen and not app.is_inline:
+            self._dirty_widgets.clear()
+            self._compositor._dirty_regions.clear()
+            return
+        super()._compositor_refresh()
+
     def release_paint(self) -> None:
         self._shown = True
         # a few more ticks first: the layout settles (a scrollbar appears, text re-wraps) in
