@@ -72,8 +72,8 @@ async def test_both_themes_draw_every_screen(theme, tmp_path):
 
 def test_the_private_textual_hooks_the_app_relies_on_are_there():
     """KhotuiApp.hold_output/_display and KhotuiScreen (_compositor_refresh, _css_update_count)
-    lean on Textual internals; pyproject pins
-    Textual exactly, and this names what to re-check when that pin moves."""
+    lean on Textual internals; pyproject pins Textual exactly, and this names what to re-check
+    when that pin moves."""
     import inspect
 
     import textual
