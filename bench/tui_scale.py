@@ -155,6 +155,12 @@ class Walker:
         self.current.fill = max(self.current.fill, time.perf_counter() - t)
         self._note(label)
 
+    async def read_screen(self, seconds: float = 1.0) -> None:
+        """An operator reads the screen before the next key (the app reads ahead meanwhile:
+        KhotuiApp.warm_up); stalls while idle count like any other."""
+        await asyncio.sleep(seconds)
+        await self.fill("reading")
+
     async def type(self, text: str) -> None:
         await self.press(*[{" ": "space", "/": "slash", ".": "full_stop"}.get(c, c) for c in text])
 
@@ -183,6 +189,7 @@ async def walk_khotui(root: Path, size: tuple[int, int] = (120, 40), *,
         await w.fill("overview read")
         await w.press("r")
         await w.fill("overview re-read")
+        await w.read_screen()
 
         w.screen("memory")
         await w.press("2")

@@ -151,6 +151,11 @@ class KhotuiApp(App[int]):
         self.switch_mode("plan")
         self.run_plan(event.request)
 
+    @work(thread=True, exclusive=True, group="warm", exit_on_error=False)
+    def warm_up(self) -> None:
+        """Read ahead for the memory map while the operator reads the Overview."""
+        self.source.warm()
+
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
     def run_plan(self, request: PlanInput) -> None:
         plan = self.source.plan(request)

@@ -340,3 +340,20 @@ async def test_key_bar_follows_focus_and_a_click_presses_the_key(demo):
         await pilot.click("KeyBar", offset=(line.index("p Prepare") + 1, 0))
         await settle(pilot, app)
         assert app.current_mode == "prepare"
+
+
+async def test_the_node_topology_is_read_ahead_while_the_overview_is_shown(demo, monkeypatch):
+    """Opening the memory map does not wait for the topology read (250 ms on a 24 TiB host):
+    the app reads it while the operator reads the Overview."""
+    import khotui.host.memory as memory
+    calls = []
+    real = memory.read_topology
+    monkeypatch.setattr(memory, "read_topology", lambda *a, **k: calls.append(1) or real(*a, **k))
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.pause(0.5)                                    # the operator reads
+        await settle(pilot, app)
+        assert calls == [1]
+        await press(pilot, app, "2")
+        assert len(app.screen.query_one("MemoryBands").bands) == 2 and calls == [1]

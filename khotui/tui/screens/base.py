@@ -41,11 +41,17 @@ class KhotuiScreen(Screen):
         # it while output is held (KhotuiApp.hold_output): the render is wasted, 30-40 ms a
         # time for a full screen on 2 cores, on the very frames that mount a screen. The
         # release draws one full frame, so what is skipped here is never missing.
+        # Likewise the first refresh after a release: it is drawn as one full frame, not as a
+        # partial update that App._display would then throw away for the full one.
         app = self.app
-        if getattr(app, "_held_by", None) is not None and self is app.screen and not app.is_inline:
-            self._dirty_widgets.clear()
-            self._compositor._dirty_regions.clear()
-            return
+        if self is app.screen and not app.is_inline:
+            held = getattr(app, "_held_by", None) is not None
+            if held or getattr(app, "_full_frame_due", False):
+                self._dirty_widgets.clear()
+                self._compositor._dirty_regions.clear()
+                if not held:
+                    app._draw_full_frame()  # type: ignore[attr-defined]
+                return
         super()._compositor_refresh()
 
     def release_paint(self) -> None:

@@ -95,6 +95,8 @@ choose the kernel to load.
     def _loaded(self, event: OverviewLoaded) -> None:
         ov = event.overview
         self.call_after_refresh(self.release_paint)
+        # once this frame is out, not competing with it
+        self.set_timer(0.3, self.app.warm_up)  # type: ignore[attr-defined]
         self.overview = ov
         verdict = self.query_one("#verdict", Static)
         if isinstance(ov.findings, list):
