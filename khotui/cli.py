@@ -150,11 +150,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from khotui.host.sysroot import Sysroot
     from khotui.snapshot import write_snapshot
-    result = write_snapshot(Sysroot(_root_of(args)), Path(args.out))
+    skipped = write_snapshot(Sysroot(_root_of(args)), Path(args.out))
     print(f"khotui: wrote a snapshot to {args.out}; review it with: khotui --root {args.out}")
-    skipped = getattr(result, "skipped", None) or []
-    for path, why in skipped:
-        print(f"  skipped {path}: {why}", file=sys.stderr)
+    if skipped:
+        # what the snapshot lacks, and why (e.g. debugfs as non-root): the review must know
+        print(f"khotui: {len(skipped)} not copied:", file=sys.stderr)
+        for line in skipped:
+            print(f"  skipped {line}", file=sys.stderr)
     return EXIT_OK
 
 

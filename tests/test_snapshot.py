@@ -323,6 +323,13 @@ def test_a_source_the_reader_would_refuse_is_reported_at_snapshot_time(tmp_path)
     assert "node" in skipped[0]
     assert not (tmp_path / "out" / RECORD_REL).exists()
     assert read_memory_blocks(Sysroot(tmp_path / "out")) == []
+    # and `khotui snapshot` tells the operator what the copy lacks
+    out = subprocess.run([sys.executable, "-m", "khotui", "snapshot", "--root", str(src),
+                          str(tmp_path / "cli")], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "wrote a snapshot" in out.stdout
+    assert "khotui: 1 not copied:" in out.stderr
+    assert "skipped /sys/devices/system/memory: not recorded" in out.stderr
 
 
 def test_the_generator_writes_the_record_a_snapshot_of_its_host_would(tmp_path):
