@@ -150,7 +150,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from khotui.host.sysroot import Sysroot
     from khotui.snapshot import write_snapshot
-    skipped = write_snapshot(Sysroot(_root_of(args)), Path(args.out))
+    skipped = write_snapshot(Sysroot(_root_of(args)), Path(args.out),
+                             progress=lambda note: print(f"khotui: {note}", file=sys.stderr))
     print(f"khotui: wrote a snapshot to {args.out}; review it with: khotui --root {args.out}")
     if skipped:
         # what the snapshot lacks, and why (e.g. debugfs as non-root): the review must know

@@ -341,3 +341,14 @@ def test_the_generator_writes_the_record_a_snapshot_of_its_host_would(tmp_path):
     assert write_snapshot(Sysroot(tree), tmp_path / "snap") == []
     assert (compact / RECORD_REL).read_bytes() == (tmp_path / "snap" / RECORD_REL).read_bytes()
     assert models(Sysroot(compact)) == models(Sysroot(tree))
+
+
+def test_a_big_host_s_block_read_is_announced_before_it_starts(tmp_path, monkeypatch):
+    import khotui.snapshot as snapshot
+    monkeypatch.setattr(snapshot, "SLOW_BLOCKS", 1000)
+    notes: list[str] = []
+    write_snapshot(Sysroot(_synthetic(tmp_path, 1280)), tmp_path / "big", progress=notes.append)
+    assert notes == ["reading 1,280 memory blocks (5 files each; about 1 s)"]
+    notes.clear()
+    write_snapshot(Sysroot(_synthetic(tmp_path, 64)), tmp_path / "small", progress=notes.append)
+    assert notes == []
