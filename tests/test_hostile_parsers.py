@@ -462,3 +462,52 @@ def test_huge_claims_are_not_allocated(claim, shared):
         tracemalloc.stop()
     assert peak < 32 << 20, f"{claim}: peak {peak} bytes"
 
+
+
+# ---- a snapshot's memory block record ----------------------------------------------------
+
+def _record_runs():
+    from khotui.host.blockrecord import BlockRun
+    value = st.one_of(st.none(), st.sampled_from(["online\n", "offline\n", "1\n", "0\n", "",
+                                                  "DMA32 Normal\n", "\u00e9\n"]))
+    run = st.tuples(st.integers(1, 1 << 12), st.integers(0, 1 << 12),
+                    st.lists(st.integers(0, 1023), max_size=3, unique=True).map(sorted),
+                    st.lists(st.integers(0, 1023), max_size=3, unique=True).map(sorted),
+                    st.one_of(st.none(), st.tuples(*[value] * 5)))
+
+    def build(parts):
+        runs, first = [], 0
+        for count, gap, nodes, links, values in parts:
+            first += gap
+            runs.append(BlockRun(first, count, tuple(nodes), tuple(links), values))
+            first += count
+        return runs
+    return st.lists(run, max_size=12).map(build)
+
+
+@given(_record_runs())
+def test_block_record_round_trips(runs):
+    from khotui.host.blockrecord import format_record, parse_record
+    from khotui.host.memory import BLOCK_READ
+    data = format_record(runs, BLOCK_READ)
+    assert parse_record(io.BytesIO(data), "khotui-blocks.jsonl", BLOCK_READ, 1 << 27) == runs
+
+
+@given(_record_runs(), st.data())
+def test_block_record_cut_or_mutated_is_a_clear_error(runs, data):
+    from khotui.host.blockrecord import format_record, parse_record
+    from khotui.host.memory import BLOCK_READ
+    raw = bytearray(format_record(runs, BLOCK_READ))
+    how = data.draw(st.sampled_from(["cut", "flip", "insert"]))
+    at = data.draw(st.integers(0, max(len(raw) - 1, 0)))
+    if how == "cut":
+        raw = raw[:at]
+    elif how == "flip" and raw:
+        raw[at] = data.draw(st.integers(0, 255))
+    else:
+        raw[at:at] = data.draw(st.binary(min_size=1, max_size=12))
+    got = only_khotui_error(parse_record, io.BytesIO(bytes(raw)), "khotui-blocks.jsonl",
+                            BLOCK_READ, 1 << 27)
+    if got is not None:                     # what parses is bounded and ordered
+        assert sum(r.count for r in got) <= 1 << 22
+        assert all(a.first + a.count <= b.first for a, b in zip(got, got[1:]))

@@ -21,6 +21,7 @@ PICK = {
     "kernellog": lambda k: k.startswith("kernel.log:"),
     "cmdline": lambda k: False,
     "host_text": lambda k: False,
+    "block_record": lambda k: False,
 }
 EXTRA = {
     "initrd": [b"070701" + b"0" * 48 + b"00000000" + b"0" * 32 + b"0000000B" + b"0" * 8
@@ -30,6 +31,12 @@ EXTRA = {
                   b"title Linux\nversion 7.3.4\nlinux /vmlinuz-7.3.4\noptions ro kho=on\n",
                   b"0-3,8,10-11\n"],
     "scratch": [b"0x76c00000\n0x0\n0x40000000\n--\n0x8000000\n0x0\n0x4000000\n"],
+    "block_record": [
+        b'{"format": "khotui-blocks", "version": 1, "attributes": ["state", "online", '
+        b'"phys_device", "removable", "valid_zones"], "runs": 3, "blocks": 13}\n'
+        b'[0, 8, [0], [0], ["online\\n", "1\\n", "0\\n", "0\\n", "DMA32\\n"]]\n'
+        b'[8, 4, [1], [1], ["offline\\n", "0\\n", "0\\n", "1\\n", null]]\n'
+        b'[30, 1, [2], [], null]\n'],
 }
 
 

@@ -114,5 +114,17 @@ def host_text(data: bytes) -> None:
         pass
 
 
+def block_record(data: bytes) -> None:
+    """A snapshot's memory block record (khotui.host.blockrecord), then the block model."""
+    from khotui.host.blockrecord import parse_record
+    from khotui.host.memory import BLOCK_READ
+    try:
+        runs = parse_record(io.BytesIO(data), "fuzz/khotui-blocks.jsonl", BLOCK_READ, 1 << 27)
+    except KhotuiError:
+        return
+    assert sum(r.count for r in runs) <= 1 << 22, "a record may not expand past MAX_BLOCKS"
+    assert all(a.first + a.count <= b.first for a, b in zip(runs, runs[1:])), "runs overlap"
+
+
 TARGETS = {f.__name__: f for f in (fdt, sub_blob, iomem, scratch, kernel, initrd, kernellog,
-                                   cmdline, host_text)}
+                                   cmdline, host_text, block_record)}
