@@ -357,3 +357,20 @@ async def test_the_node_topology_is_read_ahead_while_the_overview_is_shown(demo,
         assert calls == [1]
         await press(pilot, app, "2")
         assert len(app.screen.query_one("MemoryBands").bands) == 2 and calls == [1]
+
+
+async def test_memory_blocks_tab_lists_the_runs_with_a_cursor(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await press(pilot, app, "2", "b")
+        table = app.screen.query_one("#blocks")
+        assert table.has_focus
+        text = screen_text(app)
+        assert "node  blocks" in text and "state" in text and "(s reads)" not in text
+        assert "memory0–7 (8)" in text and "memory8–15 (8)" in text and "online" in text
+        await press(pilot, app, "down")
+        assert table.cursor == 1
+        await press(pilot, app, "down", "home")
+        assert table.cursor == 0
+        await press(pilot, app, "end")
+        assert table.cursor == table.row_count - 1 == 1

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import ContentSwitcher, DataTable, Input, OptionList, Static, Tree
+from textual.widgets import ContentSwitcher, Input, OptionList, Static, Tree
 from textual.widgets.option_list import Option
 
 from khotui.tui import fmt
@@ -18,6 +18,7 @@ from khotui.tui.viewmodel import BlockRun, IomemLine, MemoryMap, Problem
 from khotui.tui.widgets.lazytree import Group, add_children, expand_group
 from khotui.tui.widgets.memory_bands import MemoryBands, legend
 from khotui.tui.widgets.panel import problem_content
+from khotui.tui.widgets.rowtable import RowTable
 
 MAX_RESULTS = 200
 
@@ -93,8 +94,7 @@ is one file per block, 196,608 of them on a 24 TiB host.
             Vertical(Input(placeholder="/ search name or address (enter)", id="iomem-search"),
                      OptionList(id="iomem-results"), Tree("/proc/iomem", id="iomem-tree"),
                      id="tab-iomem"),
-            Vertical(DataTable(id="blocks", cursor_type="row", zebra_stripes=True),
-                     id="tab-blocks"),
+            Vertical(RowTable(id="blocks"), id="tab-blocks"),
             initial="tab-iomem", id="mem-switcher")
         await self.query_one("#mem-tabs").mount(switcher)
         self.query_one("#iomem-results").display = False
@@ -118,7 +118,7 @@ is one file per block, 196,608 of them on a 24 TiB host.
     def action_blocks(self) -> None:
         self.action_show_tab("tab-blocks")
         if self.query("#blocks"):
-            self.query_one("#blocks", DataTable).focus()
+            self.query_one("#blocks", RowTable).focus()
 
     def action_refresh(self) -> None:
         self.load_memory(refresh=True)
@@ -276,21 +276,21 @@ is one file per block, 196,608 of them on a 24 TiB host.
 
     def _fill_blocks(self, blocks: list[BlockRun] | Problem, block_size: int | None,
                      count: int | None = None) -> None:
-        table = self.query_one("#blocks", DataTable)
-        table.clear(columns=True)
+        table = self.query_one("#blocks", RowTable)
         if isinstance(blocks, Problem):
-            table.add_column("memory blocks")
-            table.add_row(problem_content(blocks))
+            rows = [[f"unavailable: {blocks.message}"]] + ([[f"fix: {blocks.fix}"]] if blocks.fix else [])
+            table.set_rows(["memory blocks"], rows)
             return
         known = all(run.state for run in blocks)
-        table.add_columns("node", "blocks", "start", "end", "size",
-                          "state" if known else "state (s reads)")
+        rows = []
         for run in blocks:
             n = run.last - run.first + 1
-            table.add_row("?" if run.node is None else str(run.node),
-                          f"memory{run.first}" + (f"–{run.last} ({n})" if n > 1 else ""),
-                          fmt.addr(run.start), fmt.addr(run.end), fmt.size(run.end - run.start + 1),
-                          run.state or "—")
+            rows.append(["?" if run.node is None else str(run.node),
+                         f"memory{run.first}" + (f"–{run.last} ({n})" if n > 1 else ""),
+                         fmt.addr(run.start), fmt.addr(run.end), fmt.size(run.end - run.start + 1),
+                         run.state or "—"])
+        table.set_rows(["node", "blocks", "start", "end", "size",
+                        "state" if known else "state (s reads)"], rows)
         if block_size:
             self.query_one("#tab-blocks").border_title = f"block size {fmt.size(block_size)}"
 
