@@ -9,8 +9,9 @@ For each host:
     over SSH) until the Overview's verdict line is on the terminal (the host state read, every
     panel drawn);
   * **slowest frame per screen**, driven with Pilot: keys pressed as an operator would (open the
-    memory map, move and zoom, search /proc/iomem, list the memory blocks, open the Handover
-    explorer, page its DTS, prepare and plan a load). Measured two ways, both on the app's event loop:
+    memory map, move and zoom, search /proc/iomem, list the memory blocks and read their
+    states, open the Handover explorer, page its DTS, prepare and plan a load). Measured two
+    ways, both on the app's event loop:
       - `stall`: the longest time the loop was blocked (a 5 ms ticker on the same loop reports
         how late it woke). Nothing is drawn while the loop is blocked, so this is the longest
         a keypress or a worker's result can freeze the screen: message handlers, layout and
@@ -205,7 +206,10 @@ async def walk_khotui(root: Path, size: tuple[int, int] = (120, 40), *,
         await w.type("100000")
         await w.press("enter")
         await w.fill("address search")
-        await w.press("b", "down", "pagedown", "end", "home", "escape")   # the Blocks tab
+        await w.press("b", "down", "pagedown", "end", "home")   # the Blocks tab
+        await w.press("s", "left", "right", "down", "up")        # keys while states are read
+        await w.fill("block states")
+        await w.press("escape")
 
         w.screen("handover")
         await w.press("3")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from khotui.errors import KhotuiError
 from khotui.tui.viewmodel import (BlockRun, IomemLine, MemoryMap, MemRange, Plan, Problem,
                                   _guard)
 
@@ -164,11 +165,52 @@ def _nodes(src: "Source", ram: list[tuple[int, int]], notes: list[str]):
     return bands, blocks, block_size, count
 
 
+# Above this many blocks their states are read in a child process. In a thread of the app the
+# read (Python for every block, 15-20 s on 196,608) holds the GIL so much that the event loop
+# waits for it after each of its own system calls: 90-130 ms frames while it runs.
+STATES_IN_CHILD = 20_000
+
+
 def block_states(src: "Source") -> list[BlockRun]:
     """Every block's `state` (one file per block: seconds on a 196,608-block host), as runs."""
-    from khotui.host.memory import read_memory_blocks
     topo = _topology(src)
-    return _runs(read_memory_blocks(src.sysroot, topo, attributes=("state",)))
+    if topo.block_count <= STATES_IN_CHILD:
+        from khotui.host.memory import read_memory_blocks
+        return _runs(read_memory_blocks(src.sysroot, topo, attributes=("state",)))
+    import json
+    import subprocess
+    import sys
+    # a fresh interpreter, not multiprocessing: no fork of a threaded app, and no re-import of
+    # whatever the main module is
+    child = subprocess.run(
+        [sys.executable, "-c", "from khotui.tui.viewmodel.memory import state_runs_child; "
+                               "state_runs_child()", str(src.root)],
+        capture_output=True, text=True, check=False)
+    try:
+        answer = json.loads(child.stdout)
+    except ValueError:
+        raise KhotuiError(f"the block state reader failed: {child.stderr.strip()[-300:]}",
+                          fix="read the states from a shell: cat /sys/devices/system/memory/"
+                              "memory*/state") from None
+    if "error" in answer:
+        message, path, fix = answer["error"]
+        raise KhotuiError(message, path=path, fix=fix)
+    return [BlockRun(*run) for run in answer["runs"]]
+
+
+def state_runs_child() -> None:
+    """The child's side of block_states(): the runs of `sys.argv[1]` as JSON on stdout."""
+    import json
+    import sys
+
+    from khotui.host.memory import read_memory_blocks
+    from khotui.host.sysroot import Sysroot
+    try:
+        runs = _runs(read_memory_blocks(Sysroot(sys.argv[1]), attributes=("state",)))
+        answer: dict = {"runs": [[r.node, r.first, r.last, r.start, r.end, r.state] for r in runs]}
+    except KhotuiError as exc:
+        answer = {"error": [exc.message, exc.path, exc.fix]}
+    json.dump(answer, sys.stdout)
 
 
 def _runs(blocks: list[Any]) -> list[BlockRun]:
