@@ -125,6 +125,11 @@ class KhotuiApp(App[int]):
             self._full_frame_due = False
             renderable = screen._compositor.render_update(
                 full=True, screen_stack=self._background_screens)
+            super()._display(screen, renderable)
+            after = getattr(screen, "after_full_frame", None)
+            if after is not None:
+                self.call_later(after)
+            return
         super()._display(screen, renderable)
 
     # -- navigation ----------------------------------------------------------------------------

@@ -374,3 +374,18 @@ async def test_memory_blocks_tab_lists_the_runs_with_a_cursor(demo):
         assert table.cursor == 0
         await press(pilot, app, "end")
         assert table.cursor == table.row_count - 1 == 1
+
+
+async def test_a_long_iomem_tree_follows_the_picture_and_is_shown():
+    """On a big host the tree comes a frame after the picture (no frame carries both), and
+    it does come."""
+    from bench.gen_sysroot import cached
+    app = app_for(cached("100x", snapshot=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await press(pilot, app, "2")
+        await settle(pilot, app)
+        assert app.screen.query_one("#mem-switcher").display
+        tree = app.screen.query_one("#iomem-tree")
+        assert len(tree.root.children) > 40 and tree.region.height > 10
+        assert tree.root.children[0].label.plain.split(" ", 1)[1] in screen_text(app)

@@ -60,6 +60,10 @@ class KhotuiScreen(Screen):
         # passes, each a frame of its own; held, they cost nothing
         self.set_timer(0.05, lambda: self.app.release_output(self))  # type: ignore[attr-defined]
 
+    def after_full_frame(self) -> None:
+        """Called once the released screen's full frame is out: what is drawn from here on
+        goes as a partial update, a frame of its own."""
+
     def on_screen_suspend(self) -> None:
         self.app.release_output(self)  # type: ignore[attr-defined]
 
