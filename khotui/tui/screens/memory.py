@@ -60,8 +60,9 @@ the map names what is under the cursor.
 
 Beside it (**/** and **b** switch), **/proc/iomem** as a tree (expanded on demand; long
 lists come in groups of 100) with **/** to search by name or hex address, and the **memory
-blocks** per node, in runs of consecutive blocks; **esc** goes back to the map. On a large host each block's state is read only when asked (**s**): it
-is one file per block, 196,608 of them on a 24 TiB host.
+blocks** per node, in runs of consecutive blocks; **esc** goes back to the map. On a large
+host each block's state is read only when asked (**s**): it is one file per block, 196,608
+of them on a 24 TiB host.
 """
     BINDINGS = [
         Binding("slash", "search", "Search iomem", id="memory-search", key_display="/"),
@@ -184,6 +185,8 @@ is one file per block, 196,608 of them on a 24 TiB host.
             # next frame. A short tree costs little and is drawn at once: a frame of its own
             # costs ~3 KB more over a slow link.
             self.query_one("#mem-switcher").display = False
+            # shown after the full frame; this if no full frame comes (output never held)
+            self.set_timer(1.0, self.after_full_frame)
         self._fill_tree(mm.iomem)
         self._fill_blocks(mm.blocks, mm.block_size, mm.block_count)
         if mm.notes:
