@@ -2,6 +2,6 @@
 
 import sys
 
-from khotui.cli import main
+from khotui.cli.main import main
 
 sys.exit(main())

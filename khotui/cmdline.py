@@ -97,7 +97,7 @@ def accepted_length(cmdline_size: int | None) -> int | None:
     image does not say (arm64, or no setup header)."""
     # mirrors the "Kernel command line too long" test in bzImage64_load(),
     # arch/x86/kernel/kexec-bzimage64.c: cmdline_len (with NUL) + MAX_ELFCOREHDR_STR_LEN
-    from khotui.kexec import MAX_ELFCOREHDR_STR_LEN
+    from khotui.load.kexec import MAX_ELFCOREHDR_STR_LEN
     if not cmdline_size:
         return None
     return max(cmdline_size - MAX_ELFCOREHDR_STR_LEN, 0)

@@ -235,7 +235,7 @@ def _initrd(data: bytes) -> Callable[[Path], Cli]:
 
 def _changing_kernel(tmp: Path) -> Call:
     """A kernel that something truncates while khotui reads it (an unfinished copy)."""
-    from khotui import image
+    from khotui.image import inspect as image
     path = tmp / "vmlinuz-copying"
     path.write_bytes(KERNEL.read_bytes()[:1 << 20])
     real_pread = os.pread
@@ -311,7 +311,7 @@ def _blocks_record(edit: Callable[[list], list] | Callable[[bytes], bytes], *, r
     def build(tmp: Path) -> Cli | Call:
         from khotui.host.memory import read_memory_blocks, read_topology
         from khotui.host.sysroot import Sysroot
-        from khotui.snapshot import write_snapshot
+        from khotui.host.snapshot import write_snapshot
         root = tmp / "snap"
         write_snapshot(Sysroot(TWO), root)
         path = root / BLOCKS_RECORD

@@ -11,8 +11,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from khotui import audit, kexec
-from khotui.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS, LoadResult
+from khotui.load import audit
+
+from khotui.load import kexec
+from khotui.load.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS, LoadResult
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from khotui.kernellog import parse_kernel_log
+from khotui.host.kernellog import parse_kernel_log
 from tests.conftest import CAPTURES, REPO, VM, capture_names
 
 ERRNO = {0: None, 99: "EADDRNOTAVAIL", 22: "EINVAL", 1: "EPERM", 8: "ENOEXEC"}

@@ -27,8 +27,8 @@ from khotui.host.iomem import parse_iomem
 from khotui.host.kernels import parse_bls_entry, version_key
 from khotui.host.kho import parse_scratch_lines
 from khotui.host.memory import parse_list
-from khotui.image import inspect_initrd, inspect_kernel
-from khotui.kernellog import learn_purgatory, parse_kernel_log, parse_kernel_log_all
+from khotui.image.inspect import inspect_initrd, inspect_kernel
+from khotui.host.kernellog import learn_purgatory, parse_kernel_log, parse_kernel_log_all
 from tests.bad_inputs import SEEDS, mutate, mutations, time_limit
 
 HOSTILE = settings(max_examples=200, deadline=timedelta(seconds=5), derandomize=False,

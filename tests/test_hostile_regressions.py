@@ -32,12 +32,12 @@ def test_meminfo_with_a_5000_digit_value_is_skipped():
     "kexec_file: segment[" + "1" * 5000 + "]: buf=0 bufsz=0x1 mem=0x1 memsz=0x1\n",
 ])
 def test_kernel_log_odd_numbers(text):
-    from khotui.kernellog import parse_kernel_log_all
+    from khotui.host.kernellog import parse_kernel_log_all
     parse_kernel_log_all(text)
 
 
 def test_kernel_log_decimal_kernel_size_with_leading_zero():
-    from khotui.kernellog import parse_kernel_log
+    from khotui.host.kernellog import parse_kernel_log
     assert parse_kernel_log("kexec_file: kernel: 000 kernel_size: 0123\n").kernel_size == 123
 
 
@@ -51,7 +51,7 @@ def _cpio_header(filesize: bytes, namesize: bytes = b"0000000B") -> bytes:
 def test_cpio_size_fields_are_strict_hex(field):
     # int(b'-0000010', 16) is -16: the walk went backwards (and a BytesIO seek(-n) raised)
     import io
-    from khotui.image import inspect_initrd
+    from khotui.image.inspect import inspect_initrd
     data = _cpio_header(field) + b"TRAILER!!!\0" + b"\0" * 100
     info = inspect_initrd(io.BytesIO(data), name="initrd")
     assert info.format == "cpio newc" and "bad cpio header" in (info.note or "")
@@ -60,7 +60,7 @@ def test_cpio_size_fields_are_strict_hex(field):
 def test_lzma_header_asking_for_a_4gib_dictionary_does_not_allocate_it():
     import io
     import tracemalloc
-    from khotui.image import inspect_kernel
+    from khotui.image.inspect import inspect_kernel
     data = b"\x5d\x00\x00\xff\xff" + b"\xff" * 8 + b"\0" * 64
     tracemalloc.start()
     try:
@@ -123,7 +123,7 @@ def test_unbalanced_quote_in_the_running_cmdline_does_not_swallow_appended_token
     ("console=ttyS0 kho=1 kho=off", "fail"),
 ])
 def test_kho_on_is_read_as_the_kernel_reads_it(cmdline, expected):
-    from khotui.checks import CheckContext, check_cmdline
+    from khotui.plan.checks import CheckContext, check_cmdline
     ctx = CheckContext(live=False, arch="x86_64", osrelease="7.3.4", kho_enabled=True,
                        cmdline=cmdline)
     assert check_cmdline(ctx)[0].status == expected
@@ -132,7 +132,7 @@ def test_kho_on_is_read_as_the_kernel_reads_it(cmdline, expected):
 def test_plan_with_kho_off_and_an_all_zero_iomem_does_not_fail_placement(tmp_path, shared):
     # as non-root, plan reported EADDRNOTAVAIL 'fits in no System RAM range: System RAM 0x0-0x0'
     import shutil
-    from khotui import report
+    from khotui.plan import report
     from tests.bad_inputs import KERNEL, KOFF
     root = tmp_path / "sysroot"
     shutil.copytree(KOFF, root)

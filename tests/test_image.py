@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from khotui.errors import KhotuiError
-from khotui.image import inspect_initrd, inspect_kernel
+from khotui.image.inspect import inspect_initrd, inspect_kernel
 from tests.conftest import CAPTURES, VM
 
 BZIMAGE = VM / "bzImage-kho-7.3.4"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from khotui.image_arm64 import (Arm64Running, LINUX_PE_MAGIC, parse_arm64_image,
+from khotui.image.arm64 import (Arm64Running, LINUX_PE_MAGIC, parse_arm64_image,
                                 probe_arm64_image)
 
 

@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from khotui.host.sysroot import Sysroot
-from khotui.kernellog import (
+from khotui.host.kernellog import (
     DEFAULT_PURGATORY,
     learn_purgatory,
     parse_kernel_log,

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from khotui import kexec
+from khotui.load import kexec
 from khotui.errors import KhotuiError
-from khotui.kexec import (KEXEC_FILE_DEBUG, KEXEC_FILE_NO_CMA, KEXEC_FILE_NO_INITRAMFS,
+from khotui.load.kexec import (KEXEC_FILE_DEBUG, KEXEC_FILE_NO_CMA, KEXEC_FILE_NO_INITRAMFS,
                           KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD, ExplainContext, LibcSyscalls,
                           RealSyscallForbidden, explain)
 
@@ -244,8 +244,8 @@ def test_importing_the_core_opens_no_libc():
         "import ctypes\n"
         "def boom(*a, **k): raise SystemExit('CDLL constructed at import')\n"
         "ctypes.CDLL = boom\n"
-        "import khotui.kexec, khotui.audit, khotui.loadflow\n"
-        "assert not khotui.kexec.DRY_RUN_ONLY\n"
+        "import khotui.load.kexec, khotui.load.audit, khotui.load.opened\n"
+        "assert not khotui.load.kexec.DRY_RUN_ONLY\n"
         "print('clean')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -18,7 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from khotui import cli, loadcli
+from khotui.cli import main as cli
+
+from khotui.cli import load as cli_load
 from tests.conftest import CAPTURES, VM
 
 
@@ -47,9 +49,9 @@ def host(tmp_path, shared, monkeypatch):
         root = tmp_path / capture
         shutil.copytree(CAPTURES / capture / "sysroot", root)
         fake = FakeKernel(root, CAPTURES / capture / "load" / "kernel.log", fail)
-        monkeypatch.setattr(loadcli, "_is_live", lambda r: True)
-        monkeypatch.setattr(loadcli, "syscalls_factory", lambda: fake)
-        monkeypatch.setattr(loadcli, "_hostname", lambda: "testhost")
+        monkeypatch.setattr(cli_load, "_is_live", lambda r: True)
+        monkeypatch.setattr(cli_load, "syscalls_factory", lambda: fake)
+        monkeypatch.setattr(cli_load, "_hostname", lambda: "testhost")
         return root, fake
     return make
 
@@ -117,18 +119,18 @@ def test_confirmation_needs_the_host_name(host, tmp_path, capsys, monkeypatch):
     args = ["load", "--root", str(root), "--kernel", str(VM / "bzImage-kho-7.3.4"),
             "--initrd", str(initrd(tmp_path, 8 << 20)), "--append", "khostage=2",
             "--log", str(tmp_path / "log")]
-    monkeypatch.setattr(loadcli, "ask", lambda prompt: "yes")
+    monkeypatch.setattr(cli_load, "ask", lambda prompt: "yes")
     code, out, _ = run(args, capsys)
     assert code == 1 and fake.calls == [] and "not confirmed" in out
     assert "sha256" in out and "testhost" in out
-    monkeypatch.setattr(loadcli, "ask", lambda prompt: "testhost")
+    monkeypatch.setattr(cli_load, "ask", lambda prompt: "testhost")
     code, out, _ = run(args, capsys)
     assert code == 0 and len(fake.calls) == 1
 
 
 def test_load_on_a_snapshot_is_a_dry_run(shared, tmp_path, capsys, monkeypatch):
     called = []
-    monkeypatch.setattr(loadcli, "syscalls_factory", lambda: called.append(1))
+    monkeypatch.setattr(cli_load, "syscalls_factory", lambda: called.append(1))
     code, out, _ = run(["load", "--yes", "--root", str(CAPTURES / "two-nodes/sysroot"),
                         "--kernel", str(VM / "bzImage-kho-7.3.4"), "--append", "x=1"], capsys)
     assert code == 0 and called == [] and "dry run" in out

@@ -10,9 +10,11 @@ import stat
 
 import pytest
 
-from khotui import kexec, loadflow
+from khotui.load import kexec
+
+from khotui.load import opened
 from khotui.errors import KhotuiError
-from khotui.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS
+from khotui.load.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS
 
 
 
@@ -55,7 +57,7 @@ def quiet(**kw):
 
 def test_open_hashes_and_records(images):
     kernel, initrd = images
-    with loadflow.open_for_load(kernel, initrd) as files:
+    with opened.open_for_load(kernel, initrd) as files:
         assert files.kernel.sha256 == hashlib.sha256(kernel.read_bytes()).hexdigest()
         assert files.initrd.sha256 == hashlib.sha256(initrd.read_bytes()).hexdigest()
         assert files.kernel.size == kernel.stat().st_size
@@ -74,7 +76,7 @@ def test_symlink_is_followed_and_the_target_recorded(images, tmp_path):
     kernel, _ = images
     link = tmp_path / "vmlinuz"
     link.symlink_to(kernel.name)
-    with loadflow.open_for_load(link) as files:
+    with opened.open_for_load(link) as files:
         assert files.kernel.path == str(link)
         assert files.kernel.resolved == str(kernel)
         assert files.initrd is None and files.initrd_fd is None
@@ -85,7 +87,7 @@ def test_renaming_another_file_over_the_path_changes_nothing(images, tmp_path):
     original_kernel, original_initrd = kernel.read_bytes(), initrd.read_bytes()
     log = tmp_path / "khotui.log"
     sc = RecordingSyscalls()
-    with loadflow.open_for_load(kernel, initrd) as files:
+    with opened.open_for_load(kernel, initrd) as files:
         previewed = files.kernel.sha256
         # someone swaps both paths after the preview
         for path in (kernel, initrd):
@@ -93,7 +95,7 @@ def test_renaming_another_file_over_the_path_changes_nothing(images, tmp_path):
             evil.write_bytes(b"EVIL" * 10)
             os.rename(evil, path)
         assert kernel.read_bytes() == b"EVIL" * 10
-        out = loadflow.run_load(files, "console=ttyS0 kho=on", flags=KEXEC_FILE_DEBUG,
+        out = opened.run_load(files, "console=ttyS0 kho=on", flags=KEXEC_FILE_DEBUG,
                                 syscalls=sc, **quiet(log_path=log))
     assert out.result.ok
     assert sum("now names a different file" in w for w in out.warnings) == 2
@@ -110,18 +112,18 @@ def test_renaming_another_file_over_the_path_changes_nothing(images, tmp_path):
 def test_writing_into_the_opened_file_refuses_the_load(images, tmp_path):
     kernel, initrd = images
     sc = RecordingSyscalls()
-    with loadflow.open_for_load(kernel, initrd) as files:
+    with opened.open_for_load(kernel, initrd) as files:
         with open(kernel, "r+b") as f:  # same inode: the fd would see it
             f.write(b"EVIL")
         assert files.changed_since_open()
         with pytest.raises(KhotuiError, match="refusing to load what was not previewed"):
-            loadflow.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
+            opened.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
     assert sc.calls == []
 
 
 def test_same_size_same_mtime_rewrite_is_caught_by_the_rehash(images):
     kernel, _ = images
-    with loadflow.open_for_load(kernel) as files:
+    with opened.open_for_load(kernel) as files:
         st = kernel.stat()
         with open(kernel, "r+b") as f:
             f.write(b"X")
@@ -134,8 +136,8 @@ def test_same_size_same_mtime_rewrite_is_caught_by_the_rehash(images):
 def test_no_initrd_loads_with_no_initramfs(images, tmp_path):
     kernel, _ = images
     sc = RecordingSyscalls()
-    with loadflow.open_for_load(kernel) as files:
-        out = loadflow.run_load(files, "quiet", syscalls=sc, **quiet(log_path=tmp_path / "l"))
+    with opened.open_for_load(kernel) as files:
+        out = opened.run_load(files, "quiet", syscalls=sc, **quiet(log_path=tmp_path / "l"))
     assert sc.calls[0]["initrd_fd"] == -1
     assert sc.calls[0]["flags"] & KEXEC_FILE_NO_INITRAMFS
     assert out.audit.entry["initrd"] is None
@@ -145,8 +147,8 @@ def test_failed_load_is_returned_and_audited(images, tmp_path):
     kernel, initrd = images
     log = tmp_path / "l"
     sc = RecordingSyscalls(fail_errno=errno.EADDRNOTAVAIL)
-    with loadflow.open_for_load(kernel, initrd) as files:
-        out = loadflow.run_load(files, "", syscalls=sc, **quiet(log_path=log))
+    with opened.open_for_load(kernel, initrd) as files:
+        out = opened.run_load(files, "", syscalls=sc, **quiet(log_path=log))
     assert not out.result.ok and out.result.errno_name == "EADDRNOTAVAIL"
     assert json.loads(log.read_text())["result"] == "EADDRNOTAVAIL"
 
@@ -154,8 +156,8 @@ def test_failed_load_is_returned_and_audited(images, tmp_path):
 def test_unwritable_audit_log_only_warns(images, tmp_path):
     kernel, _ = images
     sc = RecordingSyscalls()
-    with loadflow.open_for_load(kernel) as files:
-        out = loadflow.run_load(files, "", syscalls=sc,
+    with opened.open_for_load(kernel) as files:
+        out = opened.run_load(files, "", syscalls=sc,
                                 **quiet(log_path=tmp_path / "missing" / "khotui.log"))
     assert out.result.ok
     assert any("could not append the audit record" in w for w in out.warnings)
@@ -163,16 +165,16 @@ def test_unwritable_audit_log_only_warns(images, tmp_path):
 
 def test_closed_files_cannot_be_loaded(images, tmp_path):
     kernel, _ = images
-    files = loadflow.open_for_load(kernel)
+    files = opened.open_for_load(kernel)
     files.close()
     files.close()  # idempotent
     with pytest.raises(KhotuiError, match="closed"):
-        loadflow.run_load(files, "", syscalls=RecordingSyscalls(), **quiet(log_path=None))
+        opened.run_load(files, "", syscalls=RecordingSyscalls(), **quiet(log_path=None))
 
 
 def test_unload_flow(tmp_path):
     sc = RecordingSyscalls()
-    out = loadflow.run_unload(syscalls=sc, **quiet(log_path=tmp_path / "l"))
+    out = opened.run_unload(syscalls=sc, **quiet(log_path=tmp_path / "l"))
     assert out.result.action == "unload"
     assert sc.calls[0]["flags"] == kexec.KEXEC_FILE_UNLOAD
     assert json.loads((tmp_path / "l").read_text())["action"] == "unload"
@@ -183,9 +185,9 @@ def test_dry_run_switch_stops_a_load_through_the_libc_wrapper(images, tmp_path):
     called = []
     sc = kexec.LibcSyscalls(lambda *a: called.append(a) or 0, machine="x86_64")
     kexec.forbid_real_syscalls()
-    with loadflow.open_for_load(kernel) as files:
+    with opened.open_for_load(kernel) as files:
         with pytest.raises(kexec.RealSyscallForbidden):
-            loadflow.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
+            opened.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
     assert called == []
     assert not (tmp_path / "l").exists()  # nothing was attempted, nothing recorded
 
@@ -194,7 +196,7 @@ def test_dry_run_switch_stops_a_load_through_the_libc_wrapper(images, tmp_path):
 
 def test_missing_file(tmp_path):
     with pytest.raises(KhotuiError, match="no such kernel"):
-        loadflow.open_for_load(tmp_path / "nope")
+        opened.open_for_load(tmp_path / "nope")
 
 
 def test_missing_initrd_closes_the_kernel(images, tmp_path, monkeypatch):
@@ -203,7 +205,7 @@ def test_missing_initrd_closes_the_kernel(images, tmp_path, monkeypatch):
     real_close = os.close
     monkeypatch.setattr(os, "close", lambda fd: (closed.append(fd), real_close(fd)))
     with pytest.raises(KhotuiError, match="no such initrd"):
-        loadflow.open_for_load(kernel, tmp_path / "nope")
+        opened.open_for_load(kernel, tmp_path / "nope")
     assert len(closed) == 1
 
 
@@ -211,14 +213,14 @@ def test_fifo_is_refused_without_hanging(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(KhotuiError, match="FIFO"):
-        loadflow.open_for_load(fifo)
+        opened.open_for_load(fifo)
 
 
 def test_directory_and_device_are_refused(tmp_path):
     with pytest.raises(KhotuiError, match="directory"):
-        loadflow.open_for_load(tmp_path)
+        opened.open_for_load(tmp_path)
     with pytest.raises(KhotuiError, match="character device"):
-        loadflow.open_for_load("/dev/null")
+        opened.open_for_load("/dev/null")
 
 
 def test_empty_file_is_refused(tmp_path, images):
@@ -226,7 +228,7 @@ def test_empty_file_is_refused(tmp_path, images):
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     with pytest.raises(KhotuiError, match="initrd is empty"):
-        loadflow.open_for_load(kernel, empty)
+        opened.open_for_load(kernel, empty)
 
 
 def test_over_4_gib_is_refused_with_the_efbig_explanation(tmp_path, images):
@@ -235,14 +237,14 @@ def test_over_4_gib_is_refused_with_the_efbig_explanation(tmp_path, images):
     with open(big, "wb") as f:
         f.truncate((4 << 30) + 1)  # sparse: costs no disk
     with pytest.raises(KhotuiError) as info:
-        loadflow.open_for_load(kernel, big)
+        opened.open_for_load(kernel, big)
     assert "4 GiB" in str(info.value) and "smaller initrd" in info.value.fix
 
 
 def test_world_writable_file_warns(images):
     kernel, _ = images
     kernel.chmod(0o666)
-    with loadflow.open_for_load(kernel) as files:
+    with opened.open_for_load(kernel) as files:
         assert any("world-writable" in w and "chmod o-w" in w for w in files.warnings)
 
 
@@ -250,14 +252,14 @@ def test_world_writable_file_warns(images):
 def test_file_owned_by_another_user_warns(images):
     kernel, _ = images
     os.chown(kernel, 65534, 65534)
-    with loadflow.open_for_load(kernel) as files:
+    with opened.open_for_load(kernel) as files:
         (warning,) = files.warnings
         assert "uid 65534" in warning and "not root" in warning
 
 
 def test_fds_are_close_on_exec(images):
     kernel, _ = images
-    with loadflow.open_for_load(kernel) as files:
+    with opened.open_for_load(kernel) as files:
         assert not os.get_inheritable(files.kernel.fd)
         assert os.get_blocking(files.kernel.fd)  # O_NONBLOCK was cleared
         assert stat.S_ISREG(os.fstat(files.kernel.fd).st_mode)
@@ -265,7 +267,7 @@ def test_fds_are_close_on_exec(images):
 
 def test_chmod_after_open_is_not_a_change(images):
     kernel, _ = images
-    with loadflow.open_for_load(kernel) as files:
+    with opened.open_for_load(kernel) as files:
         kernel.chmod(0o600)  # moves ctime only
         assert files.changed_since_open() == []
         assert files.replaced_paths() == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from khotui.image_arm64 import parse_arm64_image
+from khotui.image.arm64 import parse_arm64_image
 from khotui.placement.arm64 import (Arm64PlanInput, DtbError, free_ranges_from_iomem,
                                     free_ranges_from_memblock, kexec_dtb_size, plan_arm64)
 from khotui.placement.core import Region

@@ -2,7 +2,7 @@
 
 Each input is built from the capture's sysroot (scratch_phys/scratch_len, /proc/iomem, meminfo,
 the EFI runtime map, config.gz), the real bzImage, an initrd of the scenario's size and the exact
-load/cmdline; the expectation is the capture's load/kernel.log parsed by khotui.kernellog.
+load/cmdline; the expectation is the capture's load/kernel.log parsed by khotui.host.kernellog.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from khotui.image import inspect_kernel
-from khotui.kernellog import DEFAULT_PURGATORY, learn_purgatory, parse_kernel_log
+from khotui.image.inspect import inspect_kernel
+from khotui.host.kernellog import DEFAULT_PURGATORY, learn_purgatory, parse_kernel_log
 from khotui.placement.x86_64 import (
     Plan,
     ScratchRegion,
@@ -103,7 +103,7 @@ def build_input(name: str, kernel, tmp: Path) -> X86PlanInput:
     size = initrd_size(capture)
     if size is not None:
         # the load path inspects the real file; so do we, for the size it reports
-        from khotui.image import inspect_initrd
+        from khotui.image.inspect import inspect_initrd
         size = inspect_initrd(make_initrd(size, tmp)).size
     return X86PlanInput(
         kho_enabled=kho_enabled(sysroot),

@@ -55,7 +55,7 @@ def small_host(tmp_path) -> Path:
 
 
 def test_generated_host_reads_like_a_capture(small_host):
-    from khotui.report import host_status
+    from khotui.plan.report import host_status
 
     st = host_status(small_host)
     assert st.errors == {}
@@ -118,8 +118,7 @@ def test_memory_node_ids_matches_the_topology_on_every_capture(shared):
 def test_json_output_is_written_in_few_pieces(host10x, monkeypatch, capsys):
     """json.dump() wrote each token separately: 201,580 write(2) calls for the 100x status when
     stdout is unbuffered (PYTHONUNBUFFERED=1). Now at most one per 64 KiB."""
-    from khotui import cli
-
+    from khotui.cli import main as cli
     class Counting(io.StringIO):
         writes = 0
 

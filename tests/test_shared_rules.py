@@ -7,7 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from khotui import checks, commit, kexec, report
+from khotui.plan import checks
+
+from khotui.load import commit
+
+from khotui.load import kexec
+
+from khotui.plan import report
 from khotui.cmdline import accepted_length
 from khotui.host.memory import watch_memory_blocks
 from khotui.host.sysroot import Sysroot

@@ -8,7 +8,7 @@ import struct
 import subprocess
 import sys
 
-from khotui.image import inspect_kernel
+from khotui.image.inspect import inspect_kernel
 from tests.conftest import CAPTURES, REPO, VM
 
 

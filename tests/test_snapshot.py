@@ -22,7 +22,7 @@ from khotui.host.memory import BLOCK_READ, memory_node_ids, read_memory_blocks, 
 from khotui.host.state import read_kexec_state
 from khotui.host.sysroot import Sysroot
 from khotui.host.system import read_system
-from khotui.snapshot import MANIFEST, read_kmsg, write_snapshot
+from khotui.host.snapshot import MANIFEST, read_kmsg, write_snapshot
 
 sys.path.insert(0, str(REPO / "bench"))
 import gen_sysroot  # noqa: E402
@@ -344,7 +344,7 @@ def test_the_generator_writes_the_record_a_snapshot_of_its_host_would(tmp_path):
 
 
 def test_a_big_host_s_block_read_is_announced_before_it_starts(tmp_path, monkeypatch):
-    import khotui.snapshot as snapshot
+    import khotui.host.snapshot as snapshot
     monkeypatch.setattr(snapshot, "SLOW_BLOCKS", 1000)
     notes: list[str] = []
     write_snapshot(Sysroot(_synthetic(tmp_path, 1280)), tmp_path / "big", progress=notes.append)

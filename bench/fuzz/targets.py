@@ -59,7 +59,7 @@ def scratch(data: bytes) -> None:
 
 
 def kernel(data: bytes) -> None:
-    from khotui.image import inspect_kernel
+    from khotui.image.inspect import inspect_kernel
     try:
         img = inspect_kernel(io.BytesIO(data), name="fuzz/vmlinuz")
     except KhotuiError:
@@ -70,7 +70,7 @@ def kernel(data: bytes) -> None:
 
 
 def initrd(data: bytes) -> None:
-    from khotui.image import inspect_initrd
+    from khotui.image.inspect import inspect_initrd
     try:
         json.dumps(inspect_initrd(io.BytesIO(data), name="fuzz/initrd").as_dict())
     except KhotuiError:
@@ -78,7 +78,7 @@ def initrd(data: bytes) -> None:
 
 
 def kernellog(data: bytes) -> None:
-    from khotui.kernellog import learn_purgatory, parse_kernel_log_all
+    from khotui.host.kernellog import learn_purgatory, parse_kernel_log_all
     loads = parse_kernel_log_all(_text(data))
     for load in loads:
         json.dumps(load.as_dict())
@@ -86,7 +86,7 @@ def kernellog(data: bytes) -> None:
 
 
 def cmdline(data: bytes) -> None:
-    from khotui.checks import _cmdline_has_kho_on
+    from khotui.plan.checks import _cmdline_has_kho_on
     from khotui.cmdline import diff_cmdline, next_cmdline, split_cmdline
     current, _, append = _text(data).partition("\x00")
     new = next_cmdline(current, append or None)

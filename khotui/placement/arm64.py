@@ -33,7 +33,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from khotui.image_arm64 import Arm64Image
+from khotui.image.arm64 import Arm64Image
 from khotui.placement.core import (PAGE_SIZE, ULONG_MAX, KexecBuf, Placer, Region, Segment,
                                    align_up)
 
@@ -469,7 +469,7 @@ class Arm64PlanInput:
     """Everything plan_arm64() needs, read from the host or a snapshot.
 
     kernel_size: the Image file's size (the kernel segment's bufsz);
-    image_size, text_offset: from the Image header (khotui.image_arm64; `for_image()` fills
+    image_size, text_offset: from the Image header (khotui.image.arm64; `for_image()` fills
     them and keeps `image`, whose refusal then makes the plan fail with EINVAL);
     initrd_size: None without an initrd (or with KEXEC_FILE_NO_INITRAMFS);
     cmdline: the command line without its trailing NUL; None when none is passed;

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from khotui.image import KernelImage
-from khotui.kernellog import DEFAULT_PURGATORY, Purgatory
+from khotui.image.inspect import KernelImage
+from khotui.host.kernellog import DEFAULT_PURGATORY, Purgatory
 from khotui.placement.core import (
     PAGE_SIZE,
     ULONG_MAX,

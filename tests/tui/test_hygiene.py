@@ -12,8 +12,8 @@ from tests.conftest import REPO
 
 def test_importing_the_app_touches_no_host_reader():
     code = ("import sys, khotui.tui.app\n"
-            "bad = [m for m in sys.modules if m.startswith(('khotui.host.', 'khotui.report', "
-            "'khotui.kexec', 'khotui.loadflow', 'psutil', 'pyudev'))\n"
+            "bad = [m for m in sys.modules if m.startswith(('khotui.host.', 'khotui.plan.report', "
+            "'khotui.load.kexec', 'khotui.load.opened', 'psutil', 'pyudev'))\n"
             "      and m != 'khotui.host.sysroot']\n"
             "print(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

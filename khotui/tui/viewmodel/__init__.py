@@ -1,7 +1,7 @@
 """What the screens draw, as plain values, and the one package that maps the core onto them.
 
 Widgets never import the core: they take the dataclasses below. `Source` is the only object
-that calls `khotui.report`, the host readers, the FDT decoders and the load flow; when the core
+that calls `khotui.plan.report`, the host readers, the FDT decoders and the load flow; when the core
 changes shape, this package changes and nothing else in the TUI does.
 
 Every `Source` method blocks (it reads the host, hashes files, or calls the syscall seam): the
@@ -478,7 +478,7 @@ class Source:
         decoded FDTs, iomem, kexec state, findings) until a refresh reads it again. Blocks."""
         with self._status_lock:
             if refresh or self._status is None:
-                from khotui import report
+                from khotui.plan import report
                 self._status = report.host_status(self.root)
                 self._cache = {}
             return self._status

@@ -1,6 +1,6 @@
 """Prepare, plan, load: installed kernels, the cmdline diff, `report.plan_load()`, the load flow.
 
-The load goes through `khotui.loadflow` with the `Syscalls` object the app was given (a fake in
+The load goes through `khotui.load.opened` with the `Syscalls` object the app was given (a fake in
 tests; `kexec.real_syscalls()` only on the live host, only after the typed confirmation). On a
 snapshot or the demo nothing is ever called: `load()` answers with the plan as a dry run.
 """
@@ -51,7 +51,7 @@ _image_cache: dict[tuple[str, int, int], Any] = {}
 
 
 def _image(kernel: str | None) -> Any:
-    """The inspected kernel (khotui.image), cached by path, size and mtime: the preview runs
+    """The inspected kernel (khotui.image.inspect), cached by path, size and mtime: the preview runs
     on every keystroke. None when there is no kernel or it cannot be read."""
     if not kernel:
         return None
@@ -61,7 +61,7 @@ def _image(kernel: str | None) -> Any:
         return None
     key = (kernel, st.st_size, st.st_mtime_ns)
     if key not in _image_cache:
-        from khotui.image import inspect_kernel
+        from khotui.image.inspect import inspect_kernel
         try:
             _image_cache[key] = inspect_kernel(kernel)
         except KhotuiError:
@@ -72,7 +72,7 @@ def _image(kernel: str | None) -> Any:
 def cmdline_preview(src: "Source", current: str, new: str, kernel: str | None) -> CmdlinePreview:
     """The token diff, and the plan's own command-line checks (report.cmdline_findings): the
     same kho=on rule and image limit as `khotui plan`, shown while the operator types."""
-    from khotui import report
+    from khotui.plan import report
     from khotui.cmdline import accepted_length, diff_cmdline
     d = diff_cmdline(current, new)
     image = _image(kernel)
@@ -110,14 +110,14 @@ def plan(src: "Source", request: PlanInput) -> Plan:
 
 
 def _request(request: PlanInput) -> Any:
-    from khotui import report
+    from khotui.plan import report
     # the editor always holds the whole next command line (never None: nothing to append to)
     return report.PlanRequest(kernel=request.kernel, initrd=request.initrd,
                               cmdline=request.cmdline)
 
 
 def _plan_load(src: "Source", request: PlanInput) -> Any:
-    from khotui import report
+    from khotui.plan import report
     return report.plan_load(src.root, _request(request), status=src.status())
 
 
@@ -135,8 +135,8 @@ def _verdict(ok: bool, findings: list[FindingRow], message: str | None = None) -
 
 def open_files(src: "Source", plan: Plan) -> tuple[Any, list[tuple[str, str, int | None]]]:
     """Open and hash the files once: the confirmation shows these hashes, the load uses
-    these descriptors (loadflow.open_for_load)."""
-    from khotui.loadflow import open_for_load
+    these descriptors (opened.open_for_load)."""
+    from khotui.load.opened import open_for_load
     files = open_for_load(plan.request.kernel, plan.request.initrd)
     return files, [(f.path, f.sha256, f.size) for f in files.files]
 
@@ -163,7 +163,7 @@ def _first_fix(plan: Plan) -> str | None:
 def _syscalls(src: "Source") -> Any:
     if src.syscalls is not None:
         return src.syscalls
-    from khotui import kexec
+    from khotui.load import kexec
     return kexec.real_syscalls()
 
 
@@ -177,9 +177,11 @@ def _log_args(src: "Source") -> dict[str, Any]:
 
 
 def _live_load(src: "Source", plan: Plan, files: Any, *, force: bool = False) -> LoadResult:
-    """`khotui load`'s path (loadcli.load): plan again on the opened descriptors, refuse on a
+    """`khotui load`'s path (cli.load.load): plan again on the opened descriptors, refuse on a
     failing check unless forced, then commit.load_opened() and its comparison."""
-    from khotui import audit, commit, report
+    from khotui.load import audit
+    from khotui.load import commit
+    from khotui.plan import report
     try:
         if files is None:
             files, _ = open_files(src, plan)
@@ -210,7 +212,7 @@ def _live_load(src: "Source", plan: Plan, files: Any, *, force: bool = False) ->
 def commit_result(src: "Source", done: Any, predicted: list[Any],
                   overridden: list[FindingRow]) -> LoadResult:
     """A commit.CommitResult as the result screen shows it."""
-    from khotui import commit
+    from khotui.load import commit
     steps = list(done.warnings)
     if overridden:
         steps.insert(0, "failing checks overridden by the operator: "
@@ -238,9 +240,10 @@ def unload(src: "Source") -> LoadResult:
     if src.dry_run:
         return LoadResult(ok=True, dry_run=True, title="Dry run",
                           message=f"nothing was unloaded: this is the {src.label}, not the live host")
-    from khotui import kexec, loadflow
+    from khotui.load import kexec
+    from khotui.load import opened
     try:
-        outcome = loadflow.run_unload(syscalls=_syscalls(src), **_log_args(src))
+        outcome = opened.run_unload(syscalls=_syscalls(src), **_log_args(src))
     except KhotuiError as exc:
         return LoadResult(ok=False, dry_run=False, title="Not unloaded", message=exc.message,
                           fix=exc.fix)

@@ -10,7 +10,7 @@ Kernel formats recognised, and what Linux 7.3 does with them:
 * x86 `bzImage` (`HdrS` at 0x202, also when it starts with `MZ` for its EFI stub): probed by
   `bzImage64_probe()`, arch/x86/kernel/kexec-bzimage64.c; its failures are ENOEXEC.
 * arm64 `Image` (`ARM\\x64` at 0x38, usually after an `MZ` EFI stub): `image_probe()`,
-  arch/arm64/kernel/kexec_image.c (failures are EINVAL there); parsed by khotui.image_arm64.
+  arch/arm64/kernel/kexec_image.c (failures are EINVAL there); parsed by khotui.image.arm64.
 * PE/UKI (systemd-stub image with a `.linux` section), EFI zboot (`MZ` + `zimg`), ELF vmlinux,
   whole-file gzip/zstd/xz/...: no 7.3 loader accepts them (x86 has only `kexec_bzImage64_ops`,
   arm64 only `kexec_image_ops`); we say what they are and how to get the loadable image out.
@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Union
 from khotui.errors import KhotuiError, explain_os_error
 
 try:  # the arm64 Image parser lives in its own module (another engineer's)
-    from khotui.image_arm64 import parse_arm64_image  # type: ignore[attr-defined]
+    from khotui.image.arm64 import parse_arm64_image  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - until khotui/image_arm64.py lands
     parse_arm64_image = None
 
@@ -194,7 +194,7 @@ class KernelImage:
     why_not: str | None = None
     errno: str | None = None     # what kexec_file_load would return: 'ENOEXEC', 'EINVAL', 'EFBIG'
     setup: SetupHeader | None = None
-    arm64: Any = None        # khotui.image_arm64.Arm64Image when format is 'arm64-Image'
+    arm64: Any = None        # khotui.image.arm64.Arm64Image when format is 'arm64-Image'
     pe_machine: str | None = None
     pe_sections: list[PeSection] = field(default_factory=list)
     linux_section: PeSection | None = None   # UKI: the embedded kernel
@@ -561,7 +561,7 @@ def _arm64(rd: _Reader, head: bytes) -> KernelImage:
         if not image.loadable:
             image.errno = getattr(parsed, "errno", None) or "EINVAL"
         return image
-    # until khotui.image_arm64 exists: image_probe() and the image_size check of image_load()
+    # until khotui.image.arm64 exists: image_probe() and the image_size check of image_load()
     if len(head) < 0x40:
         raise KhotuiError(f"truncated arm64 Image: {rd.size} bytes, shorter than its 64-byte "
                           f"header", path=rd.name, fix="copy the kernel again")

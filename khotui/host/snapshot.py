@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from khotui.kernellog import kmsg_to_dmesg
-from khotui.kernellog import read_kmsg as kernellog_read_kmsg
+from khotui.host.kernellog import kmsg_to_dmesg
+from khotui.host.kernellog import read_kmsg as kernellog_read_kmsg
 from khotui.errors import KhotuiError
 from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR

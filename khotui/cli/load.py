@@ -17,10 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from khotui import commit, kexec, report, textout
+from khotui.load import commit
+
+from khotui.load import kexec
+
+from khotui.plan import report
+
+from khotui.cli import text
 from khotui.errors import KhotuiError
 from khotui.host.sysroot import Sysroot
-from khotui.loadflow import open_for_load, run_unload
+from khotui.load.opened import open_for_load, run_unload
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -60,7 +66,7 @@ def load(args: Any, root: Path, out: TextIO | None = None) -> int:
                                   initrd_file=files.initrd_fd)
         human = not args.json
         if human:
-            textout.print_plan(result, out)
+            text.print_plan(result, out)
             for w in files.warnings:
                 out.write(f"warning: {w}\n")
         if not live:

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from khotui import checks
-from khotui.checks import CheckContext, Finding
+from khotui.plan import checks
+from khotui.plan.checks import CheckContext, Finding
 from khotui.cmdline import next_cmdline
 from khotui.errors import KhotuiError
 from khotui.host.boot import BootInfo, read_boot
@@ -229,8 +229,8 @@ class PlanResult:
     status: HostStatus
     request: PlanRequest
     cmdline: str
-    kernel: Any                       # khotui.image.KernelImage
-    initrd: Any                       # khotui.image.InitrdInfo | None
+    kernel: Any                       # khotui.image.inspect.KernelImage
+    initrd: Any                       # khotui.image.inspect.InitrdInfo | None
     plan: Any                         # x86_64 Plan or Arm64Plan; None when not planned
     findings: list[Finding]
     assumptions: list[str]
@@ -287,7 +287,7 @@ def plan_load(root: str | os.PathLike[str], request: PlanRequest, *,
     """The dry run. `kernel_file`/`initrd_file` let the load path inspect the very descriptors
     it will pass to the syscall; otherwise the paths are opened here. Unreadable files raise
     KhotuiError (exit 2); readable files the kernel would refuse become failing findings."""
-    from khotui.image import inspect_initrd, inspect_kernel
+    from khotui.image.inspect import inspect_initrd, inspect_kernel
 
     status = status or host_status(root)
     kernel = inspect_kernel(kernel_file if kernel_file is not None else request.kernel,
@@ -338,7 +338,7 @@ def _simulate(status: HostStatus, kernel: Any, initrd: Any, cmdline: str,
 
 
 def _purgatory(status: HostStatus):
-    from khotui.kernellog import purgatory_from_log, read_kernel_log
+    from khotui.host.kernellog import purgatory_from_log, read_kernel_log
     try:
         log = read_kernel_log(status.sysroot)
     except KhotuiError:
@@ -416,8 +416,8 @@ def _scratch_name(region: Any) -> str:
 
 def _writable_warnings(role: str, path: str, source: Any) -> list[tuple[str, str]]:
     """(message, fix) when someone other than root could rewrite the file before the load
-    (the same rule `load` applies to the descriptors it opened, khotui.loadflow)."""
-    from khotui.loadflow import _writable_by_others
+    (the same rule `load` applies to the descriptors it opened, khotui.load.opened)."""
+    from khotui.load.opened import _writable_by_others
     try:
         if isinstance(source, int):
             st = os.fstat(source)
@@ -455,7 +455,7 @@ def next_kernel_config(status: HostStatus, kernel: Any) -> tuple[dict[str, str] 
 def cmdline_findings(status: HostStatus, cmdline: str, kernel: Any = None) -> list[Finding]:
     """The command-line checks of plan_load() alone (`cmdline-kho`, `cmdline-length`), for a
     live preview while the operator edits: the same rule, the same words. `kernel` is the
-    inspected image (khotui.image) when one is chosen: its cmdline_size and its config."""
+    inspected image (khotui.image.inspect) when one is chosen: its cmdline_size and its config."""
     ctx = context_for(status)
     ctx.cmdline = cmdline
     if kernel is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Protocol
 
-from khotui.kexec import LoadResult, flag_names
+from khotui.load.kexec import LoadResult, flag_names
 
 DEFAULT_LOG_PATH = "/var/log/khotui.log"
 _CHUNK = 1 << 20

@@ -122,34 +122,36 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from khotui import report, textout
+    from khotui.plan import report
+    from khotui.cli import text
     status = report.host_status(_root_of(args))
     if args.json:
         _print_json(status.as_dict())
     else:
-        textout.print_status(status)
+        text.print_status(status)
     return EXIT_WOULD_FAIL if status.failed else EXIT_OK
 
 
 def _plan_request(args: argparse.Namespace):
-    from khotui import report
+    from khotui.plan import report
     return report.PlanRequest(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline,
                               append=args.append)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from khotui import report, textout
+    from khotui.plan import report
+    from khotui.cli import text
     result = report.plan_load(_root_of(args), _plan_request(args))
     if args.json:
         _print_json(result.as_dict())
     else:
-        textout.print_plan(result)
+        text.print_plan(result)
     return EXIT_OK if result.would_succeed else EXIT_WOULD_FAIL
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from khotui.host.sysroot import Sysroot
-    from khotui.snapshot import write_snapshot
+    from khotui.host.snapshot import write_snapshot
     skipped = write_snapshot(Sysroot(_root_of(args)), Path(args.out),
                              progress=lambda note: print(f"khotui: {note}", file=sys.stderr))
     print(f"khotui: wrote a snapshot to {args.out}; review it with: khotui --root {args.out}")
@@ -162,13 +164,13 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from khotui import loadcli
-    return loadcli.load(args, _root_of(args))
+    from khotui.cli import load
+    return load.load(args, _root_of(args))
 
 
 def cmd_unload(args: argparse.Namespace) -> int:
-    from khotui import loadcli
-    return loadcli.unload(args)
+    from khotui.cli import load
+    return load.unload(args)
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -193,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command, cmd_tui)
     if args.command in DRY_RUN_COMMANDS:
-        from khotui.kexec import forbid_real_syscalls
+        from khotui.load.kexec import forbid_real_syscalls
         forbid_real_syscalls()
     try:
         return handler(args)

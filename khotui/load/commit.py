@@ -12,10 +12,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from khotui import audit, kexec
-from khotui.kernellog import LoggedLoad, parse_kernel_log_all, read_kernel_log
+from khotui.load import audit
+
+from khotui.load import kexec
+from khotui.host.kernellog import LoggedLoad, parse_kernel_log_all, read_kernel_log
 from khotui.host.sysroot import Sysroot
-from khotui.loadflow import OpenedFiles, run_load
+from khotui.load.opened import OpenedFiles, run_load
 
 
 @dataclass

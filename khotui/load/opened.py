@@ -19,7 +19,9 @@ import stat
 from dataclasses import dataclass, field
 from typing import Callable
 
-from khotui import audit, kexec
+from khotui.load import audit
+
+from khotui.load import kexec
 from khotui.errors import KhotuiError, explain_os_error
 
 _KIND = {
