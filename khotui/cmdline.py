@@ -11,6 +11,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+# bzImage64_load() keeps room for "elfcorehdr=0x<addr>" after the command line even on a normal
+# load (arch/x86/kernel/kexec-bzimage64.c): the one statement of the x86 command-line limit.
+MAX_ELFCOREHDR_STR_LEN = 30
+
 # Tokens the boot loader adds for this boot only; kexec passes its own initrd.
 BOOT_ONLY_KEYS = ("BOOT_IMAGE", "initrd")
 
@@ -97,7 +101,6 @@ def accepted_length(cmdline_size: int | None) -> int | None:
     image does not say (arm64, or no setup header)."""
     # mirrors the "Kernel command line too long" test in bzImage64_load(),
     # arch/x86/kernel/kexec-bzimage64.c: cmdline_len (with NUL) + MAX_ELFCOREHDR_STR_LEN
-    from khotui.load.kexec import MAX_ELFCOREHDR_STR_LEN
     if not cmdline_size:
         return None
     return max(cmdline_size - MAX_ELFCOREHDR_STR_LEN, 0)

@@ -10,7 +10,33 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something the operator has to know or act on, as data: what happened, to which file, and
+    the fix. Kept as an object from the reader to the screen and the JSON (never a string to be
+    split again); `KhotuiError.problem` is the same three fields."""
+
+    message: str
+    path: str | None = None
+    fix: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text
+
+    @property
+    def headline(self) -> str:
+        """One line: the path and the message, without the fix."""
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"message": self.message, "path": self.path, "fix": self.fix}
 
 
 class KhotuiError(Exception):
@@ -23,14 +49,15 @@ class KhotuiError(Exception):
         self.path = None if path is None else str(path)
         self.fix = fix
 
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.message, self.path, self.fix)
+
     def __str__(self) -> str:
-        text = f"{self.path}: {self.message}" if self.path else self.message
-        if self.fix:
-            text += f"\n  fix: {self.fix}"
-        return text
+        return str(self.problem)
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"message": self.message, "path": self.path, "fix": self.fix}
+        return self.problem.as_dict()
 
 
 def explain_os_error(exc: OSError, path: str | os.PathLike[str] | Path, *,

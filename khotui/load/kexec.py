@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
+from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN
 from khotui.errors import KhotuiError
 
 # include/uapi/linux/kexec.h
@@ -51,10 +52,6 @@ FLAG_SINCE = {
 # Kernel/initrd size limit: KEXEC_FILE_SIZE_MAX, kernel/kexec_file.c (larger: EFBIG).
 KEXEC_FILE_SIZE_MAX = 4 << 30
 
-# x86: the bzImage loader also reserves room for "elfcorehdr=0x<64bit>" on every load:
-# cmdline_len + MAX_ELFCOREHDR_STR_LEN must fit header->cmdline_size (kexec-bzimage64.c
-# bzImage64_load()).
-MAX_ELFCOREHDR_STR_LEN = 30
 
 # Syscall numbers: arch/x86/entry/syscalls/syscall_64.tbl, arch/arm64/tools/syscall_64.tbl,
 # scripts/syscall.tbl (generic, riscv64).

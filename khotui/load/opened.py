@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno as _errno
 import fcntl
 import os
-import pwd
 import stat
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,7 +21,8 @@ from typing import Callable
 from khotui.load import audit
 
 from khotui.load import kexec
-from khotui.errors import KhotuiError, explain_os_error
+from khotui.errors import KhotuiError, Problem, explain_os_error
+from khotui.host.ownership import writable_by_others
 
 _KIND = {
     stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
@@ -54,13 +54,6 @@ class OpenedFile:
         return os.pread(self.fd, n, 0)
 
 
-def _owner(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
-
-
 def _resolved(fd: int, path: str) -> str:
     # /proc/self/fd/N names the file actually opened, with no race against a rename
     try:
@@ -69,21 +62,8 @@ def _resolved(fd: int, path: str) -> str:
         return os.path.realpath(path)
 
 
-def _writable_by_others(role: str, path: str, st: os.stat_result) -> list[str]:
-    """Anyone but root who can write the opened file could change it between hash and load."""
-    warnings = []
-    if st.st_uid != 0:
-        warnings.append(f"{path}: the {role} is owned by {_owner(st.st_uid)}, not root: that "
-                        "user could change it after khotui hashed it and before it is loaded")
-    if st.st_mode & stat.S_IWOTH:
-        warnings.append(f"{path}: the {role} is world-writable (mode "
-                        f"{stat.S_IMODE(st.st_mode):04o}): anyone could change it before it is "
-                        f"loaded. Fix: chmod o-w {path}")
-    elif st.st_mode & stat.S_IWGRP and st.st_gid != 0:
-        warnings.append(f"{path}: the {role} is writable by group {st.st_gid} (mode "
-                        f"{stat.S_IMODE(st.st_mode):04o}): its members could change it before it "
-                        f"is loaded. Fix: chmod g-w {path}")
-    return warnings
+def _warning_text(problem: Problem) -> str:
+    return problem.headline + (f". Fix: {problem.fix}" if problem.fix else "")
 
 
 def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
@@ -121,7 +101,7 @@ def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
                           sha256=digest, uid=st.st_uid, gid=st.st_gid, mode=st.st_mode,
                           dev=st.st_dev, ino=st.st_ino, mtime_ns=st.st_mtime_ns,
                           ctime_ns=st.st_ctime_ns,
-                          warnings=_writable_by_others(role, path, st))
+                          warnings=[_warning_text(p) for p in writable_by_others(role, path, st)])
     except BaseException:
         os.close(fd)
         raise

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN
 from khotui.image.inspect import KernelImage
 from khotui.host.kernellog import DEFAULT_PURGATORY, Purgatory
 from khotui.placement.core import (
@@ -36,7 +37,6 @@ from khotui.placement.core import (
 ARCH = "x86_64"
 
 # arch/x86/kernel/kexec-bzimage64.c
-MAX_ELFCOREHDR_STR_LEN = 30
 MIN_PURGATORY_ADDR = 0x3000
 MIN_BOOTPARAM_ADDR = 0x3000
 MIN_KERNEL_LOAD_ADDR = 0x100000

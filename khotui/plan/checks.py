@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from khotui.errors import Problem
+
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
 
@@ -62,7 +64,7 @@ class CheckContext:
     planning: bool = False
     kernel_path: str | None = None
     # (message, fix) for a kernel/initrd file someone other than root could rewrite
-    file_warnings: list[tuple[str, str]] = field(default_factory=list)
+    file_warnings: list[Problem] = field(default_factory=list)
     kernel_error: str | None = None
     kernel_error_fix: str | None = None
     kernel_format: str | None = None
@@ -301,8 +303,8 @@ def check_image(ctx: CheckContext) -> list[Finding]:
         out.append(Finding("kernel-image", FAIL,
                            f"{ctx.kernel_path}: {ctx.kernel_why_not or 'not a kernel this kernel can load'}",
                            "give the kernel image the boot loader would boot (e.g. /boot/vmlinuz-*)"))
-    for message, fix in ctx.file_warnings:
-        out.append(Finding("file-writable", WARN, message, fix))
+    for problem in ctx.file_warnings:
+        out.append(Finding("file-writable", WARN, problem.headline, problem.fix))
     if (ctx.kernel_expected_size and ctx.kernel_size is not None
             and ctx.kernel_size < ctx.kernel_expected_size):
         # bzImage64_load() only checks the setup part; a cut payload loads fine and the new

@@ -16,7 +16,8 @@ from typing import Any, BinaryIO
 from khotui.plan import checks
 from khotui.plan.checks import CheckContext, Finding
 from khotui.cmdline import next_cmdline
-from khotui.errors import KhotuiError
+from khotui.errors import KhotuiError, Problem
+from khotui.host.ownership import writable_by_others
 from khotui.host.boot import BootInfo, read_boot
 from khotui.host.iomem import Iomem, read_iomem
 from khotui.host.kho import KhoState, read_kho
@@ -414,10 +415,9 @@ def _scratch_name(region: Any) -> str:
     return region.kind
 
 
-def _writable_warnings(role: str, path: str, source: Any) -> list[tuple[str, str]]:
-    """(message, fix) when someone other than root could rewrite the file before the load
-    (the same rule `load` applies to the descriptors it opened, khotui.load.opened)."""
-    from khotui.load.opened import _writable_by_others
+def _writable_warnings(role: str, path: str, source: Any) -> list[Problem]:
+    """When someone other than root could rewrite the file before the load (the rule `load`
+    applies to the descriptors it opened, khotui.host.ownership)."""
     try:
         if isinstance(source, int):
             st = os.fstat(source)
@@ -427,12 +427,7 @@ def _writable_warnings(role: str, path: str, source: Any) -> list[tuple[str, str
             st = os.stat(path)
     except (OSError, ValueError, AttributeError):
         return []   # an in-memory file, or gone: the inspection already said what it could
-    out = []
-    for text in _writable_by_others(role, path, st):
-        message, _sep, fix = text.partition(" Fix: ")
-        out.append((message, fix or f"chown root:root {path}; chmod go-w {path} (or copy the "
-                    f"{role} to a root-owned directory such as /boot and use that copy)"))
-    return out
+    return writable_by_others(role, path, st)
 
 
 def next_kernel_config(status: HostStatus, kernel: Any) -> tuple[dict[str, str] | None, str | None]:
