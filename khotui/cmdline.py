@@ -4,6 +4,11 @@
 the tokens that belong to this boot only (`BOOT_IMAGE=` from the boot loader, `initrd=` which
 kexec replaces with its own initrd segment), then append the operator's tokens. `diff_cmdline()`
 explains an edit token by token for the TUI's live diff.
+
+The kernel's own reading of a command line is stated here once: `split_cmdline()` (next_arg()),
+`kernel_params()` (the parameters before `--`), `cmdline_param()` (the last one wins) and
+`kstrtobool()`; the host reader, the checks and the diff all use them. So is the x86
+command-line length limit (`accepted_length()`). Imports nothing from khotui.
 """
 
 from __future__ import annotations
@@ -46,6 +51,55 @@ def token_key(token: str) -> str:
     return token.split("=", 1)[0]
 
 
+def kernel_params(cmdline: str) -> list[str]:
+    """The kernel's own parameters, quotes removed: everything up to a bare `--`, which
+    parse_args() stops at (init/main.c, kernel/params.c); the rest is init's."""
+    # mirrors next_arg() in lib/cmdline.c: whitespace splits outside double quotes
+    tokens = [t.replace('"', "") for t in split_cmdline(cmdline)]
+    if "--" in tokens:
+        tokens = tokens[:tokens.index("--")]
+    return tokens
+
+
+def cmdline_param(cmdline: str, name: str) -> str | None:
+    """The value of the last `name=value` kernel parameter ('' for a bare `name`), or None."""
+    # parse_early_param()/parse_args() call the handler for every occurrence: the last one wins
+    value: str | None = None
+    for token in kernel_params(cmdline):
+        key, sep, val = token.partition("=")
+        if key == name:
+            value = val if sep else ""
+    return value
+
+
+def kstrtobool(value: str | None) -> bool | None:
+    """True/False as the kernel reads a boolean parameter; None when it rejects the value."""
+    # mirrors kstrtobool(), lib/kstrtox.c
+    if not value:
+        return None
+    c = value[0]
+    if c in "eEyYtT1":
+        return True
+    if c in "dDnNfF0":
+        return False
+    if c in "oO" and len(value) > 1:
+        if value[1] in "nN":
+            return True
+        if value[1] in "fF":
+            return False
+    return None
+
+
+def kho_requested(cmdline: str) -> bool | None:
+    """What `kho=` on this command line asks for: True/False, None when absent. The last
+    `kho=` before `--` wins; kho_parse_enable() (kernel/liveupdate/kexec_handover.c) reads it
+    with kstrtobool(), and a value it rejects leaves KHO off."""
+    value = cmdline_param(cmdline, "kho")
+    if value is None:
+        return None
+    return bool(kstrtobool(value))
+
+
 def _closed(token: str) -> str:
     """A token with an unbalanced double quote, closed at its end. The kernel's next_arg() runs
     an open quote to the end of the line, so `foo="bar` alone means foo=bar; left open, it would
@@ -67,9 +121,9 @@ class CmdlineDiff:
     added: list[str] = field(default_factory=list)        # new tokens
     boot_only_removed: list[str] = field(default_factory=list)  # BOOT_IMAGE=, initrd= dropped
     duplicates: list[str] = field(default_factory=list)   # keys given more than once (last wins)
-    kho: str | None = None                                # value of the effective kho= token
+    kho: str | None = None        # value of the kho= the kernel acts on (cmdline_param())
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, list[str] | str | None]:
         return dict(removed=self.removed, added=self.added,
                     boot_only_removed=self.boot_only_removed, duplicates=self.duplicates,
                     kho=self.kho)
@@ -89,9 +143,7 @@ def diff_cmdline(current: str, new: str) -> CmdlineDiff:
     for t in nxt:
         seen[token_key(t)] = seen.get(token_key(t), 0) + 1
     diff.duplicates = [k for k, n in seen.items() if n > 1]
-    for t in nxt:
-        if token_key(t) == "kho":
-            diff.kho = t.split("=", 1)[1] if "=" in t else ""
+    diff.kho = cmdline_param(new, "kho")
     return diff
 
 

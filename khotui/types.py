@@ -1,14 +1,16 @@
 """The shared types: one frozen dataclass per idea, from the reader to the JSON and the screen.
 
 A scratch region, a finding and a status word mean the same thing to the host reader, the
-placement simulator, the checks, `--json` and the TUI, so each is defined once, here. This
+placement simulator, the checks, `--json` and the TUI, so each is defined once, here; so are
+the two placement inputs the host and the FDT layers compute for the simulator (`Purgatory`,
+`DtbSize`), since placement may import neither. This
 module imports nothing from khotui but `errors`; every layer may import it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 # A finding's status, worst last: a `fail` means the load would fail or the handover would be
@@ -69,6 +71,51 @@ class ScratchRegion:
             return self.kind
         return f"node{self.node}" if self.node is not None else f"scratch[{self.index}]"
 
+    @property
+    def label(self) -> str:
+        """`scratch[2] node0`: the array index and the name, where regions are drawn."""
+        name = self.name
+        return name if name.startswith("scratch[") else f"scratch[{self.index}] {name}"
+
     def as_dict(self) -> dict[str, int | str | None]:
         return {"index": self.index, "kind": self.kind, "node": self.node,
                 "addr": self.addr, "size": self.size}
+
+
+@dataclass(frozen=True)
+class Purgatory:
+    """The purgatory segment an x86_64 load adds: only the running kernel knows it (its
+    built-in ELF, kexec_load_purgatory(), kernel/kexec_file.c). The host layer learns it from
+    the kernel log (khotui.host.kernellog.purgatory_from_log); the x86_64 placement uses it."""
+
+    bufsz: int
+    memsz: int
+    align: int
+    source: str               # where these numbers come from, for the plan's assumptions
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {"bufsz": self.bufsz, "memsz": self.memsz, "align": self.align,
+                "source": self.source}
+
+
+# The Linux 7.3.4 x86_64 build's purgatory, as logged by every x86 capture (shared/kho/*/load).
+DEFAULT_PURGATORY = Purgatory(
+    bufsz=0x4000, memsz=0x5000, align=0x1000,
+    source="assumed: the purgatory of the Linux 7.3.4 x86_64 build (bufsz 0x4000, memsz "
+           "0x5000, align 4096); no earlier KEXEC_FILE_DEBUG load in the kernel log to learn "
+           "the running kernel's from")
+
+
+@dataclass
+class DtbSize:
+    """The arm64 DTB segment's size and how each step of the /chosen rewrite changed it:
+    computed from the running FDT by khotui.fdt.kexec_dtb, placed by khotui.placement.arm64."""
+
+    totalsize: int                   # fdt_totalsize() after fdt_pack(): the segment's bufsz
+    boot_totalsize: int              # the running kernel's FDT header totalsize
+    steps: list[str] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int | list[str]]:
+        return {"totalsize": self.totalsize, "boot_totalsize": self.boot_totalsize,
+                "steps": list(self.steps), "assumptions": list(self.assumptions)}

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError
-from khotui.host.boot import (cmdline_param, cmdline_tokens, kstrtobool, parse_config, read_boot,
+from khotui.cmdline import kstrtobool
+from khotui.host.boot import (cmdline_param, cmdline_tokens, parse_config, read_boot,
                               read_running_fdt)
 from khotui.host.sysroot import Sysroot
 

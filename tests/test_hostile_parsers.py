@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from khotui.cmdline import diff_cmdline, next_cmdline, split_cmdline
 from khotui.errors import KhotuiError
-from khotui.host.boot import cmdline_param, cmdline_tokens, kstrtobool, parse_config, parse_meminfo
+from khotui.cmdline import kstrtobool
+from khotui.host.boot import cmdline_param, cmdline_tokens, parse_config, parse_meminfo
 from khotui.host.iomem import parse_iomem
 from khotui.host.kernels import parse_bls_entry, version_key
 from khotui.host.kho import parse_scratch_lines

@@ -47,11 +47,11 @@ def test_real_image_header(real_image):
     assert img.image_size == 0x19B0000        # the kernel segment's memsz in the capture
     assert img.flags == 0xA
     assert img.endianness == "little"
-    assert img.page_size == 4096 and img.page_size_text == "4K"
+    assert img.page_size == 4096 and img.page_size_text == "4 KiB"
     assert img.phys_base_anywhere is True
     assert img.pe_offset == 0x40
     assert img.loadable is True and img.why_not is None
-    assert img.as_dict()["page_size"] == "4K"
+    assert img.as_dict()["page_size"] == "4 KiB"
 
 
 def test_real_image_gz_is_recognised_but_not_loadable():
@@ -134,9 +134,9 @@ def test_big_endian_depends_on_mixed_endian_cpus():
 def test_page_size_mismatch():
     data = header(flags=(2 << 1) | 8)          # 16K pages
     img = parse_arm64_image(data)
-    assert img.page_size == 16384 and img.page_size_text == "16K"
+    assert img.page_size == 16384 and img.page_size_text == "16 KiB"
     assert img.loadable is None                # TGran16 support is not visible to user space
-    assert "16K" in img.why_not and "4K" in img.why_not
+    assert "16 KiB pages" in img.why_not and "4 KiB" in img.why_not
     assert "CONFIG_ARM64_4K_PAGES" in img.fix
     no = parse_arm64_image(data, running=Arm64Running(granules=frozenset({4096, 65536})))
     assert no.loadable is False and "EINVAL" in no.why_not

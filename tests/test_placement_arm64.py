@@ -15,10 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from khotui.fdt.kexec_dtb import DtbError, kexec_dtb_size
+from khotui.host.iomem import parse_iomem
 from khotui.image.arm64 import parse_arm64_image
-from khotui.placement.arm64 import (Arm64PlanInput, DtbError, free_ranges_from_iomem,
-                                    free_ranges_from_memblock, kexec_dtb_size, plan_arm64)
+from khotui.placement.arm64 import (
+    Arm64PlanInput,
+    free_ranges_from_memblock,
+    free_ranges_in_ram,
+    plan_arm64,
+)
 from khotui.placement.core import Region
+from khotui.plan.dryrun import arm64_dtb
+from khotui.types import ScratchRegion
 
 INITRD_SIZE = 2557440                 # scenario.txt of both arm64 captures
 ERRNO = {0: None, 22: "EINVAL", 99: "EADDRNOTAVAIL"}
@@ -49,6 +57,27 @@ def hex_lines(path: Path) -> list[int]:
     return [int(word, 16) for word in path.read_text().split()]
 
 
+def scratch(pairs: list[tuple[int, int]]) -> list[ScratchRegion]:
+    """kho_scratch[] entries (phys, size) in array order: lowmem, global, node0, node1..."""
+    kinds = ("lowmem", "global")
+    return [ScratchRegion(i, kinds[i] if i < 2 else "node", None if i < 2 else i - 2, a, n)
+            for i, (a, n) in enumerate(pairs)]
+
+
+def make_input(fdt: bytes, *, kernel_size: int, image_size: int, text_offset: int,
+               initrd_size: int | None = None, cmdline: bytes | None = None, kho: bool = True,
+               kexec_handover: bool = True, ima_kexec: bool = False,
+               rng_initialized: bool = True, **kwargs) -> Arm64PlanInput:
+    """The input the plan layer builds: the DTB size computed from `fdt` first."""
+    dtb, dtb_error = arm64_dtb(fdt, cmdline=cmdline, initrd=initrd_size is not None, kho=kho,
+                               kexec_handover=kexec_handover, ima_kexec=ima_kexec,
+                               rng_initialized=rng_initialized)
+    return Arm64PlanInput(kernel_size=kernel_size, image_size=image_size,
+                          text_offset=text_offset, dtb=dtb, dtb_error=dtb_error,
+                          initrd_size=initrd_size, cmdline=cmdline, kho=kho,
+                          ima_kexec=ima_kexec, rng_initialized=rng_initialized, **kwargs)
+
+
 def config(sysroot: Path) -> set[str]:
     text = gzip.decompress((sysroot / "proc/config.gz").read_bytes()).decode()
     return {line.split("=", 1)[0] for line in text.splitlines() if line.endswith("=y")}
@@ -68,14 +97,15 @@ def plan_input(capture: Path, image) -> Arm64PlanInput:
     kho_out = sysroot / "sys/kernel/debug/kho/out"
     options = config(sysroot)
     log = (capture / "load/kernel.log").read_text()
-    return Arm64PlanInput(
+    return make_input(
+        (sysroot / "sys/firmware/fdt").read_bytes(),
         kernel_size=image.file_size, image_size=image.image_size,
         text_offset=image.text_offset,
-        fdt=(sysroot / "sys/firmware/fdt").read_bytes(),
         initrd_size=INITRD_SIZE,
         cmdline=(capture / "load/cmdline").read_bytes(),
         kho=kho_out.is_dir(),
-        scratch=list(zip(hex_lines(kho_out / "scratch_phys"), hex_lines(kho_out / "scratch_len"))),
+        scratch=scratch(list(zip(hex_lines(kho_out / "scratch_phys"),
+                                 hex_lines(kho_out / "scratch_len")))),
         kexec_handover="CONFIG_KEXEC_HANDOVER" in options,
         ima_kexec="CONFIG_IMA_KEXEC" in options,
         rng_initialized="random: crng init done" in log,
@@ -139,18 +169,18 @@ def test_nothing_fits(shared, image):
     plan = plan_arm64(plan_input(cap, image))
     assert not plan.fits
     assert plan.errno == ERRNO[int((cap / "load/errno").read_text())] == "EADDRNOTAVAIL"
-    assert plan.failed is not None and plan.failed.name == "kernel"
-    assert plan.failed.mem is None
+    assert plan.failed_segment == "kernel"
+    assert plan.segment("kernel").mem is None
     # no segment[N] lines: the load failed before the segment dump
     assert log_segments((cap / "load/kernel.log").read_text()) == []
     phys = hex_lines(cap / "sysroot/sys/kernel/debug/kho/out/scratch_phys")
-    assert [t.region.start for t in plan.tried] == phys          # array order
-    assert [t.region.name for t in plan.tried] == ["lowmem", "global", "node0", "node1"]
-    assert all("too small" in t.reason for t in plan.tried)
+    assert [t.start for t in plan.regions_tried] == phys          # array order
+    assert [t.name for t in plan.regions_tried] == ["lowmem", "global", "node0", "node1"]
+    assert all("too small" in t.reason for t in plan.regions_tried)
     assert "kernel" in plan.message and "kho_scratch=" in plan.fix
     # the scratch array itself was placed before the kernel failed
     assert plan.segment("kho-scratch").mem is not None
-    assert plan.as_dict()["failed"] == "kernel"
+    assert plan.as_dict()["failed_segment"] == "kernel"
 
 
 def two_nodes_fdt(shared) -> bytes:
@@ -164,10 +194,10 @@ def test_kernel_retried_above_until_the_initrd_fits(shared, image):
     34 GiB is beyond the initrd's buf_max for a kernel at 1 GiB. The kernel is dropped and
     placed higher twice, then lands in scratch[1] with the initrd and the DTB above it.
     """
-    inp = Arm64PlanInput(kernel_size=image.file_size, image_size=image.image_size,
-                         text_offset=0, fdt=two_nodes_fdt(shared), initrd_size=60 << 20,
+    inp = make_input(two_nodes_fdt(shared), kernel_size=image.file_size, image_size=image.image_size,
+                         text_offset=0, initrd_size=60 << 20,
                          cmdline=b"console=ttyAMA0", kho=True,
-                         scratch=[(1 << 30, 64 << 20), (34 << 30, 128 << 20)])
+                         scratch=scratch([(1 << 30, 64 << 20), (34 << 30, 128 << 20)]))
     plan = plan_arm64(inp)
     assert plan.fits
     assert [r.kernel_mem for r in plan.retries] == [0x40000000, 0x41A00000]
@@ -180,20 +210,20 @@ def test_kernel_retried_above_until_the_initrd_fits(shared, image):
 
 
 def test_kernel_retried_until_nothing_is_left(shared, image):
-    inp = Arm64PlanInput(kernel_size=image.file_size, image_size=image.image_size,
-                         text_offset=0, fdt=two_nodes_fdt(shared), initrd_size=60 << 20,
-                         cmdline=b"x", kho=True, scratch=[(1 << 30, 64 << 20)])
+    inp = make_input(two_nodes_fdt(shared), kernel_size=image.file_size, image_size=image.image_size,
+                         text_offset=0, initrd_size=60 << 20,
+                         cmdline=b"x", kho=True, scratch=scratch([(1 << 30, 64 << 20)]))
     plan = plan_arm64(inp)
     assert not plan.fits and plan.errno == "EADDRNOTAVAIL"
-    assert plan.failed.name == "kernel" and len(plan.retries) == 2
+    assert plan.failed_segment == "kernel" and len(plan.retries) == 2
     assert "Could not find any suitable kernel location" in plan.message
     assert [s.name for s in plan.segments] == ["kho-scratch", "kernel"]
 
 
 def test_text_offset_moves_the_recorded_kernel(shared, image):
-    inp = Arm64PlanInput(kernel_size=image.file_size, image_size=image.image_size,
-                         text_offset=0x80000, fdt=two_nodes_fdt(shared), initrd_size=None,
-                         cmdline=None, kho=True, scratch=[(0x80000000, 256 << 20)])
+    inp = make_input(two_nodes_fdt(shared), kernel_size=image.file_size, image_size=image.image_size,
+                         text_offset=0x80000, initrd_size=None,
+                         cmdline=None, kho=True, scratch=scratch([(0x80000000, 256 << 20)]))
     plan = plan_arm64(inp)
     kernel = plan.segment("kernel")
     # placed as image_size + text_offset at a 2 MiB boundary, then recorded past text_offset
@@ -206,8 +236,11 @@ def test_unloadable_image_fails_with_einval(shared):
     # a 64-byte Image header with image_size 0: image_load() refuses it after KHO placed its array
     data = struct.pack("<IIQQQQQQ4sI", 0, 0, 0, 0, 0xA, 0, 0, 0, b"ARM\x64", 0)
     refused = parse_arm64_image(data)
-    inp = Arm64PlanInput.for_image(refused, fdt=two_nodes_fdt(shared), kho=True,
-                                   scratch=[(0x80000000, 64 << 20)])
+    inp = make_input(two_nodes_fdt(shared), kernel_size=refused.file_size or 0,
+                     image_size=refused.image_size or 0, text_offset=refused.text_offset or 0,
+                     image_loadable=refused.loadable, image_why_not=refused.why_not,
+                     image_fix=refused.fix, kho=True,
+                     scratch=scratch([(0x80000000, 64 << 20)]))
     plan = plan_arm64(inp)
     assert not plan.fits and plan.errno == "EINVAL"
     assert "image_size is 0" in plan.message and plan.fix
@@ -335,8 +368,8 @@ def test_free_ranges_from_memblock():
 
 
 def test_kho_off_bottom_up_kernel_top_down_dtb(shared, image):
-    inp = Arm64PlanInput(kernel_size=image.file_size, image_size=image.image_size,
-                         text_offset=0, fdt=two_nodes_fdt(shared), initrd_size=INITRD_SIZE,
+    inp = make_input(two_nodes_fdt(shared), kernel_size=image.file_size, image_size=image.image_size,
+                         text_offset=0, initrd_size=INITRD_SIZE,
                          cmdline=b"console=ttyAMA0", kho=False,
                          free_ranges=free_ranges_from_memblock(MEMORY, RESERVED))
     plan = plan_arm64(inp)
@@ -349,11 +382,14 @@ def test_kho_off_bottom_up_kernel_top_down_dtb(shared, image):
 
 def test_kho_off_from_iomem_with_cma_is_not_exact(shared, image):
     sysroot = capture(shared, "two-nodes-arm64") / "sysroot"
-    ranges = free_ranges_from_iomem((sysroot / "proc/iomem").read_text())
+    iomem = parse_iomem((sysroot / "proc/iomem").read_text())
+    ram = [r for r in iomem.resources if r.name == "System RAM"]
+    ranges = free_ranges_in_ram([(r.start, r.end) for r in ram],
+                                [(c.start, c.end) for r in ram for c in r.children])
     assert ranges[0] == Region(0x40000000, 0x401FFFFF, "System RAM (iomem)")
     cma = "CmaTotal:          32768 kB" in (sysroot / "proc/meminfo").read_text()
-    inp = Arm64PlanInput(kernel_size=image.file_size, image_size=image.image_size,
-                         text_offset=0, fdt=two_nodes_fdt(shared), initrd_size=None,
+    inp = make_input(two_nodes_fdt(shared), kernel_size=image.file_size, image_size=image.image_size,
+                         text_offset=0, initrd_size=None,
                          cmdline=None, kho=False, free_ranges=ranges,
                          free_ranges_exact=False, cma=cma)
     plan = plan_arm64(inp)

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from khotui.image.inspect import inspect_kernel
 from khotui.host.kernellog import DEFAULT_PURGATORY, learn_purgatory, parse_kernel_log
+from khotui.image.inspect import inspect_kernel
+from khotui.placement.core import Plan
 from khotui.placement.x86_64 import (
-    Plan,
-    ScratchRegion,
     X86PlanInput,
     boot_params_bufsz,
     plan_x86_64,
 )
+from khotui.plan.dryrun import x86_kernel
+from khotui.types import ScratchRegion
 from tests.conftest import CAPTURES, VM
 
 X86_CAPTURES = ["two-nodes", "efi-two-nodes", "one-node-no-initrd", "kho-off", "scratch-too-small"]
@@ -107,7 +108,7 @@ def build_input(name: str, kernel, tmp: Path) -> X86PlanInput:
         size = inspect_initrd(make_initrd(size, tmp)).size
     return X86PlanInput(
         kho_enabled=kho_enabled(sysroot),
-        kernel=kernel,
+        kernel=x86_kernel(kernel),
         cmdline=(capture / "load/cmdline").read_bytes(),
         initrd_size=size,
         scratch=read_scratch(sysroot),

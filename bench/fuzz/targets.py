@@ -86,7 +86,7 @@ def kernellog(data: bytes) -> None:
 
 
 def cmdline(data: bytes) -> None:
-    from khotui.plan.checks import _cmdline_has_kho_on
+    from khotui.cmdline import kho_requested as _cmdline_has_kho_on
     from khotui.cmdline import diff_cmdline, next_cmdline, split_cmdline
     current, _, append = _text(data).partition("\x00")
     new = next_cmdline(current, append or None)

@@ -8,34 +8,27 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from khotui.plan import HostStatus, PlanResult
+from khotui.types import Finding
+from khotui.units import size
+
 MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << (shift - 3)) == 0 or n >= 10 << shift:
-            value = n / (1 << shift)
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{n} B"
-
-
-def _findings(findings: list[Any], out: TextIO) -> None:
+def _findings(findings: list[Finding], out: TextIO) -> None:
     for f in findings:
         out.write(f"  [{MARK.get(f.status, f.status)}] {f.message}\n")
         if f.fix and f.status in ("warn", "fail"):
             out.write(f"         fix: {f.fix}\n")
 
 
-def _scratch(status: Any, out: TextIO) -> None:
+def _scratch(status: HostStatus, out: TextIO) -> None:
     for r in status.kho.scratch:
-        label = r.kind if r.kind != "node" else f"node{r.node if r.node is not None else '?'}"
-        end = f"0x{r.addr + r.size - 1:x}" if r.size else "-"
-        out.write(f"  [{r.index}] {label:8} 0x{r.addr:<12x} .. {end:<14} {human_size(r.size):>9}\n")
+        end = f"0x{r.end:x}" if r.size else "-"
+        out.write(f"  [{r.index}] {r.name:8} 0x{r.addr:<12x} .. {end:<14} {size(r.size):>9}\n")
 
 
-def print_status(status: Any, out: TextIO | None = None) -> None:
+def print_status(status: HostStatus, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     b, k = status.boot, status.kexec
     where = "live host" if status.live else f"snapshot {status.root}"
@@ -57,8 +50,8 @@ def print_status(status: Any, out: TextIO | None = None) -> None:
     out.write(f"kexec    loaded={_yn(k.loaded)} crash_loaded={_yn(k.crash_loaded)} "
               f"load_disabled={_yn(k.kexec_load_disabled)} "
               f"limit={'unlimited' if lim == -1 else lim} lockdown={k.lockdown or '?'}\n")
-    for source, message in status.errors.items():
-        out.write(f"error    {source}: {message}\n")
+    for source, problem in status.errors.items():
+        out.write(f"error    {source}: {problem}\n")
     out.write("checks\n")
     _findings(status.findings, out)
 
@@ -67,7 +60,7 @@ def _yn(value: Any) -> str:
     return "?" if value is None else ("yes" if value else "no")
 
 
-def print_plan(result: Any, out: TextIO | None = None) -> None:
+def print_plan(result: PlanResult, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     st = result.status
     where = "live host" if st.live else f"snapshot {st.root}"
@@ -76,7 +69,7 @@ def print_plan(result: Any, out: TextIO | None = None) -> None:
               f"{', ' + result.kernel.version if result.kernel.version else ''}\n")
     if result.initrd is not None:
         out.write(f"initrd   {result.request.initrd}: {result.initrd.format}, "
-                  f"{human_size(result.initrd.size)}\n")
+                  f"{size(result.initrd.size)}\n")
     out.write(f"cmdline  {result.cmdline}\n")
     if st.kho.enabled:
         out.write(f"KHO      on, {st.kho_abi or 'ABI unknown'}; scratch regions:\n")

@@ -11,7 +11,7 @@ import platform
 import zlib
 from dataclasses import dataclass, field
 
-from khotui.cmdline import split_cmdline
+from khotui.cmdline import cmdline_param, kernel_params
 from khotui.errors import KhotuiError
 from khotui.host.sysroot import Sysroot
 
@@ -88,40 +88,7 @@ def parse_meminfo(text: str) -> dict[str, int]:
 
 def cmdline_tokens(cmdline: str) -> list[str]:
     """Kernel parameters of a command line, quotes removed, stopping at `--` (init's args)."""
-    # mirrors next_arg() in lib/cmdline.c: whitespace splits outside double quotes
-    tokens = [t.replace('"', "") for t in split_cmdline(cmdline)]
-    if "--" in tokens:
-        tokens = tokens[:tokens.index("--")]
-    return tokens
-
-
-def cmdline_param(cmdline: str, name: str) -> str | None:
-    """The value of the last `name=value` on the command line ('' for a bare `name`), or None."""
-    # parse_early_param()/parse_args() call the handler for every occurrence: the last one wins
-    value: str | None = None
-    for token in cmdline_tokens(cmdline):
-        key, sep, val = token.partition("=")
-        if key == name:
-            value = val if sep else ""
-    return value
-
-
-def kstrtobool(value: str | None) -> bool | None:
-    """True/False as the kernel reads a boolean parameter; None when it rejects the value."""
-    # mirrors kstrtobool(), lib/kstrtox.c
-    if not value:
-        return None
-    c = value[0]
-    if c in "eEyYtT1":
-        return True
-    if c in "dDnNfF0":
-        return False
-    if c in "oO" and len(value) > 1:
-        if value[1] in "nN":
-            return True
-        if value[1] in "fF":
-            return False
-    return None
+    return kernel_params(cmdline)
 
 
 @dataclass

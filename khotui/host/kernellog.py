@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host.sysroot import Sysroot
+from khotui.types import DEFAULT_PURGATORY, Purgatory
 
 _HEX = r"0x([0-9a-fA-F]+)"
 _SIZES = rf"at {_HEX} bufsz={_HEX} memsz={_HEX}"
@@ -213,25 +214,7 @@ def _name_segments(load: LoggedLoad) -> None:
 # --- purgatory ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Purgatory:
-    """The purgatory segment request: only the running kernel knows it (its built-in ELF)."""
-
-    bufsz: int
-    memsz: int
-    align: int
-    source: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-# The Linux 7.3.4 x86_64 build's purgatory, as logged by every x86 capture (shared/kho/*/load).
-DEFAULT_PURGATORY = Purgatory(
-    bufsz=0x4000, memsz=0x5000, align=0x1000,
-    source="assumed: the purgatory of the Linux 7.3.4 x86_64 build (bufsz 0x4000, memsz "
-           "0x5000, align 4096); no earlier KEXEC_FILE_DEBUG load in the kernel log to learn "
-           "the running kernel's from")
+# Purgatory and DEFAULT_PURGATORY are khotui.types' (a placement input the host fills).
 
 
 def learn_purgatory(log: str | LoggedLoad | list[LoggedLoad] | None) -> tuple[int, int] | None:

@@ -22,9 +22,11 @@ import re
 from dataclasses import dataclass, field
 
 from khotui.errors import KhotuiError
-from khotui.host.boot import cmdline_param, cmdline_tokens, kstrtobool, read_config
+from khotui.cmdline import cmdline_param, kstrtobool
+from khotui.host.boot import cmdline_tokens, read_config
 from khotui.host.memory import memory_node_ids
 from khotui.host.sysroot import Sysroot
+from khotui.types import ScratchKind, ScratchRegion
 
 DEBUGFS = "/sys/kernel/debug"
 KHO_DIR = "/sys/kernel/debug/kho"
@@ -47,27 +49,7 @@ OFF_PERMISSION = "permission-denied"
 OFF_KDUMP = "kdump-kernel"
 OFF_UNKNOWN = "unknown"
 
-_KINDS = ("lowmem", "global")
-
-
-@dataclass
-class ScratchRegion:
-    """One `kho_scratch[]` entry: index 0 lowmem, 1 global, 2.. one per node with memory."""
-
-    index: int
-    kind: str                 # 'lowmem' | 'global' | 'node'
-    node: int | None          # for kind 'node': the node id (None if it could not be matched)
-    addr: int
-    size: int
-
-    @property
-    def end(self) -> int:
-        """Last byte (inclusive); addr - 1 for an empty region."""
-        return self.addr + self.size - 1
-
-    def as_dict(self) -> dict:
-        return {"index": self.index, "kind": self.kind, "node": self.node,
-                "addr": self.addr, "size": self.size}
+_KINDS: tuple[ScratchKind, ScratchKind] = ("lowmem", "global")
 
 
 @dataclass

@@ -20,6 +20,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from khotui.units import size
+
 HEADER_SIZE = 64                      # sizeof(struct arm64_image_header)
 MAGIC_OFFSET = 0x38
 ARM64_IMAGE_MAGIC = b"ARM\x64"
@@ -36,7 +38,8 @@ PAGE_SIZE_FLAG = {0: None, 1: 4096, 2: 16384, 3: 65536}
 _PEEK = 4096
 
 
-def _kib(size: int) -> str:
+def _granule(size: int) -> str:
+    """The kernel's name for a page size, as in CONFIG_ARM64_4K_PAGES and TGran4."""
     return f"{size // 1024}K"
 
 
@@ -118,7 +121,7 @@ class Arm64Image:
     def page_size_text(self) -> str | None:
         if self.kind != "image" or self.flags is None:
             return None
-        return "unspecified" if self.page_size is None else _kib(self.page_size)
+        return "unspecified" if self.page_size is None else size(self.page_size)
 
     def as_dict(self) -> dict:
         return {
@@ -223,11 +226,11 @@ def _image_load_checks(image_size: int, big_endian: bool, page_size: int | None,
     if page_size is not None:
         supported = running.supports_granule(page_size)
         if supported is not True:
-            flag = {4096: "4K", 16384: "16K", 65536: "64K"}[page_size]
-            why = (f"the Image uses {flag} pages, the running kernel {_kib(running.page_size)}: "
-                   f"image_load() accepts it only when the CPUs implement the {flag} "
-                   f"granule (ID_AA64MMFR0_EL1.TGran{flag[:-1]})")
-            fix = (f"use an Image built with CONFIG_ARM64_{_kib(running.page_size)}_PAGES, "
+            flag = _granule(page_size)
+            why = (f"the Image uses {size(page_size)} pages, the running kernel "
+                   f"{size(running.page_size)}: image_load() accepts it only when the CPUs "
+                   f"implement the {flag} granule (ID_AA64MMFR0_EL1.TGran{flag[:-1]})")
+            fix = (f"use an Image built with CONFIG_ARM64_{_granule(running.page_size)}_PAGES, "
                    "the running kernel's page size")
             if supported is None:
                 return None, why + ", which user space cannot read", fix

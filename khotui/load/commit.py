@@ -95,9 +95,7 @@ def explain_context(plan_result: Any, flags: int) -> kexec.ExplainContext:
     failed = None
     if plan is not None and plan.fits is False:
         failed = next((s for s in plan.segments if s.mem is None), None)
-    tried: list[tuple[str, int]] = []
-    for t in getattr(plan, "regions_tried", None) or []:
-        tried.append((t.name, t.size) if hasattr(t, "name") else (t.region.name, t.region.size))
+    tried = [] if plan is None else [(t.name, t.size) for t in plan.regions_tried]
     setup = getattr(plan_result.kernel, "setup", None)
     mem_kb = st.boot.meminfo.get("MemTotal")
     return kexec.ExplainContext(

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from khotui.types import DtbSize
+
 PAGE_SIZE = 4096
 ULONG_MAX = (1 << 64) - 1
 
@@ -77,7 +79,7 @@ class Segment:
         """Last byte (inclusive), or None when not placed."""
         return None if self.mem is None else self.mem + self.memsz - 1
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int | str | bool | None]:
         return {
             "name": self.name,
             "mem": self.mem,
@@ -186,3 +188,76 @@ class Placer:
                 t_start += PAGE_SIZE
                 continue
             return t_start
+
+
+# --- the result: one shape for every architecture -----------------------------------------
+
+
+@dataclass(frozen=True)
+class RegionTried:
+    """A region the failing segment was tried against: with the largest hole left in it
+    (x86_64) or the reason locate_mem_hole_callback() passed it over (arm64)."""
+
+    name: str
+    start: int
+    size: int
+    largest_hole: int | None = None   # largest free range left after the segments placed before
+    reason: str | None = None         # why the segment did not fit there
+
+    def as_dict(self) -> dict[str, int | str | None]:
+        return {"name": self.name, "start": self.start, "size": self.size,
+                "largest_hole": self.largest_hole, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Retry:
+    """arm64: a kernel position image_load() gave up because `failed` fit nowhere above it."""
+
+    kernel_mem: int
+    failed: str
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {"kernel_mem": self.kernel_mem, "failed": self.failed}
+
+
+@dataclass
+class Plan:
+    """The predicted outcome of one `kexec_file_load`: segments in the kernel's order, or the
+    segment that fits nowhere and the regions it was tried in. The same shape on every
+    architecture; `retries` and `dtb` are filled only by arm64's image_load() model."""
+
+    arch: str
+    segments: list[Segment]
+    fits: bool | None                 # None: cannot be known (CMA, missing host data)
+    errno: str | None = None          # 'EADDRNOTAVAIL', 'EINVAL', 'ENOEXEC', ... or None
+    failed_segment: str | None = None  # the segment whose kexec_add_buffer() failed (last)
+    regions_tried: list[RegionTried] = field(default_factory=list)
+    message: str | None = None        # what goes wrong, for the operator
+    fix: str | None = None
+    assumptions: list[str] = field(default_factory=list)
+    exact: bool = True                # False: an input was approximated (see assumptions)
+    walk: str = ""                    # 'kho-scratch', 'system-ram', 'memblock', 'cma'
+    cmdline_len: int | None = None    # what the syscall gets, with the NUL
+    retries: list[Retry] = field(default_factory=list)
+    dtb: DtbSize | None = None
+
+    def segment(self, name: str) -> Segment | None:
+        return next((s for s in self.segments if s.name == name), None)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "arch": self.arch,
+            "segments": [s.as_dict() for s in self.segments],
+            "fits": self.fits,
+            "errno": self.errno,
+            "failed_segment": self.failed_segment,
+            "regions_tried": [r.as_dict() for r in self.regions_tried],
+            "message": self.message,
+            "fix": self.fix,
+            "assumptions": list(self.assumptions),
+            "exact": self.exact,
+            "walk": self.walk,
+            "cmdline_len": self.cmdline_len,
+            "retries": [r.as_dict() for r in self.retries],
+            "dtb": None if self.dtb is None else self.dtb.as_dict(),
+        }

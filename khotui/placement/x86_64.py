@@ -13,26 +13,29 @@ kernel/kexec_file.c, then bzImage64_load(), arch/x86/kernel/kexec-bzimage64.c):
 `core.Placer` places them: scratch regions in `kho_scratch[]` order with KHO on; otherwise the
 default CMA area first (unknowable), then System RAM highest first (or the memblock free ranges
 on kernels built with CONFIG_ARCH_KEEP_MEMBLOCK, e.g. CONFIG_INTEL_TDX_HOST=y).
-Plain data in (`X86PlanInput`), a `Plan` out; nothing here reads the host.
+Plain data in (`X86PlanInput`, its kernel an `X86Kernel` the plan layer fills from
+khotui.image.inspect), a `Plan` out; nothing here reads the host or the image file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
 
-from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN
-from khotui.image.inspect import KernelImage
-from khotui.host.kernellog import DEFAULT_PURGATORY, Purgatory
+from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN, accepted_length
 from khotui.placement.core import (
     PAGE_SIZE,
     ULONG_MAX,
     KexecBuf,
     Placer,
+    Plan,
     Region,
+    RegionTried,
     Segment,
     align_up,
 )
+from khotui.types import DEFAULT_PURGATORY, Purgatory, ScratchRegion
+from khotui.units import size as human
 
 ARCH = "x86_64"
 
@@ -51,36 +54,41 @@ EFI_MEMDESC_SIZE = 48            # efi.memmap.desc_size as UEFI firmware reports
 KHO_SCRATCH_ENTRY = 16           # struct kho_scratch { phys_addr_t addr, size; }
 KHO_SCRATCH_ALIGN = 64 << 10     # SZ_64K in kho_fill_kimage()
 
-MiB = 1 << 20
-KiB = 1 << 10
+
+@dataclass(frozen=True)
+class X86Setup:
+    """The setup-header fields bzImage64_load() uses (arch/x86/include/uapi/asm/bootparam.h)."""
+
+    kern16_size: int          # (setup_sects + 1) * 512: the real-mode part, not loaded
+    init_size: int
+    kernel_alignment: int
+    pref_address: int
+    cmdline_size: int
 
 
 @dataclass(frozen=True)
-class ScratchRegion:
-    """One `kho_scratch[]` entry: [0] lowmem, [1] global, [2..] one per memory node."""
+class X86Kernel:
+    """The kernel file as the x86_64 loader sees it: its size, whether bzImage64_probe() takes
+    it (`errno`/`why_not` set when the running x86_64 kernel refuses it) and its setup header
+    (None when it is not a bzImage)."""
 
-    index: int
-    kind: str            # 'lowmem', 'global', 'node'
-    node: int | None
-    addr: int
+    name: str
     size: int
-
-    @property
-    def name(self) -> str:
-        if self.kind == "node":
-            return f"node{self.node if self.node is not None else self.index - 2}"
-        return self.kind
+    format: str
+    setup: X86Setup | None
+    errno: str | None = None
+    why_not: str | None = None
 
 
 @dataclass
 class X86PlanInput:
-    """Everything the x86_64 placement depends on, as plain data (host readers fill it)."""
+    """Everything the x86_64 placement depends on, as plain data (the plan layer fills it)."""
 
     kho_enabled: bool
-    kernel: KernelImage
+    kernel: X86Kernel
     cmdline: bytes                          # without the trailing NUL
     initrd_size: int | None                 # None: KEXEC_FILE_NO_INITRAMFS
-    scratch: list[Any] = field(default_factory=list)          # ScratchRegion or (index, kind, node, addr, size)
+    scratch: list[ScratchRegion] = field(default_factory=list)
     system_ram: list[tuple[int, int]] = field(default_factory=list)  # top-level System RAM, [start, end]
     cma_total_kb: int | None = 0            # /proc/meminfo CmaTotal; None: unknown
     no_cma: bool = False                    # KEXEC_FILE_NO_CMA will be passed
@@ -102,74 +110,6 @@ class X86PlanInput:
     def cmdline_len(self) -> int:
         """What the syscall gets as `cmdline_len`: the bytes plus the trailing NUL."""
         return len(self.cmdline) + 1
-
-    def scratch_regions(self) -> list[ScratchRegion]:
-        regions = []
-        for item in self.scratch:
-            if isinstance(item, ScratchRegion):
-                regions.append(item)
-            else:
-                index, kind, node, addr, size = item
-                regions.append(ScratchRegion(int(index), str(kind), node, int(addr), int(size)))
-        return regions
-
-
-@dataclass(frozen=True)
-class RegionTried:
-    """A region the failed segment was tried against, with what was left in it."""
-
-    name: str
-    start: int
-    size: int
-    largest_hole: int     # largest free range left after the segments placed before
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "start": self.start, "size": self.size,
-                "largest_hole": self.largest_hole}
-
-
-@dataclass
-class Plan:
-    """The predicted outcome of one `kexec_file_load`: segments in the kernel's order."""
-
-    arch: str
-    segments: list[Segment]
-    fits: bool | None                 # None: cannot be known (CMA, missing host data)
-    errno: str | None = None          # 'EADDRNOTAVAIL', 'EINVAL', 'ENOEXEC', ... or None
-    failed_segment: str | None = None
-    regions_tried: list[RegionTried] = field(default_factory=list)
-    message: str | None = None        # what goes wrong, for the operator
-    assumptions: list[str] = field(default_factory=list)
-    walk: str = ""                    # 'kho-scratch', 'system-ram', 'memblock', 'cma'
-    cmdline_len: int | None = None
-
-    def segment(self, name: str) -> Segment | None:
-        for seg in self.segments:
-            if seg.name == name:
-                return seg
-        return None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "arch": self.arch,
-            "segments": [s.as_dict() for s in self.segments],
-            "fits": self.fits,
-            "errno": self.errno,
-            "failed_segment": self.failed_segment,
-            "regions_tried": [r.as_dict() for r in self.regions_tried],
-            "message": self.message,
-            "assumptions": list(self.assumptions),
-            "walk": self.walk,
-            "cmdline_len": self.cmdline_len,
-        }
-
-
-def human_size(n: int) -> str:
-    for unit, name in ((1 << 30, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
-        if n >= unit:
-            value = n / unit
-            return f"{value:.0f} {name}" if n % unit == 0 else f"{value:.1f} {name}"
-    return f"{n} bytes"
 
 
 def boot_params_bufsz(inp: X86PlanInput) -> int:
@@ -196,7 +136,7 @@ def _ima_kbuf(inp: X86PlanInput, assumptions: list[str]) -> KexecBuf:
         measured = 0
         assumptions.append(
             "CONFIG_IMA_KEXEC: the IMA measurement list size is unknown; the IMA segment is "
-            f"sized for an empty list ({human_size(extra)} extra, one page) — a long list makes "
+            f"sized for an empty list ({human(extra)} extra, one page) — a long list makes "
             "it larger and moves the segments after it")
     return KexecBuf(name="ima", bufsz=0, memsz=align_up(measured + extra, PAGE_SIZE),
                     buf_align=PAGE_SIZE, buf_min=0, buf_max=ULONG_MAX, top_down=True)
@@ -242,8 +182,8 @@ def _largest_hole(region: Region, placed: Iterable[Segment], buf_min: int) -> in
     start = max(region.start, buf_min)
     if region.size <= 0 or start > region.end:
         return 0
-    taken = sorted((s.mem, s.end) for s in placed
-                   if s.mem is not None and s.end >= start and s.mem <= region.end)
+    taken = sorted((s.mem, s.mem + s.memsz - 1) for s in placed
+                   if s.mem is not None and s.mem + s.memsz - 1 >= start and s.mem <= region.end)
     best, cursor = 0, start
     for lo, hi in taken:
         if lo > cursor:
@@ -254,19 +194,19 @@ def _largest_hole(region: Region, placed: Iterable[Segment], buf_min: int) -> in
 
 def _check_image(inp: X86PlanInput) -> tuple[str, str] | None:
     """(errno, message) when the load fails before any placement that matters."""
-    ok, errno, why = inp.kernel.loadable_on(ARCH)
-    if not ok:
-        return errno or "ENOEXEC", f"{inp.kernel.name}: {why}"
+    if inp.kernel.errno is not None:
+        return inp.kernel.errno, f"{inp.kernel.name}: {inp.kernel.why_not}"
     if inp.kernel.format != "bzImage" or inp.kernel.setup is None:
         return "ENOEXEC", f"{inp.kernel.name}: not a bzImage ({inp.kernel.format})"
     hdr = inp.kernel.setup
-    # mirrors the cmdline checks at the top of bzImage64_load()
-    if inp.cmdline_len > hdr.cmdline_size or \
-            inp.cmdline_len + MAX_ELFCOREHDR_STR_LEN > hdr.cmdline_size:
-        limit = max(hdr.cmdline_size - MAX_ELFCOREHDR_STR_LEN - 1, 0)
+    # the cmdline checks at the top of bzImage64_load(): khotui.cmdline.accepted_length()
+    room = accepted_length(hdr.cmdline_size) or 0
+    if inp.cmdline_len > room:
+        limit = max(room - 1, 0)
         return "EINVAL", (
             f"the command line is {len(inp.cmdline)} bytes; this kernel takes at most {limit} "
-            f"(its cmdline_size {hdr.cmdline_size}, less the NUL and the 30 bytes bzImage64_load() "
+            f"(its cmdline_size {hdr.cmdline_size}, less the NUL and the "
+            f"{MAX_ELFCOREHDR_STR_LEN} bytes bzImage64_load() "
             f"keeps for 'elfcorehdr=' even on a normal load): shorten it by "
             f"{len(inp.cmdline) - limit} bytes")
     return None
@@ -299,7 +239,7 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
 
     if inp.kho_enabled:
         regions = [Region(start=r.addr, end=r.addr + r.size - 1, name=r.name)
-                   for r in inp.scratch_regions()]
+                   for r in inp.scratch]
         plan.walk = "kho-scratch"
         if not regions:
             plan.segments = [_unplaced(k) for k in requests]
@@ -310,9 +250,10 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
         assumptions.append("KHO on: every segment goes only into the scratch regions, tried in "
                            "kho_scratch[] order (lowmem, global, nodes), top-down inside each")
     else:
-        placer = _non_kho_placer(inp, plan, requests)
-        if placer is None:
+        walk = _non_kho_placer(inp, plan, requests)
+        if walk is None:
             return plan
+        placer = walk
 
     for kbuf in requests:
         placer.add(kbuf)
@@ -332,10 +273,10 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
                                       largest_hole=_largest_hole(r, placed, failed.buf_min))
                           for r in placer.regions]
     where = "scratch region" if inp.kho_enabled else "System RAM range"
-    tried = ", ".join(f"{r.name} {human_size(r.size)}"
-                      + (f" ({human_size(r.largest_hole)} free)" if r.largest_hole != r.size else "")
+    tried = ", ".join(f"{r.name} {human(r.size)}"
+                      + (f" ({human(r.largest_hole)} free)" if r.largest_hole != r.size else "")
                       for r in plan.regions_tried)
-    plan.message = (f"{failed.name} ({human_size(failed.memsz)}) fits in no {where}: {tried}")
+    plan.message = (f"{failed.name} ({human(failed.memsz)}) fits in no {where}: {tried}")
     if failed.buf_min > 0:
         plan.message += f"; it must lie at or above 0x{failed.buf_min:x}"
     if inp.kho_enabled:
@@ -409,11 +350,11 @@ def _check_sanity(inp: X86PlanInput, plan: Plan) -> None:
         total += pages
         if pages > nr_pages // 2:
             plan.fits, plan.errno, plan.failed_segment = False, "EINVAL", seg.name
-            plan.message = (f"{seg.name} ({human_size(seg.memsz)}) is more than half of RAM "
-                            f"({human_size(inp.mem_total_kb * 1024)}): the kernel refuses it")
+            plan.message = (f"{seg.name} ({human(seg.memsz)}) is more than half of RAM "
+                            f"({human(inp.mem_total_kb * 1024)}): the kernel refuses it")
             return
     if total > nr_pages // 2:
         plan.fits, plan.errno = False, "EINVAL"
-        plan.message = (f"the segments together ({human_size(total * PAGE_SIZE)}) are more than "
-                        f"half of RAM ({human_size(inp.mem_total_kb * 1024)}): the kernel "
+        plan.message = (f"the segments together ({human(total * PAGE_SIZE)}) are more than "
+                        f"half of RAM ({human(inp.mem_total_kb * 1024)}): the kernel "
                         f"refuses the load")

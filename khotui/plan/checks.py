@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
+from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN, accepted_length, kho_requested
 from khotui.errors import Problem
+from khotui.types import FAIL, OK, SKIP, WARN, Finding, ScratchRegion
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-
-
-@dataclass
-class Finding:
-    id: str
-    status: str
-    message: str
-    fix: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "message": self.message, "fix": self.fix}
+__all__ = ["FAIL", "OK", "SKIP", "WARN", "CheckContext", "Finding", "run_plan_checks",
+           "run_status_checks"]
 
 
 @dataclass
@@ -46,13 +37,13 @@ class CheckContext:
     kho_layout: str | None = None
     kho_finalized: bool | None = None
     kho_scratch_count: int = 0
-    # (index, kind, addr, size) of each scratch region, and where they were read from
-    kho_scratch: list[tuple[int, str, int, int]] = field(default_factory=list)
+    # the scratch regions, and where they were read from
+    kho_scratch: list[ScratchRegion] = field(default_factory=list)
     kho_scratch_source: str | None = None
     # top-level System RAM ranges (start, end inclusive) when /proc/iomem gave real addresses
     system_ram: list[tuple[int, int]] | None = None
-    iomem_error: str | None = None
-    kho_error: str | None = None
+    iomem_error: str | None = None    # one line: what went wrong reading /proc/iomem
+    kho_error: str | None = None      # one line: what went wrong reading kho/
     is_root: bool | None = None
     has_cap_sys_boot: bool | None = None
     kexec_load_disabled: int | None = None
@@ -123,16 +114,6 @@ def _enabled(config: dict[str, str] | None, name: str) -> bool | None:
     return config.get(name) in ("y", "m")
 
 
-def _cmdline_has_kho_on(cmdline: str) -> bool | None:
-    """The last `kho=` wins (early_param parsing order); None when absent. Tokens as the
-    kernel splits them: quotes group, and what follows `--` is init's, not the kernel's."""
-    from khotui.host.boot import cmdline_param, kstrtobool
-    value = cmdline_param(cmdline, "kho")
-    if value is None:
-        return None
-    return bool(kstrtobool(value))    # kho_parse_enable(): kstrtobool(), an error leaves it off
-
-
 def check_kho(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     if ctx.kho_error:
@@ -164,15 +145,15 @@ def check_kho(ctx: CheckContext) -> list[Finding]:
     return out
 
 
-def _scratch_name(index: int, kind: str) -> str:
-    return f"[{index}] {kind}"
+def _scratch_name(region: ScratchRegion) -> str:
+    return f"[{region.index}] {region.kind}"
 
 
 def check_scratch(ctx: CheckContext) -> list[Finding]:
     """The scratch regions as read: the kernel never makes them overlap or leave RAM, so a
     file that says so was edited, mixed from two boots or misread; a plan on it is wrong."""
-    regions = sorted((addr, addr + size - 1, index, kind)
-                     for index, kind, addr, size in ctx.kho_scratch if size > 0)
+    regions = sorted(((r.addr, r.end, r) for r in ctx.kho_scratch if r.size > 0),
+                     key=lambda t: (t[0], t[1], t[2].index))
     if not ctx.kho_enabled or not regions:
         return []
     src = ctx.kho_scratch_source or "/sys/kernel/debug/kho/out/scratch_phys"
@@ -183,8 +164,8 @@ def check_scratch(ctx: CheckContext) -> list[Finding]:
     reach_end, reach = regions[0][1], regions[0]
     for r in regions[1:]:
         if r[0] <= reach_end:
-            overlaps.append(f"{_scratch_name(reach[2], reach[3])} {reach[0]:#x}-{reach[1]:#x} and "
-                            f"{_scratch_name(r[2], r[3])} {r[0]:#x}-{r[1]:#x}")
+            overlaps.append(f"{_scratch_name(reach[2])} {reach[0]:#x}-{reach[1]:#x} and "
+                            f"{_scratch_name(r[2])} {r[0]:#x}-{r[1]:#x}")
         if r[1] > reach_end:
             reach_end, reach = r[1], r
     if overlaps:
@@ -198,7 +179,7 @@ def check_scratch(ctx: CheckContext) -> list[Finding]:
                    if not any(lo <= r[0] and r[1] <= hi for lo, hi in ctx.system_ram)]
         if outside:
             top = max(hi for _lo, hi in ctx.system_ram)
-            what = "; ".join(f"{_scratch_name(r[2], r[3])} {r[0]:#x}-{r[1]:#x}" for r in outside[:3])
+            what = "; ".join(f"{_scratch_name(r[2])} {r[0]:#x}-{r[1]:#x}" for r in outside[:3])
             past = all(r[1] > top for r in outside)
             where = (f"past the end of RAM ({top:#x}, the last System RAM byte in /proc/iomem)"
                      if past else "outside every System RAM range of /proc/iomem")
@@ -282,7 +263,7 @@ def check_lockdown(ctx: CheckContext) -> list[Finding]:
 
 def check_iomem(ctx: CheckContext) -> list[Finding]:
     if ctx.iomem_error:
-        return [Finding("iomem", WARN, ctx.iomem_error.split("\n")[0] + "; without a memory map "
+        return [Finding("iomem", WARN, ctx.iomem_error + "; without a memory map "
                         "a load with KHO off cannot be previewed",
                         "read /proc/iomem as root on the host (or take the snapshot again)")]
     if ctx.iomem_all_zero:
@@ -331,7 +312,7 @@ def check_image(ctx: CheckContext) -> list[Finding]:
 def check_cmdline(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     cmdline = ctx.cmdline or ""
-    kho_on = _cmdline_has_kho_on(cmdline)
+    kho_on = kho_requested(cmdline)
     default_on = _enabled(ctx.next_config, "CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT")
     if ctx.kho_enabled:
         if kho_on:
@@ -345,14 +326,14 @@ def check_cmdline(ctx: CheckContext) -> list[Finding]:
                                f"the next command line has {said}: the new kernel would ignore "
                                "the handed-over memory and lose what was preserved",
                                "add kho=on to the command line (--append kho=on)"))
-    from khotui.cmdline import accepted_length
     room = accepted_length(ctx.kernel_cmdline_size)
     if room is not None:
         length = len(cmdline.encode()) + 1
         if length > room:
             out.append(Finding("cmdline-length", FAIL,
                                f"the command line is {length} bytes with its NUL; the image accepts "
-                               f"{room} (cmdline_size {ctx.kernel_cmdline_size} minus 30 reserved): "
+                               f"{room} (cmdline_size {ctx.kernel_cmdline_size} minus "
+                               f"{MAX_ELFCOREHDR_STR_LEN} reserved): "
                                "EINVAL", "shorten the command line"))
         else:
             out.append(Finding("cmdline-length", OK, f"command line {length} of {room} bytes"))
@@ -418,10 +399,3 @@ def run_plan_checks(ctx: CheckContext) -> list[Finding]:
     return (run_status_checks(ctx) + check_image(ctx) + check_cmdline(ctx)
             + check_next_abi(ctx) + check_plan(ctx))
 
-
-def worst(findings: list[Finding]) -> str:
-    statuses = {f.status for f in findings}
-    for s in (FAIL, WARN, OK):
-        if s in statuses:
-            return s
-    return OK

@@ -13,7 +13,7 @@ from textual.widgets import Static
 from khotui.tui import fmt
 from khotui.tui.messages import UnloadRequested
 from khotui.tui.screens.base import KhotuiScreen
-from khotui.tui.viewmodel import KexecSummary, KhoSummary, Overview, Problem, ScratchRow, SystemSummary
+from khotui.tui.viewmodel import KexecSummary, KhoSummary, Overview, Problem, ScratchRegion, SystemSummary
 from khotui.tui.widgets.findings import findings_content, summary_content
 from khotui.tui.widgets.panel import Panel
 
@@ -186,7 +186,7 @@ def system_content(s: SystemSummary | Problem | None) -> Content | Problem:
     return fmt.kv(rows, 8)
 
 
-def scratch_content(rows: list[ScratchRow] | Problem) -> Content | Problem:
+def scratch_content(rows: list[ScratchRegion] | Problem) -> Content | Problem:
     if isinstance(rows, Problem):
         return rows
     if not rows:

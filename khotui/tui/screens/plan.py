@@ -83,11 +83,11 @@ run only and says so. **4** goes back to change the choice.
         table.display = bool(plan.segments)
         bands = self.query_one("#plan-bands", MemoryBands)
         regions = [r for r in plan.regions if r.size]
-        ranges = [MemRange(r.addr, r.addr + r.size - 1, "scratch", f"scratch[{r.index}] {r.label}")
+        ranges = [MemRange(r.addr, r.addr + r.size - 1, "scratch", r.label)
                   for r in regions]
         ranges += [MemRange(s.mem, s.mem + s.memsz - 1, "segment", s.name)
                    for s in plan.segments if s.mem is not None]
-        bands.set_data([(f"scratch[{r.index}] {r.label}", r.addr, r.addr + r.size - 1) for r in regions],
+        bands.set_data([(r.label, r.addr, r.addr + r.size - 1) for r in regions],
                        ranges)
         bands.display = bool(regions)
         findings = self.query_one("#plan-findings", Panel)

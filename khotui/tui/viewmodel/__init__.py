@@ -1,8 +1,11 @@
 """What the screens draw, as plain values, and the one package that maps the core onto them.
 
 Widgets never import the core: they take the dataclasses below. `Source` is the only object
-that calls `khotui.plan.report`, the host readers, the FDT decoders and the load flow; when the core
+that calls `khotui.plan`, the host readers, the FDT decoders and the load flow; when the core
 changes shape, this package changes and nothing else in the TUI does.
+
+Where the core already has the one type for an idea (`khotui.types.Finding`, `ScratchRegion`,
+`worst()`), the screens get that type, re-exported here (screens import only the TUI).
 
 Every `Source` method blocks (it reads the host, hashes files, or calls the syscall seam): the
 screens call them from `@work(thread=True)` workers. A part that cannot be read becomes a
@@ -16,11 +19,19 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from khotui.errors import KhotuiError
+from khotui.types import Finding, ScratchRegion, Status, worst
+
+if TYPE_CHECKING:
+    from khotui.errors import Problem as ErrorsProblem
+    from khotui.placement.core import Segment
+    from khotui.plan.status import HostStatus
 
 T = TypeVar("T")
+
+__all__ = ["Finding", "ScratchRegion", "Status", "worst"]   # the core's types the screens draw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,29 +47,6 @@ class Problem:
 
     def __str__(self) -> str:
         return self.message + (f"\nfix: {self.fix}" if self.fix else "")
-
-
-@dataclass
-class FindingRow:
-    id: str
-    status: str          # ok | warn | fail | skip
-    message: str
-    fix: str | None = None
-
-
-@dataclass
-class ScratchRow:
-    index: int
-    kind: str            # lowmem | global | node
-    node: int | None
-    addr: int
-    size: int
-
-    @property
-    def label(self) -> str:
-        if self.kind == "node":
-            return f"node{self.node}" if self.node is not None else "node?"
-        return self.kind
 
 
 @dataclass
@@ -79,7 +67,7 @@ class KexecSummary:
     crash_loaded: bool | None = None
     crash_size: int | None = None
     load_limit_reboot: int | None = None
-    load_disabled: int | None = None
+    load_disabled: bool | None = None
     lockdown: str | None = None
 
 
@@ -101,11 +89,11 @@ class Overview:
     cmdline: str | None = None
     boot_problem: Problem | None = None
     kho: KhoSummary | Problem | None = None
-    scratch: list[ScratchRow] | Problem = field(default_factory=list)
+    scratch: list[ScratchRegion] | Problem = field(default_factory=list)
     kexec: KexecSummary | Problem | None = None
     system: SystemSummary | Problem | None = None
-    findings: list[FindingRow] | Problem = field(default_factory=list)
-    worst: str = "ok"
+    findings: list[Finding] | Problem = field(default_factory=list)
+    worst: Status = "ok"
 
 
 @dataclass
@@ -296,8 +284,8 @@ class Plan:
     would_succeed: bool
     verdict: str
     segments: list[SegmentRow]
-    regions: list[ScratchRow]
-    findings: list[FindingRow]
+    regions: list[ScratchRegion]
+    findings: list[Finding]
     files: list[tuple[str, str, int | None]] = field(default_factory=list)  # (path, sha256, size)
     notes: list[str] = field(default_factory=list)
     handle: Any = None               # the core's plan object, passed back to load()
@@ -326,7 +314,7 @@ class LoadResult:
     errno: str | None = None
     predicted: list[SegmentRow] = field(default_factory=list)
     diffs: list[SegmentDiffRow] = field(default_factory=list)   # actual vs predicted
-    overridden: list[FindingRow] = field(default_factory=list)  # failing checks loaded anyway
+    overridden: list[Finding] = field(default_factory=list)  # failing checks loaded anyway
     next_steps: list[str] = field(default_factory=list)
 
 
@@ -383,15 +371,6 @@ def _quiet_gc(fn: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Attribute or key: the core's objects and their as_dict() forms both work."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
 class Source:
     """The host the app shows (live `/`, a snapshot, or the demo) and the syscall seam.
 
@@ -423,7 +402,7 @@ class Source:
             if name == "sysroot" and self.root.parent.name:
                 name = self.root.parent.name
             self.label = f"snapshot {name}"
-        self._status: Any = None
+        self._status: HostStatus | None = None
         self._status_lock = threading.RLock()
         self._cache: dict[str, Any] = {}
         # Only the live host loads. Tests pass dry_run=False with a fake `syscalls` to drive
@@ -473,13 +452,13 @@ class Source:
 
     # -- the host state, read once per refresh -------------------------------------------------
 
-    def status(self, *, refresh: bool = False) -> Any:
-        """`report.host_status()` of this host, read once and shared by every screen (KHO state,
-        decoded FDTs, iomem, kexec state, findings) until a refresh reads it again. Blocks."""
+    def status(self, *, refresh: bool = False) -> HostStatus:
+        """`khotui.plan.host_status()` of this host, read once and shared by every screen (KHO
+        state, decoded FDTs, iomem, kexec state, findings) until a refresh reads it again."""
         with self._status_lock:
             if refresh or self._status is None:
-                from khotui.plan import report
-                self._status = report.host_status(self.root)
+                from khotui.plan import host_status
+                self._status = host_status(self.root)
                 self._cache = {}
             return self._status
 
@@ -578,55 +557,14 @@ class Source:
 
 
 # ---------------------------------------------------------------------------------------------
-# Mappings from the core's objects (or their as_dict() forms)
+# Mappings from the core's objects
 
 
-def finding_rows(findings: Any) -> list[FindingRow]:
-    return [FindingRow(id=_get(f, "id", "?"), status=_get(f, "status", "skip"),
-                       message=_get(f, "message", ""), fix=_get(f, "fix")) for f in findings]
+def problem_of(problem: "ErrorsProblem") -> Problem:
+    """A core `khotui.errors.Problem` as a panel's message: the path and message, and the fix."""
+    return Problem(problem.headline, problem.fix)
 
 
-def worst(findings: list[FindingRow]) -> str:
-    statuses = {f.status for f in findings}
-    for s in ("fail", "warn", "ok"):
-        if s in statuses:
-            return s
-    return "ok"
-
-
-def scratch_rows(regions: Any) -> list[ScratchRow]:
-    rows = []
-    for i, r in enumerate(regions or []):
-        rows.append(ScratchRow(index=_get(r, "index", i), kind=_get(r, "kind", "?"),
-                               node=_get(r, "node"), addr=_get(r, "addr", 0) or 0,
-                               size=_get(r, "size", 0) or 0))
-    return rows
-
-
-def kho_summary(kho: Any) -> KhoSummary:
-    if kho is None:
-        raise KhotuiError("the KHO state was not reported", fix="update khotui")
-    abi = _get(kho, "abi") or _get(kho, "compatible")
-    booted = _get(kho, "kho_booted", False)
-    if callable(booted):
-        booted = booted()
-    return KhoSummary(enabled=bool(_get(kho, "enabled", False)), abi=abi,
-                      layout=_get(kho, "layout"), finalized=_get(kho, "finalized"),
-                      kho_booted=bool(booted), off_message=_get(kho, "off_message"),
-                      fix=_get(kho, "fix"), notes=list(_get(kho, "scratch_notes", []) or []))
-
-
-def kexec_summary(k: Any) -> KexecSummary:
-    if k is None:
-        raise KhotuiError("the kexec state was not reported", fix="update khotui")
-    return KexecSummary(loaded=_get(k, "loaded"), crash_loaded=_get(k, "crash_loaded"),
-                        crash_size=_get(k, "crash_size"),
-                        load_limit_reboot=_get(k, "load_limit_reboot"),
-                        load_disabled=_get(k, "load_disabled", _get(k, "kexec_load_disabled")),
-                        lockdown=_get(k, "lockdown"))
-
-
-def segment_rows(segments: Any) -> list[SegmentRow]:
-    return [SegmentRow(name=_get(s, "name", "?"), mem=_get(s, "mem"), memsz=_get(s, "memsz", 0) or 0,
-                       bufsz=_get(s, "bufsz", 0) or 0, region=_get(s, "region"))
-            for s in segments or []]
+def segment_rows(segments: list[Segment]) -> list[SegmentRow]:
+    return [SegmentRow(name=s.name, mem=s.mem, memsz=s.memsz, bufsz=s.bufsz, region=s.region)
+            for s in segments]

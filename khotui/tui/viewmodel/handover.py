@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from khotui.tui.viewmodel import (FdtBlob, FdtNodeView, FdtProperty, Handover, HandoverSide,
-                                  Problem, _guard)
+from khotui.tui.viewmodel import (
+    FdtBlob,
+    FdtNodeView,
+    FdtProperty,
+    Handover,
+    HandoverSide,
+    Problem,
+    _guard,
+    problem_of,
+)
 
 if TYPE_CHECKING:
     from khotui.tui.viewmodel import Source
@@ -13,13 +21,12 @@ if TYPE_CHECKING:
 
 def handover(src: "Source") -> Handover:
     """Both sides from the shared host state: kho/ was read and the root FDTs decoded once
-    (report.host_status); only the sub-blobs are decoded here, and DTS text on request."""
+    (khotui.plan.host_status); only the sub-blobs are decoded here, and DTS text on request."""
     status = _guard(src.status)
     if isinstance(status, Problem):
         return Handover(sides=status)
     if "kho" in status.errors:
-        message, _, fix = status.errors["kho"].partition("\n  fix: ")
-        return Handover(sides=Problem(message, fix or None))
+        return Handover(sides=problem_of(status.errors["kho"]))
     state = status.kho
     sides: list[HandoverSide] = []
     notes: list[str] = []
@@ -35,7 +42,9 @@ def handover(src: "Source") -> Handover:
         side = HandoverSide(title)
         if fdt is not None:
             path = fdt_path or f"/sys/kernel/debug/kho/{sub_dir}/fdt"
-            side.blobs.append(_root_blob(fdt, path, decoded, status.errors.get(key)))
+            error = status.errors.get(key)
+            side.blobs.append(_root_blob(fdt, path, decoded,
+                                         None if error is None else error.headline))
         for name, data in sorted(subs.items()):
             path = f"/sys/kernel/debug/kho/{sub_dir}/sub_fdts/{name}"
             side.blobs.append(_sub_blob(name, data, path))
@@ -69,7 +78,7 @@ def _root_blob(data: bytes, path: str, kho: Any, error: str | None) -> FdtBlob:
                    hex_source=_hex_of(data))
     if kho is None:
         blob.kind = "raw"
-        blob.warnings.append((error or "the KHO FDT could not be decoded").split("\n")[0])
+        blob.warnings.append(error or "the KHO FDT could not be decoded")
         return blob
     blob.root = _node_view(kho.tree.root)
     blob.dts_source = _dts_of(kho.tree)

@@ -11,9 +11,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from khotui.errors import KhotuiError
-from khotui.tui.viewmodel import (Choices, CmdlinePreview, FindingRow, KernelChoice, LoadResult,
-                                  Plan, PlanInput, Problem, SegmentDiffRow, _guard, finding_rows,
-                                  scratch_rows, segment_rows)
+from khotui.tui.viewmodel import (Choices, CmdlinePreview, Finding, KernelChoice, LoadResult,
+                                  Plan, PlanInput, Problem, SegmentDiffRow, _guard, segment_rows)
 
 if TYPE_CHECKING:
     from khotui.tui.viewmodel import Source
@@ -92,12 +91,12 @@ def plan(src: "Source", request: PlanInput) -> Plan:
     result = _guard(lambda: _plan_load(src, request))
     if isinstance(result, Problem):
         return Plan(request=request, would_succeed=False, verdict=result.message,
-                    segments=[], regions=[], findings=[FindingRow("plan", "fail", result.message,
+                    segments=[], regions=[], findings=[Finding("plan", "fail", result.message,
                                                                   result.fix)])
     ok = bool(result.would_succeed)
-    findings = finding_rows(result.findings)
+    findings = list(result.findings)
     segments = segment_rows(result.segments())
-    regions = scratch_rows(result.status.kho.scratch)
+    regions = list(result.status.kho.scratch)
     message = getattr(result.plan, "message", None)
     if ok:
         where = "the scratch regions" if result.status.kho.enabled else "System RAM"
@@ -121,7 +120,7 @@ def _plan_load(src: "Source", request: PlanInput) -> Any:
     return report.plan_load(src.root, _request(request), status=src.status())
 
 
-def _verdict(ok: bool, findings: list[FindingRow], message: str | None = None) -> str:
+def _verdict(ok: bool, findings: list[Finding], message: str | None = None) -> str:
     if ok:
         return "the load would succeed"
     failing = [f for f in findings if f.status == "fail"]
@@ -191,7 +190,7 @@ def _live_load(src: "Source", plan: Plan, files: Any, *, force: bool = False) ->
                                       kernel_file=files.kernel.fd, initrd_file=files.initrd_fd,
                                       status=src.status(refresh=True))
             predicted = segment_rows(result.segments())
-            failing = finding_rows(f for f in result.findings if f.status == "fail")
+            failing = [f for f in result.findings if f.status == "fail"]
             if failing and not force:
                 return LoadResult(
                     ok=False, dry_run=False, title="Refused: a check fails",
@@ -210,7 +209,7 @@ def _live_load(src: "Source", plan: Plan, files: Any, *, force: bool = False) ->
 
 
 def commit_result(src: "Source", done: Any, predicted: list[Any],
-                  overridden: list[FindingRow]) -> LoadResult:
+                  overridden: list[Finding]) -> LoadResult:
     """A commit.CommitResult as the result screen shows it."""
     from khotui.load import commit
     steps = list(done.warnings)

@@ -5,10 +5,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from khotui.errors import KhotuiError
-from khotui.tui.viewmodel import (BlockRun, IomemLine, MemoryMap, MemRange, Plan, Problem,
-                                  _guard)
+from khotui.tui.viewmodel import (
+    BlockRun,
+    IomemLine,
+    MemoryMap,
+    MemRange,
+    Plan,
+    Problem,
+    _guard,
+    problem_of,
+)
 
 if TYPE_CHECKING:
+    from khotui.host.kho import KhoState
+    from khotui.plan.status import HostStatus
     from khotui.tui.viewmodel import Source
 
 # iomem names → the picture's kinds (colour and legend only; nothing decides on them)
@@ -47,7 +57,7 @@ def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
     ram: list[tuple[int, int]] = []
     iomem = status if isinstance(status, Problem) else status.iomem
     if isinstance(iomem, Problem) or iomem is None:
-        error = iomem if isinstance(iomem, Problem) else _problem(status.errors.get("iomem"))
+        error = iomem if isinstance(iomem, Problem) else _iomem_problem(status)
         lines = error
         notes.append(f"/proc/iomem: {error.message}")
     else:
@@ -71,7 +81,7 @@ def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
     if isinstance(status, Problem):
         notes.append(f"scratch regions: {status.message}")
     elif "kho" in status.errors:
-        notes.append(f"scratch regions: {_problem(status.errors['kho']).message}")
+        notes.append(f"scratch regions: {status.errors['kho'].headline}")
     else:
         ranges += _scratch(status.kho)
     if plan is not None:
@@ -86,13 +96,13 @@ def search_iomem(src: "Source", query: str, limit: int) -> list[IomemLine] | Pro
     if isinstance(status, Problem):
         return status
     if status.iomem is None:
-        return _problem(status.errors.get("iomem"))
+        return _iomem_problem(status)
     return [_line(r) for r in status.iomem.find(query, limit=limit)]
 
 
-def _problem(text: str | None) -> Problem:
-    message, _, fix = (text or "not readable").partition("\n  fix: ")
-    return Problem(message, fix or None)
+def _iomem_problem(status: HostStatus) -> Problem:
+    problem = status.errors.get("iomem")
+    return Problem("not readable") if problem is None else problem_of(problem)
 
 
 def _line(r: Any) -> IomemLine:
@@ -121,13 +131,8 @@ class _LazyLine(IomemLine):
         return bool(self._r.children)
 
 
-def _scratch(kho: Any) -> list[MemRange]:
-    out = []
-    for r in kho.scratch:
-        if r.size:
-            label = f"scratch[{r.index}] {r.kind}" + (f" node{r.node}" if r.kind == "node" else "")
-            out.append(MemRange(r.addr, r.addr + r.size - 1, "scratch", label))
-    return out
+def _scratch(kho: KhoState) -> list[MemRange]:
+    return [MemRange(r.addr, r.end, "scratch", r.label) for r in kho.scratch if r.size]
 
 
 def _topology(src: "Source") -> Any:

@@ -1,22 +1,26 @@
-"""Overview: `report.host_status()` (the facade `khotui status` prints) plus the system summary."""
+"""Overview: `khotui.plan.host_status()` (what `khotui status` prints) plus the system summary."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from khotui.tui.viewmodel import (KexecSummary, KhoSummary, Overview, Problem, _guard,
-                                  finding_rows, scratch_rows, worst)
+from khotui.tui.viewmodel import (
+    KexecSummary,
+    KhoSummary,
+    Overview,
+    Problem,
+    _guard,
+    problem_of,
+    worst,
+)
 
 if TYPE_CHECKING:
+    from khotui.host.state import KexecState
+    from khotui.plan.status import HostStatus
     from khotui.tui.viewmodel import Source
 
 
-def _problem(text: str) -> Problem:
-    message, _, fix = text.partition("\n  fix: ")
-    return Problem(message, fix or None)
-
-
-def overview(src: "Source") -> Overview:
+def overview(src: Source) -> Overview:
     ov = Overview(source=src.label, hostname=src.hostname())
     ov.system = _guard(src._system)
     status = _guard(lambda: _status(src))
@@ -26,28 +30,27 @@ def overview(src: "Source") -> Overview:
     errors = status.errors
     b = status.boot
     if "boot" in errors:
-        ov.boot_problem = _problem(errors["boot"])
+        ov.boot_problem = problem_of(errors["boot"])
     else:
         ov.release, ov.arch, ov.cmdline = b.osrelease, b.arch, b.cmdline
     if "kho" in errors:
-        ov.kho = ov.scratch = _problem(errors["kho"])
+        ov.kho = ov.scratch = problem_of(errors["kho"])
     else:
         ov.kho = kho_summary(status)
-        ov.scratch = scratch_rows(status.kho.scratch)
-    ov.kexec = _problem(errors["kexec"]) if "kexec" in errors else kexec_summary(status.kexec)
-    ov.findings = finding_rows(status.findings)
-    ov.worst = worst(ov.findings)
+        ov.scratch = list(status.kho.scratch)
+    ov.kexec = problem_of(errors["kexec"]) if "kexec" in errors else kexec_summary(status.kexec)
+    ov.findings = list(status.findings)
+    ov.worst = worst(f.status for f in ov.findings)
     return ov
 
 
-def _status(src: "Source") -> Any:
+def _status(src: Source) -> HostStatus:
     # the Overview is the refresh: the other screens share what it read
     return src.status(refresh=True)
 
 
-def kho_summary(status: Any) -> KhoSummary:
+def kho_summary(status: HostStatus) -> KhoSummary:
     k = status.kho
-    booted = k.kho_booted() if callable(k.kho_booted) else k.kho_booted
     notes = list(k.scratch_notes)
     fdt = status.kho_out or status.kho_in
     if fdt is not None and fdt.warnings:
@@ -56,14 +59,15 @@ def kho_summary(status: Any) -> KhoSummary:
         if len(fdt.warnings) > 1:
             notes.append(f"{len(fdt.warnings) - 1} more FDT warnings on 3 Handover")
     for key in ("kho_out", "kho_in"):
-        if key in status.errors:
-            notes.append(_problem(status.errors[key]).message)
+        problem = status.errors.get(key)
+        if problem is not None:
+            notes.append(problem.headline)
     return KhoSummary(enabled=k.enabled, abi=status.kho_abi, layout=k.layout,
-                      finalized=k.finalized, kho_booted=bool(booted), off_message=k.off_message,
+                      finalized=k.finalized, kho_booted=k.kho_booted, off_message=k.off_message,
                       fix=k.fix, notes=notes)
 
 
-def kexec_summary(k: Any) -> KexecSummary:
+def kexec_summary(k: KexecState) -> KexecSummary:
     return KexecSummary(loaded=k.loaded, crash_loaded=k.crash_loaded, crash_size=k.crash_size,
                         load_limit_reboot=k.kexec_load_limit_reboot,
                         load_disabled=k.kexec_load_disabled,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from textual.content import Content
 
 from khotui.tui import fmt
-from khotui.tui.viewmodel import FindingRow
+from khotui.tui.viewmodel import Finding
 
 
-def findings_content(findings: list[FindingRow], *, only_problems: bool = False) -> Content:
+def findings_content(findings: list[Finding], *, only_problems: bool = False) -> Content:
     rows = [f for f in findings if not only_problems or f.status in ("fail", "warn")]
     if not rows:
         return Content.from_markup("[$success]✓ nothing to report[/]")
@@ -22,7 +22,7 @@ def findings_content(findings: list[FindingRow], *, only_problems: bool = False)
     return Content("\n").join(lines)
 
 
-def summary_content(findings: list[FindingRow]) -> Content:
+def summary_content(findings: list[Finding]) -> Content:
     counts = {s: sum(1 for f in findings if f.status == s) for s in ("fail", "warn", "ok")}
     if counts["fail"]:
         head = Content.from_markup("[b $error]✗ a load would fail or lose the handover[/]")

@@ -1,0 +1,366 @@
+"""The dry run: what `kexec_file_load` would do with this kernel, initrd and command line.
+
+`plan_load(root, request)` has three steps, and only the first two touch anything outside:
+
+1. read: the host status (khotui.plan.status, unless the caller passes the one it has), the
+   kernel and initrd (khotui.image.inspect, on the descriptors the load will use when given);
+2. read: `read_plan_inputs()`, the one further read, of what depends on the chosen files (the
+   next kernel's build config, /boot/config-<release>; who may rewrite the files);
+3. plan, pure: `dry_run()` fills the placement inputs from those values, runs the placement
+   simulator (khotui.placement) and the checks, and returns a `PlanResult`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from khotui.cmdline import next_cmdline
+from khotui.errors import Problem
+from khotui.fdt.kexec_dtb import DtbError, kexec_dtb_size
+from khotui.host.boot import parse_config
+from khotui.host.ownership import writable_by_others
+from khotui.image.inspect import InitrdInfo, KernelImage, inspect_initrd, inspect_kernel
+from khotui.placement.arm64 import Arm64PlanInput, free_ranges_in_ram, plan_arm64
+from khotui.placement.core import Plan, Segment
+from khotui.placement.x86_64 import X86Kernel, X86PlanInput, X86Setup, plan_x86_64
+from khotui.plan import checks
+from khotui.plan.checks import CheckContext
+from khotui.plan.status import HostStatus, context_for, host_status
+from khotui.types import FAIL, DtbSize, Finding
+
+
+@dataclass
+class PlanRequest:
+    """What the operator asks to load. Without `cmdline`, the current one is reused."""
+
+    kernel: str
+    initrd: str | None = None
+    cmdline: str | None = None
+    append: str | None = None
+    no_cma: bool = False
+
+
+@dataclass(frozen=True)
+class NextConfig:
+    """The new kernel's build config and where it came from (None, None: nothing says)."""
+
+    config: dict[str, str] | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What `read_plan_inputs()` read for one request, beyond the host status."""
+
+    next_config: NextConfig = NextConfig()
+    file_warnings: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class PlanResult:
+    """The dry run: the host, the images, the command line, the predicted placement, checks."""
+
+    status: HostStatus
+    request: PlanRequest
+    cmdline: str
+    kernel: KernelImage
+    initrd: InitrdInfo | None
+    plan: Plan | None                 # None when not planned (see assumptions)
+    findings: list[Finding]
+    assumptions: list[str]
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.plan is None else self.plan.fits
+
+    @property
+    def errno(self) -> str | None:
+        return None if self.plan is None else self.plan.errno
+
+    @property
+    def failed(self) -> bool:
+        return any(f.status == FAIL for f in self.findings)
+
+    @property
+    def would_succeed(self) -> bool:
+        return not self.failed and self.fits is not False
+
+    @property
+    def arch(self) -> str | None:
+        return self.status.boot.arch
+
+    def segments(self) -> list[Segment]:
+        return [] if self.plan is None else list(self.plan.segments)
+
+    def as_dict(self) -> dict[str, Any]:
+        kho = self.status.kho_dict()
+        return {
+            "arch": self.arch,
+            "kho": {"enabled": kho["enabled"], "abi": kho["abi"], "scratch": kho["scratch"]},
+            "kernel": {"path": self.request.kernel, "format": self.kernel.format,
+                       "version": self.kernel.version, "size": self.kernel.size},
+            "initrd": None if self.initrd is None else {
+                "path": self.request.initrd, "format": self.initrd.format, "size": self.initrd.size},
+            "cmdline": self.cmdline,
+            "segments": [{"name": s.name, "mem": s.mem, "memsz": s.memsz, "bufsz": s.bufsz,
+                          "region": s.region} for s in self.segments()],
+            "fits": self.fits,
+            "errno": self.errno,
+            "message": None if self.plan is None else self.plan.message,
+            "would_succeed": self.would_succeed,
+            "checks": [f.as_dict() for f in self.findings],
+            "assumptions": self.assumptions,
+        }
+
+
+def plan_load(root: str | os.PathLike[str], request: PlanRequest, *,
+              kernel_file: BinaryIO | int | None = None,
+              initrd_file: BinaryIO | int | None = None,
+              status: HostStatus | None = None) -> PlanResult:
+    """The dry run. `kernel_file`/`initrd_file` let the load path inspect the very descriptors
+    it will pass to the syscall; otherwise the paths are opened here. Unreadable files raise
+    KhotuiError (exit 2); readable files the kernel would refuse become failing findings."""
+    status = status or host_status(root)
+    kernel = inspect_kernel(kernel_file if kernel_file is not None else request.kernel,
+                            name=request.kernel)
+    initrd = None
+    if request.initrd:
+        initrd = inspect_initrd(initrd_file if initrd_file is not None else request.initrd,
+                                name=request.initrd)
+    inputs = read_plan_inputs(status, request, kernel, kernel_file=kernel_file,
+                              initrd_file=initrd_file)
+    return dry_run(status, request, kernel, initrd, inputs)
+
+
+# --- step 2: the one read that depends on the chosen files --------------------------------
+
+
+def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelImage, *,
+                     kernel_file: BinaryIO | int | None = None,
+                     initrd_file: BinaryIO | int | None = None) -> PlanInputs:
+    warnings = _writable_warnings("kernel", request.kernel, kernel_file)
+    if request.initrd:
+        warnings += _writable_warnings("initrd", request.initrd, initrd_file)
+    return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings)
+
+
+def read_next_config(status: HostStatus, kernel: KernelImage) -> NextConfig:
+    """The new kernel's build config: /boot/config-<release>, else the running kernel's when
+    the release is the same; NextConfig() when neither says."""
+    release = kernel.version.split()[0] if kernel.version else None
+    if not release:
+        return NextConfig()
+    sysroot = status.sysroot
+    cfg_path = f"/boot/config-{release}"
+    text = sysroot.read_optional_text(cfg_path) if sysroot.exists(cfg_path) else None
+    if text is not None:
+        return NextConfig(parse_config(text), sysroot.display(cfg_path))
+    if release == status.boot.osrelease and status.boot.config_source:
+        return NextConfig(status.boot.config, status.boot.config_source)
+    return NextConfig()
+
+
+def _writable_warnings(role: str, path: str, source: BinaryIO | int | None) -> list[Problem]:
+    """When someone other than root could rewrite the file before the load (the rule `load`
+    applies to the descriptors it opened, khotui.host.ownership)."""
+    try:
+        if isinstance(source, int):
+            st = os.fstat(source)
+        elif source is not None:
+            st = os.fstat(source.fileno())
+        else:
+            st = os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return []   # an in-memory file, or gone: the inspection already said what it could
+    return writable_by_others(role, path, st)
+
+
+def cmdline_findings(status: HostStatus, cmdline: str,
+                     kernel: KernelImage | None = None) -> list[Finding]:
+    """The command-line checks of plan_load() alone (`cmdline-kho`, `cmdline-length`), for a
+    live preview while the operator edits: the same rule, the same words. `kernel` is the
+    inspected image when one is chosen: its cmdline_size and its config."""
+    ctx = context_for(status)
+    ctx.cmdline = cmdline
+    if kernel is not None:
+        ctx.kernel_cmdline_size = None if kernel.setup is None else kernel.setup.cmdline_size
+        nxt = read_next_config(status, kernel)
+        ctx.next_config, ctx.next_config_source = nxt.config, nxt.source
+    return checks.check_cmdline(ctx)
+
+
+# --- step 3: the pure plan ----------------------------------------------------------------
+
+
+def dry_run(status: HostStatus, request: PlanRequest, kernel: KernelImage,
+            initrd: InitrdInfo | None, inputs: PlanInputs) -> PlanResult:
+    """The placement and the checks, from values already read: no file is touched here."""
+    if request.cmdline is not None:
+        cmdline = request.cmdline
+    else:
+        cmdline = next_cmdline(status.boot.cmdline, request.append)
+
+    assumptions: list[str] = []
+    if request.cmdline is None:
+        assumptions.append("command line: the running one (/proc/cmdline) without BOOT_IMAGE= "
+                           "and initrd=" + (f", plus {request.append!r}" if request.append else ""))
+    plan = _simulate(status, kernel, initrd, cmdline, request, assumptions)
+    if plan is not None:
+        assumptions.extend(a for a in plan.assumptions if a not in assumptions)
+
+    ctx = context_for(status)
+    _fill_plan_context(ctx, status, request, kernel, initrd, cmdline, plan, inputs)
+    findings = checks.run_plan_checks(ctx)
+    return PlanResult(status=status, request=request, cmdline=cmdline, kernel=kernel,
+                      initrd=initrd, plan=plan, findings=findings, assumptions=assumptions)
+
+
+def _simulate(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None, cmdline: str,
+              request: PlanRequest, assumptions: list[str]) -> Plan | None:
+    arch = status.boot.arch
+    if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
+        # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
+        # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
+        why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
+               if status.iomem is not None else "/proc/iomem could not be read")
+        assumptions.append(f"no placement preview: with KHO off the kernel places segments in "
+                           f"System RAM, and {why}; run khotui as root for the preview")
+        return None
+    if arch == "x86_64":
+        return plan_x86_64(x86_input(status, kernel, initrd, cmdline, request))
+    if arch == "arm64":
+        inp = arm64_input(status, kernel, initrd, cmdline, request, assumptions)
+        return None if inp is None else plan_arm64(inp)
+    assumptions.append(f"no placement model for architecture {arch or 'unknown'}: "
+                       "khotui simulates x86_64 and arm64")
+    return None
+
+
+def x86_kernel(kernel: KernelImage) -> X86Kernel:
+    """The kernel file as bzImage64_probe()/bzImage64_load() see it."""
+    ok, errno, why = kernel.loadable_on("x86_64")
+    hdr = kernel.setup
+    setup = None if hdr is None else X86Setup(
+        kern16_size=hdr.kern16_size, init_size=hdr.init_size,
+        kernel_alignment=hdr.kernel_alignment, pref_address=hdr.pref_address,
+        cmdline_size=hdr.cmdline_size)
+    return X86Kernel(name=kernel.name, size=kernel.size, format=kernel.format, setup=setup,
+                     errno=None if ok else (errno or "ENOEXEC"), why_not=None if ok else why)
+
+
+def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None,
+              cmdline: str, request: PlanRequest) -> X86PlanInput:
+    b = status.boot
+    cfg = b.config_enabled
+    return X86PlanInput(
+        kho_enabled=status.kho.enabled,
+        kernel=x86_kernel(kernel),
+        cmdline=cmdline.encode(),
+        initrd_size=None if initrd is None else initrd.size,
+        scratch=list(status.kho.scratch),
+        system_ram=[(r.start, r.end) for r in (status.iomem.system_ram() if status.iomem else [])
+                    if not r.driver_managed],
+        cma_total_kb=b.meminfo.get("CmaTotal"),
+        no_cma=request.no_cma,
+        efi_runtime_map_entries=b.efi_runtime_map_entries,
+        config_kexec_handover=cfg("CONFIG_KEXEC_HANDOVER") is not False,
+        config_ima_kexec=bool(cfg("CONFIG_IMA_KEXEC")),
+        config_dma_cma=cfg("CONFIG_DMA_CMA"),
+        config_arch_keep_memblock=bool(cfg("CONFIG_ARCH_KEEP_MEMBLOCK")),
+        mem_total_kb=b.meminfo.get("MemTotal"),
+        purgatory=status.purgatory,
+    )
+
+
+def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None,
+                cmdline: str, request: PlanRequest,
+                assumptions: list[str]) -> Arm64PlanInput | None:
+    """The arm64 placement input, with the DTB segment's size computed from the running FDT;
+    None (and an assumption saying why) when there is no Image header or no FDT."""
+    image = kernel.arm64
+    if image is None:
+        return None
+    fdt = status.running_fdt
+    if fdt is None:
+        if status.running_fdt_error is not None:
+            assumptions.append(f"{status.running_fdt_error.headline}: the DTB segment's size "
+                               "cannot be computed")
+        else:
+            assumptions.append("no /sys/firmware/fdt (root only, or an ACPI host): the DTB "
+                               "segment's size cannot be computed")
+        return None
+    b = status.boot
+    kho = status.kho.enabled
+    kexec_handover = b.config_enabled("CONFIG_KEXEC_HANDOVER") is not False
+    ima_kexec = bool(b.config_enabled("CONFIG_IMA_KEXEC"))
+    cmd = cmdline.encode()
+    dtb, dtb_error = arm64_dtb(fdt, cmdline=cmd, initrd=initrd is not None, kho=kho,
+                               kexec_handover=kexec_handover, ima_kexec=ima_kexec)
+    free = []
+    if not kho and status.iomem is not None:
+        ram = [r for r in status.iomem.resources if r.name == "System RAM"]
+        free = free_ranges_in_ram([(r.start, r.end) for r in ram],
+                                  [(c.start, c.end) for r in ram for c in r.children])
+    return Arm64PlanInput(
+        # the header parser saw only the head of the file; the segment's bufsz is the whole file
+        kernel_size=kernel.size,
+        image_size=image.image_size or 0,
+        text_offset=image.text_offset or 0,
+        image_loadable=image.loadable,
+        image_why_not=image.why_not,
+        image_fix=image.fix,
+        dtb=dtb,
+        dtb_error=dtb_error,
+        initrd_size=None if initrd is None else initrd.size,
+        cmdline=cmd,
+        kho=kho,
+        scratch=list(status.kho.scratch),
+        free_ranges=free,
+        free_ranges_exact=False,
+        cma=bool(b.meminfo.get("CmaTotal")) and not request.no_cma,
+        ima_kexec=ima_kexec,
+    )
+
+
+def arm64_dtb(fdt: bytes, *, cmdline: bytes | None, initrd: bool, kho: bool,
+              kexec_handover: bool = True, ima_kexec: bool = False,
+              rng_initialized: bool = True) -> tuple[DtbSize | None, str | None]:
+    """(DtbSize, None), or (None, why) when of_kexec_alloc_and_setup_fdt() would fail."""
+    try:
+        return kexec_dtb_size(fdt, cmdline=cmdline, initrd=initrd, kho=kho,
+                              kexec_handover=kexec_handover, rng_initialized=rng_initialized,
+                              ima_buffer=ima_kexec), None
+    except DtbError as exc:
+        return None, str(exc)
+
+
+def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanRequest,
+                       kernel: KernelImage, initrd: InitrdInfo | None, cmdline: str,
+                       plan: Plan | None, inputs: PlanInputs) -> None:
+    ctx.planning = True
+    ctx.kernel_path = request.kernel
+    ctx.file_warnings = list(inputs.file_warnings)
+    ctx.kernel_format = kernel.format
+    ctx.kernel_arch = kernel.arch
+    ok, _errno, why = kernel.loadable_on(status.boot.arch or kernel.arch or "")
+    ctx.kernel_loadable = ok
+    ctx.kernel_why_not = why
+    ctx.kernel_version = kernel.version
+    ctx.kernel_signed = kernel.signed
+    setup = kernel.setup
+    ctx.kernel_cmdline_size = None if setup is None else setup.cmdline_size
+    ctx.kernel_size = kernel.size
+    if setup is not None and setup.syssize:
+        ctx.kernel_expected_size = setup.kern16_size + setup.syssize * 16
+    ctx.initrd_path = request.initrd
+    if initrd is not None:
+        ctx.initrd_format = initrd.format
+    ctx.cmdline = cmdline
+    ctx.next_config, ctx.next_config_source = inputs.next_config.config, inputs.next_config.source
+    if plan is not None:
+        ctx.plan_fits = plan.fits
+        ctx.plan_errno = plan.errno
+        ctx.plan_failure = plan.message
+        ctx.plan_failure_fix = plan.fix
