@@ -122,9 +122,9 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from khotui.plan import report
     from khotui.cli import text
-    status = report.host_status(_root_of(args))
+    from khotui.plan import host_status
+    status = host_status(_root_of(args))
     if args.json:
         _print_json(status.as_dict())
     else:
@@ -133,15 +133,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _plan_request(args: argparse.Namespace):
-    from khotui.plan import report
-    return report.PlanRequest(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline,
+    from khotui.plan import PlanRequest
+    return PlanRequest(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline,
                               append=args.append)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from khotui.plan import report
     from khotui.cli import text
-    result = report.plan_load(_root_of(args), _plan_request(args))
+    from khotui.plan import plan_load
+    result = plan_load(_root_of(args), _plan_request(args))
     if args.json:
         _print_json(result.as_dict())
     else:
@@ -150,8 +150,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from khotui.host.sysroot import Sysroot
     from khotui.host.snapshot import write_snapshot
+    from khotui.host.sysroot import Sysroot
     skipped = write_snapshot(Sysroot(_root_of(args)), Path(args.out),
                              progress=lambda note: print(f"khotui: {note}", file=sys.stderr))
     print(f"khotui: wrote a snapshot to {args.out}; review it with: khotui --root {args.out}")
