@@ -6,7 +6,7 @@
     to_dts(tree), describe_property(path, prop), hexdump(data, limit)
 
 Everything here works on bytes already read (the host layer reads, size-capped) and raises
-only `KhotuiError`; no Textual.
+only `KhotuiError`. Imports only the shared base modules (errors, types, units).
 """
 
 from khotui.fdt.blobs import (BlobKind, KexecMetadata, LuoSer, ReserveMem, SubBlob,

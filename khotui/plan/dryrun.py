@@ -4,8 +4,10 @@
 
 1. read: the host status (khotui.plan.status, unless the caller passes the one it has), the
    kernel and initrd (khotui.image.inspect, on the descriptors the load will use when given);
-2. read: `read_plan_inputs()`, the one further read, of what depends on the chosen files (the
-   next kernel's build config, /boot/config-<release>; who may rewrite the files);
+2. read: `read_plan_inputs()`, the one further read, of what only a plan needs: the running
+   kernel's purgatory (x86_64, learnt from the kernel log) and flattened device tree (arm64,
+   /sys/firmware/fdt), and what depends on the chosen files (the next kernel's build config,
+   /boot/config-<release>; who may rewrite the files);
 3. plan, pure: `dry_run()` fills the placement inputs from those values, runs the placement
    simulator (khotui.placement) and the checks, and returns a `PlanResult`.
 """
@@ -17,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from khotui.cmdline import next_cmdline
-from khotui.errors import Problem
+from khotui.errors import KhotuiError, Problem
 from khotui.fdt.kexec_dtb import DtbError, kexec_dtb_size
-from khotui.host.boot import parse_config
+from khotui.host.boot import parse_config, read_running_fdt
+from khotui.host.kernellog import purgatory_from_log, read_kernel_log
 from khotui.host.ownership import writable_by_others
 from khotui.image.inspect import InitrdInfo, KernelImage, inspect_initrd, inspect_kernel
 from khotui.placement.arm64 import Arm64PlanInput, free_ranges_in_ram, plan_arm64
@@ -28,7 +31,7 @@ from khotui.placement.x86_64 import X86Kernel, X86PlanInput, X86Setup, plan_x86_
 from khotui.plan import checks
 from khotui.plan.checks import CheckContext
 from khotui.plan.status import HostStatus, context_for, host_status
-from khotui.types import FAIL, DtbSize, Finding
+from khotui.types import DEFAULT_PURGATORY, FAIL, DtbSize, Finding, Purgatory
 
 
 @dataclass
@@ -56,6 +59,11 @@ class PlanInputs:
 
     next_config: NextConfig = NextConfig()
     file_warnings: list[Problem] = field(default_factory=list)
+    # x86_64: the running kernel's purgatory segment (learnt from the kernel log, else assumed)
+    purgatory: Purgatory = DEFAULT_PURGATORY
+    # arm64: /sys/firmware/fdt, the base of the DTB segment; None when absent or unreadable
+    running_fdt: bytes | None = None
+    running_fdt_error: Problem | None = None
 
 
 @dataclass
@@ -143,7 +151,21 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
     warnings = _writable_warnings("kernel", request.kernel, kernel_file)
     if request.initrd:
         warnings += _writable_warnings("initrd", request.initrd, initrd_file)
-    return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings)
+    purgatory, fdt, fdt_error = DEFAULT_PURGATORY, None, None
+    sysroot = status.sysroot
+    if status.boot.arch == "x86_64":
+        try:
+            log = read_kernel_log(sysroot)
+        except KhotuiError:
+            log = None      # the purgatory is then assumed, and the plan says so
+        purgatory = purgatory_from_log(log)
+    elif status.boot.arch == "arm64":
+        try:
+            fdt = read_running_fdt(sysroot)
+        except KhotuiError as exc:
+            fdt_error = exc.problem
+    return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings,
+                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error)
 
 
 def read_next_config(status: HostStatus, kernel: KernelImage) -> NextConfig:
@@ -206,7 +228,7 @@ def dry_run(status: HostStatus, request: PlanRequest, kernel: KernelImage,
     if request.cmdline is None:
         assumptions.append("command line: the running one (/proc/cmdline) without BOOT_IMAGE= "
                            "and initrd=" + (f", plus {request.append!r}" if request.append else ""))
-    plan = _simulate(status, kernel, initrd, cmdline, request, assumptions)
+    plan = _simulate(status, kernel, initrd, cmdline, request, inputs, assumptions)
     if plan is not None:
         assumptions.extend(a for a in plan.assumptions if a not in assumptions)
 
@@ -218,7 +240,7 @@ def dry_run(status: HostStatus, request: PlanRequest, kernel: KernelImage,
 
 
 def _simulate(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None, cmdline: str,
-              request: PlanRequest, assumptions: list[str]) -> Plan | None:
+              request: PlanRequest, inputs: PlanInputs, assumptions: list[str]) -> Plan | None:
     arch = status.boot.arch
     if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
         # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
@@ -229,9 +251,9 @@ def _simulate(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
                            f"System RAM, and {why}; run khotui as root for the preview")
         return None
     if arch == "x86_64":
-        return plan_x86_64(x86_input(status, kernel, initrd, cmdline, request))
+        return plan_x86_64(x86_input(status, kernel, initrd, cmdline, request, inputs))
     if arch == "arm64":
-        inp = arm64_input(status, kernel, initrd, cmdline, request, assumptions)
+        inp = arm64_input(status, kernel, initrd, cmdline, request, inputs, assumptions)
         return None if inp is None else plan_arm64(inp)
     assumptions.append(f"no placement model for architecture {arch or 'unknown'}: "
                        "khotui simulates x86_64 and arm64")
@@ -251,7 +273,7 @@ def x86_kernel(kernel: KernelImage) -> X86Kernel:
 
 
 def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None,
-              cmdline: str, request: PlanRequest) -> X86PlanInput:
+              cmdline: str, request: PlanRequest, inputs: PlanInputs) -> X86PlanInput:
     b = status.boot
     cfg = b.config_enabled
     return X86PlanInput(
@@ -270,22 +292,22 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
         config_dma_cma=cfg("CONFIG_DMA_CMA"),
         config_arch_keep_memblock=bool(cfg("CONFIG_ARCH_KEEP_MEMBLOCK")),
         mem_total_kb=b.meminfo.get("MemTotal"),
-        purgatory=status.purgatory,
+        purgatory=inputs.purgatory,
     )
 
 
 def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None,
-                cmdline: str, request: PlanRequest,
+                cmdline: str, request: PlanRequest, inputs: PlanInputs,
                 assumptions: list[str]) -> Arm64PlanInput | None:
     """The arm64 placement input, with the DTB segment's size computed from the running FDT;
     None (and an assumption saying why) when there is no Image header or no FDT."""
     image = kernel.arm64
     if image is None:
         return None
-    fdt = status.running_fdt
+    fdt = inputs.running_fdt
     if fdt is None:
-        if status.running_fdt_error is not None:
-            assumptions.append(f"{status.running_fdt_error.headline}: the DTB segment's size "
+        if inputs.running_fdt_error is not None:
+            assumptions.append(f"{inputs.running_fdt_error.headline}: the DTB segment's size "
                                "cannot be computed")
         else:
             assumptions.append("no /sys/firmware/fdt (root only, or an ACPI host): the DTB "

@@ -1,12 +1,11 @@
 """The host status: everything `khotui status` shows, and everything planning reads of the host.
 
 `host_status(root)` reads a live host or a snapshot once: the boot (cmdline, release, config,
-meminfo), KHO (debugfs, decoded FDTs), the kexec state, /proc/iomem, and for planning the
-running kernel's purgatory (x86_64, learnt from the kernel log) and flattened device tree
-(arm64, /sys/firmware/fdt). Each source is read independently: one that is missing or
+meminfo), KHO (debugfs, decoded FDTs), the kexec state and /proc/iomem. Each source is read independently: one that is missing or
 unreadable becomes a `Problem` on that part (and a finding), not a failure of the whole, so an
-operator without root still gets a partial view that says what needs root. Planning
-(khotui.plan.dryrun) then never goes back to the host for these.
+operator without root still gets a partial view that says what needs root. What only a plan
+needs (the kernel log, the running FDT, the next kernel's config) is read by
+khotui.plan.dryrun.read_plan_inputs(), so the Overview's refresh stays cheap.
 """
 
 from __future__ import annotations
@@ -17,21 +16,19 @@ from typing import Any
 
 from khotui.errors import KhotuiError, Problem
 from khotui.fdt import KhoFdt, decode_kho_fdt
-from khotui.host.boot import BootInfo, read_boot, read_running_fdt
+from khotui.host.boot import BootInfo, read_boot
 from khotui.host.iomem import Iomem, read_iomem
-from khotui.host.kernellog import purgatory_from_log, read_kernel_log
 from khotui.host.kho import KhoState, read_kho
 from khotui.host.state import KexecState, read_kexec_state
 from khotui.host.sysroot import Sysroot
 from khotui.plan import checks
 from khotui.plan.checks import CheckContext
-from khotui.types import DEFAULT_PURGATORY, FAIL, WARN, Finding, Purgatory
+from khotui.types import FAIL, WARN, Finding
 
 
 @dataclass
 class HostStatus:
-    """What `khotui status` reports about one host (live, snapshot or demo), and what the
-    placement needs of it."""
+    """What `khotui status` reports about one host (live, snapshot or demo)."""
 
     root: str
     live: bool
@@ -43,11 +40,6 @@ class HostStatus:
     kho_in: KhoFdt | None = None      # kho/in/fdt decoded, after a KHO boot
     errors: dict[str, Problem] = field(default_factory=dict)   # source -> what went wrong
     findings: list[Finding] = field(default_factory=list)
-    # x86_64: the running kernel's purgatory segment (learnt from the kernel log, else assumed)
-    purgatory: Purgatory = DEFAULT_PURGATORY
-    # arm64: /sys/firmware/fdt, the base of the DTB segment; None when absent or unreadable
-    running_fdt: bytes | None = None
-    running_fdt_error: Problem | None = None
 
     @property
     def sysroot(self) -> Sysroot:
@@ -160,7 +152,6 @@ def host_status(root: str | os.PathLike[str] = "/") -> HostStatus:
     status = HostStatus(root=str(root), live=sysroot.is_live, boot=boot, kho=kho, kexec=kexec,
                         iomem=iomem, errors=errors)
     _decode_kho(status)
-    _read_placement_inputs(status, sysroot)
     status.findings = checks.run_status_checks(context_for(status))
     for key in ("kho_out", "kho_in"):
         problem = status.errors.get(key)
@@ -184,22 +175,6 @@ def _decode_kho(status: HostStatus) -> None:
             status.kho_in = decode_kho_fdt(kho.in_fdt, kho.in_fdt_path or "kho_in")
         except KhotuiError as exc:
             status.errors["kho_in"] = exc.problem
-
-
-def _read_placement_inputs(status: HostStatus, sysroot: Sysroot) -> None:
-    """What only the running kernel knows and the placement needs, read with the rest."""
-    arch = status.boot.arch
-    if arch == "x86_64":
-        try:
-            log = read_kernel_log(sysroot)
-        except KhotuiError:
-            log = None      # the purgatory is then assumed, and the plan says so
-        status.purgatory = purgatory_from_log(log)
-    elif arch == "arm64":
-        try:
-            status.running_fdt = read_running_fdt(sysroot)
-        except KhotuiError as exc:
-            status.running_fdt_error = exc.problem
 
 
 def context_for(status: HostStatus) -> CheckContext:
