@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from textual import on, work
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from khotui.tui import theme as themes
+from khotui.tui._hooks import HeldOutputApp
 from khotui.tui.messages import (FilesOpened, LoadFinished, PlanReady, PlanRequested,
                                  UnloadRequested)
 from khotui.tui.viewmodel import LoadResult, Plan, PlanInput, Source
@@ -56,8 +57,12 @@ def _plan() -> Screen:
     return PlanScreen()
 
 
-class KhotuiApp(App[int]):
-    """Prepare a kexec with KHO: see, choose, plan, confirm, load."""
+class KhotuiApp(HeldOutputApp[int]):
+    """Prepare a kexec with KHO: see, choose, plan, confirm, load.
+
+    Output is held while a screen's data comes in (HeldOutputApp, khotui/tui/_hooks.py);
+    `textual_hooks=False` (or KHOTUI_TEXTUAL_HOOKS=0) turns that and the other Textual hooks
+    off: the same app, more bytes written."""
 
     TITLE = "khotui"
     # Every screen's .tcss (beside the screen it styles) is read once, with the app: Textual
@@ -79,8 +84,9 @@ class KhotuiApp(App[int]):
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
-    def __init__(self, source: Source, *, theme: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, source: Source, *, theme: str | None = None,
+                 textual_hooks: bool | None = None) -> None:
+        super().__init__(textual_hooks=textual_hooks)
         self.source = source
         for t in themes.THEMES:
             self.register_theme(t)
@@ -88,49 +94,6 @@ class KhotuiApp(App[int]):
         self.plan_input: PlanInput | None = None
         self.plan: Plan | None = None
         self.result: LoadResult | None = None
-
-    # -- terminal output -----------------------------------------------------------------------
-
-    _held_by: Screen | None = None
-
-    def hold_output(self, screen: Screen, timeout: float) -> None:
-        """Write nothing to the terminal while `screen` waits for its data (at most `timeout`
-        seconds). A placeholder frame costs as many bytes as the real one (6-8 KB at 80x24),
-        and the layout then settles in two or three more full frames (panels fill, a scrollbar
-        appears, text re-wraps): on a slow SSH link each delays the complete one. Everything
-        runs as usual meanwhile (layout, workers, keys); only the writes are dropped, and the
-        release draws the settled screen once (bench/tui_startup.py)."""
-        if self._held_by is None:
-            self._held_by = screen
-            self.set_timer(timeout, lambda: self.release_output(screen), name="hold-output")
-
-    def release_output(self, screen: Screen) -> None:
-        if self._held_by is screen:
-            self._held_by = None
-            # the next update becomes one full frame of the settled screen (what was dropped
-            # included); if none comes by itself, one is drawn after the next refresh
-            self._full_frame_due = True
-            self.call_after_refresh(self._draw_full_frame)
-
-    _full_frame_due = False
-
-    def _draw_full_frame(self) -> None:
-        if self._full_frame_due:
-            self._display(self.screen, None)
-
-    def _display(self, screen: Screen, renderable: Any) -> None:
-        if self._held_by is not None:
-            return
-        if self._full_frame_due and screen is self.screen:
-            self._full_frame_due = False
-            renderable = screen._compositor.render_update(
-                full=True, screen_stack=self._background_screens)
-            super()._display(screen, renderable)
-            after = getattr(screen, "after_full_frame", None)
-            if after is not None:
-                self.call_later(after)
-            return
-        super()._display(screen, renderable)
 
     # -- navigation ----------------------------------------------------------------------------
 
@@ -237,7 +200,11 @@ class KhotuiApp(App[int]):
 
     def _all_screens(self) -> Iterable[Screen]:
         seen: set[int] = set()
-        for stack in self._screen_stacks.values():
+        for mode in self.MODES:
+            try:
+                stack = self.get_screen_stack(mode)
+            except KeyError:        # a mode not visited yet has no screens
+                continue
             for screen in stack:
                 if id(screen) not in seen:
                     seen.add(id(screen))

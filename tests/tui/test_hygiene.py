@@ -71,20 +71,17 @@ async def test_both_themes_draw_every_screen(theme, tmp_path):
 
 
 def test_the_private_textual_hooks_the_app_relies_on_are_there():
-    """KhotuiApp.hold_output/_display and KhotuiScreen (_compositor_refresh, _css_update_count)
-    lean on Textual internals; pyproject pins Textual exactly, and this names what to re-check
-    when that pin moves."""
-    import inspect
+    """Every private Textual name khotui uses is in khotui/tui/_hooks.py (test_private_textual
+    enforces it); pyproject pins Textual exactly, and _hooks.broken_assumptions() checks what
+    each hook assumes, naming the hook to re-read when the pin moves."""
+    import re
 
     import textual
-    from textual.app import App
-    from textual.screen import Screen
-    from textual._compositor import Compositor
-    assert textual.__version__ == "8.2.8", "Textual moved: re-check the hooks below and the snapshots"
-    assert list(inspect.signature(App._display).parameters) == ["self", "screen", "renderable"]
-    assert {"full", "screen_stack"} <= set(inspect.signature(Compositor.render_update).parameters)
-    assert "_css_update_count" in inspect.getsource(App.__init__)
-    assert "_background_screens" in dict(inspect.getmembers(App))
-    assert "bindings_updated_signal" in inspect.getsource(Screen.__init__)
-    refresh = inspect.getsource(Screen._compositor_refresh)      # KhotuiScreen skips it when held
-    assert "render_update" in refresh and "_dirty_widgets.clear()" in refresh
+
+    from khotui.tui import _hooks
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(rf'"textual=={re.escape(_hooks.TEXTUAL_PIN)}"', pyproject), \
+        "pyproject's Textual pin and _hooks.TEXTUAL_PIN differ: re-check the hooks, then both"
+    assert textual.__version__ == _hooks.TEXTUAL_PIN, \
+        "Textual moved: re-check every hook in khotui/tui/_hooks.py and the snapshots"
+    assert _hooks.broken_assumptions() == []

@@ -79,7 +79,7 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
 
     @work(thread=True, exclusive=True, group="handover", exit_on_error=False)
     def load_handover(self, refresh: bool = False) -> None:
-        self.post_message(HandoverLoaded(self.app.source.handover(refresh=refresh)))  # type: ignore[attr-defined]
+        self.post_message(HandoverLoaded(self.khotui.source.handover(refresh=refresh)))
 
     @on(HandoverLoaded)
     async def _loaded(self, event: HandoverLoaded) -> None:

@@ -135,7 +135,7 @@ of them on a 24 TiB host.
 
     @work(thread=True, exclusive=True, group="block-states", exit_on_error=False)
     def read_block_states(self) -> None:
-        self.post_message(BlockStatesRead(self.app.source.block_states()))  # type: ignore[attr-defined]
+        self.post_message(BlockStatesRead(self.khotui.source.block_states()))
 
     @on(BlockStatesRead)
     def _states(self, event: BlockStatesRead) -> None:
@@ -163,12 +163,12 @@ of them on a 24 TiB host.
 
     @work(thread=True, exclusive=True, group="memory", exit_on_error=False)
     def load_memory(self, refresh: bool = False) -> None:
-        app = self.app
-        self.post_message(MemoryLoaded(app.source.memory(app.plan, refresh=refresh)))  # type: ignore[attr-defined]
+        app = self.khotui
+        self.post_message(MemoryLoaded(app.source.memory(app.plan, refresh=refresh)))
 
     def on_screen_resume(self) -> None:
         # a plan made since the last visit adds its segments to the picture
-        plan = self.app.plan  # type: ignore[attr-defined]
+        plan = self.khotui.plan
         if plan is not None and hasattr(self, "memory") and self._plan_shown is not plan:
             self.load_memory()
 
@@ -176,7 +176,7 @@ of them on a 24 TiB host.
     def _loaded(self, event: MemoryLoaded) -> None:
         mm = event.memory
         self.call_after_refresh(self.release_paint)
-        self._plan_shown = self.app.plan  # type: ignore[attr-defined]
+        self._plan_shown = self.khotui.plan
         self.memory = mm
         self.query_one(MemoryBands).set_data(mm.bands, mm.ranges)
         if not self._panes_shown and isinstance(mm.iomem, list) and len(mm.iomem) > DEFER_TREE:
@@ -220,7 +220,7 @@ of them on a 24 TiB host.
             tree.root.set_label(Text(f"/proc/iomem unavailable: {iomem}"))
             return
         tree.root.set_label("/proc/iomem")
-        self._add_children(tree.root, iomem)
+        self._add_iomem_children(tree.root, iomem)
         tree.root.expand()
 
     @staticmethod
@@ -228,7 +228,7 @@ of them on a 24 TiB host.
         # Tree labels are Rich Text; the address column is dimmed, the name never parsed as markup
         return Text.assemble((f"{line.start:08x}-{line.end:08x}", "dim"), " ", line.name)
 
-    def _add_children(self, node, lines: list[IomemLine]) -> None:  # noqa: ANN001
+    def _add_iomem_children(self, node, lines: list[IomemLine]) -> None:  # noqa: ANN001
         add_children(node, lines, label=self._label, data=lambda line: line,
                      expandable=lambda line: line.has_children,
                      group_label=lambda ls: f"{ls[0].start:08x}-{ls[-1].end:08x}")
@@ -243,7 +243,7 @@ of them on a 24 TiB host.
             return
         line = node.data
         if isinstance(line, IomemLine) and not node.children and line.has_children:
-            self._add_children(node, line.children)
+            self._add_iomem_children(node, line.children)
 
     @on(Tree.NodeSelected, "#iomem-tree")
     def _tree_selected(self, event: Tree.NodeSelected) -> None:
@@ -265,7 +265,7 @@ of them on a 24 TiB host.
 
     @work(thread=True, exclusive=True, group="iomem-search", exit_on_error=False)
     def search(self, query: str) -> None:
-        self.post_message(SearchDone(query, self.app.source.search_iomem(query, MAX_RESULTS)))  # type: ignore[attr-defined]
+        self.post_message(SearchDone(query, self.khotui.source.search_iomem(query, MAX_RESULTS)))
 
     @on(SearchDone)
     def _search_done(self, event: SearchDone) -> None:
