@@ -8,8 +8,9 @@ given to the constructor, which is how tests inject a fake.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from textual import on, work
 from textual.app import SystemCommand
@@ -18,8 +19,13 @@ from textual.screen import Screen
 
 from khotui.tui import theme as themes
 from khotui.tui._hooks import HeldOutputApp
-from khotui.tui.messages import (FilesOpened, LoadFinished, PlanReady, PlanRequested,
-                                 UnloadRequested)
+from khotui.tui.messages import (
+    FilesOpened,
+    LoadFinished,
+    PlanReady,
+    PlanRequested,
+    UnloadRequested,
+)
 from khotui.tui.viewmodel import LoadResult, Plan, PlanInput, Source
 
 # (mode, key, title) in the order of the navigation bar

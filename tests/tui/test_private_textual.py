@@ -100,11 +100,12 @@ def _imports_textual(tree: ast.AST) -> bool:
                for n in ast.walk(tree))
 
 
-def _overrides(path: Path, tree: ast.AST, names: TextualNames) -> list[tuple[int, str]]:
+def _overrides(path: Path, tree: ast.AST, names: TextualNames,
+               root: Path = REPO) -> list[tuple[int, str]]:
     """(line, name) of every private name a Textual subclass in `path` redefines."""
     if not _imports_textual(tree):
         return []
-    rel = path.relative_to(REPO).with_suffix("")
+    rel = path.relative_to(root).with_suffix("")
     module = importlib.import_module(".".join(rel.parts).removesuffix(".__init__"))
     found: list[tuple[int, str]] = []
     for qualname, node in _classes(tree).items():
@@ -193,7 +194,7 @@ def test_no_private_textual_name_outside_the_hooks_module():
     assert offences == [], "move these into khotui/tui/_hooks.py:\n" + "\n".join(offences)
 
 
-def test_the_rule_sees_each_kind_of_offence(tmp_path):
+def test_the_rule_sees_each_kind_of_offence(tmp_path, monkeypatch):
     """The checker itself: each shape of private use is caught, our own names are not."""
     names = textual_names()
     assert {"_display", "_compositor", "_css_update_count", "_add_children",
@@ -204,5 +205,16 @@ def test_the_rule_sees_each_kind_of_offence(tmp_path):
                      "y = getattr(app, '_held_by', None)\n")
     assert [n for _, n in _private_imports(tree)] == ["_compositor"]
     assert [n for _, n in _uses(tree)] == ["_background_screens", "_held_by"]
+    # a shadowing method and attribute, found through the MRO; our own names are not
+    module = tmp_path / "shadowing_screen_example.py"
+    module.write_text("from textual.screen import Screen\n"
+                      "class Mine(Screen):\n"
+                      "    def _add_children(self): ...\n"
+                      "    def _add_iomem_children(self): ...\n"
+                      "    def on_mount(self):\n"
+                      "        self._dirty_widgets = set()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = _overrides(module, ast.parse(module.read_text()), names, root=tmp_path)
+    assert found == [(3, "_add_children"), (6, "_dirty_widgets")]
     # the hooks module is the one place allowed, and it exists
     assert all((REPO / p).is_file() for p in ALLOWED)
