@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from rich.console import RenderableType
 from textual.app import App
@@ -68,7 +68,7 @@ class HeldOutputApp(App[ReturnT], Generic[ReturnT]):
     def __init__(self, *, textual_hooks: bool | None = None) -> None:
         super().__init__()
         self.textual_hooks: bool = ENABLED if textual_hooks is None else textual_hooks
-        self._held_by: Screen[object] | None = None
+        self._held_by: Screen[Any] | None = None
         self._full_frame_due = False
 
     @property
@@ -79,7 +79,7 @@ class HeldOutputApp(App[ReturnT], Generic[ReturnT]):
     def full_frame_due(self) -> bool:
         return self._full_frame_due
 
-    def hold_output(self, screen: Screen[object], timeout: float) -> None:
+    def hold_output(self, screen: Screen[Any], timeout: float) -> None:
         """Write nothing to the terminal while `screen` waits for its data (at most `timeout`
         seconds). Everything runs as usual meanwhile (layout, workers, keys); only the writes
         are dropped, and the release draws the settled screen once. With the hooks off,
@@ -88,7 +88,7 @@ class HeldOutputApp(App[ReturnT], Generic[ReturnT]):
             self._held_by = screen
             self.set_timer(timeout, lambda: self.release_output(screen), name="hold-output")
 
-    def release_output(self, screen: Screen[object]) -> None:
+    def release_output(self, screen: Screen[Any]) -> None:
         """`screen`'s data is in: the next update becomes one full frame of the settled screen
         (what was dropped included); if none comes by itself, one is drawn after the next
         refresh. With the hooks off every update went out already: the screen is told its
@@ -106,7 +106,7 @@ class HeldOutputApp(App[ReturnT], Generic[ReturnT]):
         if self._full_frame_due:
             self._display(self.screen, None)
 
-    def _display(self, screen: Screen[object], renderable: RenderableType | None) -> None:
+    def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
         if not self.textual_hooks:
             super()._display(screen, renderable)
             return
@@ -171,7 +171,7 @@ class HeldPaintScreen(Screen[ResultT], Generic[ResultT]):
         super()._compositor_refresh()
 
 
-def screen_lines(screen: Screen[object]) -> list[str]:
+def screen_lines(screen: Screen[Any]) -> list[str]:
     """What the terminal shows for `screen` now, one string per line (modals included when
     `screen` is the top one). For tests: Textual has no public way to read the screen as text.
     Hook: `screen._compositor.render_strips()` (what the compositor would draw).

@@ -22,6 +22,7 @@ from khotui.tui._hooks import HeldOutputApp
 from khotui.tui.messages import (
     FilesOpened,
     LoadFinished,
+    OpenFiles,
     PlanReady,
     PlanRequested,
     UnloadRequested,
@@ -38,27 +39,27 @@ SCREENS: list[tuple[str, str, str]] = [
 ]
 
 
-def _overview() -> Screen:
+def _overview() -> Screen[None]:
     from khotui.tui.screens.overview import OverviewScreen
     return OverviewScreen()
 
 
-def _memory() -> Screen:
+def _memory() -> Screen[None]:
     from khotui.tui.screens.memory import MemoryScreen
     return MemoryScreen()
 
 
-def _handover() -> Screen:
+def _handover() -> Screen[None]:
     from khotui.tui.screens.handover import HandoverScreen
     return HandoverScreen()
 
 
-def _prepare() -> Screen:
+def _prepare() -> Screen[None]:
     from khotui.tui.screens.prepare import PrepareScreen
     return PrepareScreen()
 
 
-def _plan() -> Screen:
+def _plan() -> Screen[None]:
     from khotui.tui.screens.plan import PlanScreen
     return PlanScreen()
 
@@ -180,14 +181,14 @@ class KhotuiApp(HeldOutputApp[int]):
                          confirmed)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def run_load(self, plan: Plan, files: Any = None, force: bool = False) -> None:
+    def run_load(self, plan: Plan, files: OpenFiles | None = None, force: bool = False) -> None:
         self.post_message(LoadFinished(self.source.load(plan, files, force=force)))
 
     @on(UnloadRequested)
     def _unload_requested(self, event: UnloadRequested) -> None:
         from khotui.tui.screens.confirm import ConfirmUnloadScreen
 
-        def confirmed(ok: bool | None) -> None:
+        def confirmed(ok: bool | str | None) -> None:
             if ok:
                 self.run_unload()
 
@@ -204,7 +205,7 @@ class KhotuiApp(HeldOutputApp[int]):
         from khotui.tui.screens.result import ResultScreen
         self.push_screen(ResultScreen(event.result))
 
-    def _all_screens(self) -> Iterable[Screen]:
+    def _all_screens(self) -> Iterable[Screen[Any]]:
         seen: set[int] = set()
         for mode in self.MODES:
             try:
@@ -218,7 +219,7 @@ class KhotuiApp(HeldOutputApp[int]):
 
     # -- command palette ---------------------------------------------------------------------
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         for mode, key, title in SCREENS:
             yield SystemCommand(f"Go to {title}", f"Show the {title} screen (key {key})",
                                 lambda m=mode: self.action_goto(m))
@@ -259,7 +260,7 @@ class KhotuiApp(HeldOutputApp[int]):
             self.run_worker(result)
 
 
-def run_app(root: Path, demo: bool = False, *, syscalls: Any = None) -> int:
+def run_app(root: Path, demo: bool = False, *, syscalls: object = None) -> int:
     """Entry point for `khotui`, `khotui --root DIR` and `khotui --demo`."""
     source = Source(root, demo=demo, syscalls=syscalls)
     app = KhotuiApp(source)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
+from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Markdown, Static
 
@@ -15,7 +19,7 @@ tab moves between panes, q quits. Nothing is loaded without the confirmation on 
 """
 
 
-def bindings_of(screen: Screen) -> list[tuple[str, str, str]]:
+def bindings_of(screen: Screen[Any]) -> list[tuple[str, str, str]]:
     """(keys, description, id) for every binding active on `screen`, focused widget included;
     aliases of one action (f1 and ?) share a row."""
     rows: dict[tuple[str, str], list[str]] = {}
@@ -34,9 +38,12 @@ def bindings_of(screen: Screen) -> list[tuple[str, str, str]]:
     return sorted(out, key=lambda r: r[2] not in own)
 
 
-def _declared(screen: Screen):
-    for node in (screen, screen.app, screen.focused):
-        for b in getattr(node, "BINDINGS", []) if node is not None else []:
+def _declared(screen: Screen[Any]) -> Iterator[Binding]:
+    nodes: list[DOMNode] = [screen, screen.app]
+    if screen.focused is not None:
+        nodes.append(screen.focused)
+    for node in nodes:
+        for b in node.BINDINGS:
             if isinstance(b, Binding) and b.id:
                 yield b
 
@@ -53,7 +60,7 @@ class HelpScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,q,f1,question_mark", "dismiss", "Close", id="help-close")]
 
-    def __init__(self, for_screen: Screen) -> None:
+    def __init__(self, for_screen: Screen[Any]) -> None:
         super().__init__()
         self.for_screen = for_screen
         self.rows = bindings_of(for_screen)

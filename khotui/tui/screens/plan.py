@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 
 from khotui.tui import fmt
 from khotui.tui.screens.base import KhotuiScreen
-from khotui.tui.viewmodel import MemRange, Plan
+from khotui.tui.viewmodel import MemRange, Plan, Source
 from khotui.tui.widgets.findings import findings_content
 from khotui.tui.widgets.memory_bands import MemoryBands
 from khotui.tui.widgets.panel import Panel
@@ -95,7 +95,7 @@ run only and says so. **4** goes back to change the choice.
         findings.display = True
 
 
-def _request_line(source, plan: Plan) -> str:  # noqa: ANN001
+def _request_line(source: Source, plan: Plan) -> str:
     r = plan.request
     initrd = source.shown(r.initrd) if r.initrd else "none"
     return f"kernel {source.shown(r.kernel)} · initrd {initrd} · cmdline {len(r.cmdline)} bytes"
