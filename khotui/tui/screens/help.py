@@ -13,6 +13,8 @@ from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Markdown, Static
 
+from khotui.tui.screens.base import KhotuiScreen
+
 GENERAL = """\
 **Everywhere:** 1–5 switch screens, ctrl+p opens the command palette (every action is there),
 tab moves between panes, q quits. Nothing is loaded without the confirmation on Plan.
@@ -66,11 +68,12 @@ class HelpScreen(ModalScreen[None]):
         self.rows = bindings_of(for_screen)
 
     def compose(self) -> ComposeResult:
-        title = getattr(self.for_screen, "MODE", "") or type(self.for_screen).__name__
+        screen = self.for_screen
+        title = (screen.MODE if isinstance(screen, KhotuiScreen) else "") or type(screen).__name__
         with Vertical() as v:
             v.border_title = f"Help: {title} — esc closes"
             with VerticalScroll(can_focus=True, id="help-body"):
-                yield Markdown(getattr(self.for_screen, "HELP", None) or "")
+                yield Markdown(screen.HELP or "")
                 yield Markdown(GENERAL)
                 lines = [Content.from_markup("[b]$h[/]", h=f"{'key':<16} {'what it does':<44} id")]
                 for keys, desc, bid in self.rows:

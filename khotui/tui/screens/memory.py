@@ -139,7 +139,7 @@ of them on a 24 TiB host.
         self.load_memory(refresh=True)
 
     def action_block_states(self) -> None:
-        mm = getattr(self, "memory", None)
+        mm = self.memory
         if mm is None or not isinstance(mm.blocks, list):
             return
         self.action_show_tab("tab-blocks")
@@ -152,7 +152,7 @@ of them on a 24 TiB host.
 
     @on(BlockStatesRead)
     def _states(self, event: BlockStatesRead) -> None:
-        mm = getattr(self, "memory", None)
+        mm = self.memory
         if mm is not None and isinstance(event.runs, list):
             mm.blocks = event.runs
         self._fill_blocks(event.runs, mm.block_size if mm else None)

@@ -184,7 +184,7 @@ class MemoryBands(Widget, can_focus=True):
     def _scroll_to_band(self) -> None:
         """Keep the cursor's band in view when the bands are taller than the pane."""
         parent = self.parent
-        if not self.bands or parent is None or not hasattr(parent, "scroll_to_region"):
+        if not self.bands or parent is None or not isinstance(parent, Widget):
             return
         rows = len(self.rows) + 1
         top = self.virtual_region.y + self.band_index * rows
