@@ -8,17 +8,25 @@ given to the constructor, which is how tests inject a fake.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from textual import on, work
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from khotui.tui import theme as themes
-from khotui.tui.messages import (FilesOpened, LoadFinished, PlanReady, PlanRequested,
-                                 UnloadRequested)
+from khotui.tui._hooks import HeldOutputApp
+from khotui.tui.messages import (
+    FilesOpened,
+    LoadFinished,
+    OpenFiles,
+    PlanReady,
+    PlanRequested,
+    UnloadRequested,
+)
 from khotui.tui.viewmodel import LoadResult, Plan, PlanInput, Source
 
 # (mode, key, title) in the order of the navigation bar
@@ -31,33 +39,37 @@ SCREENS: list[tuple[str, str, str]] = [
 ]
 
 
-def _overview() -> Screen:
+def _overview() -> Screen[None]:
     from khotui.tui.screens.overview import OverviewScreen
     return OverviewScreen()
 
 
-def _memory() -> Screen:
+def _memory() -> Screen[None]:
     from khotui.tui.screens.memory import MemoryScreen
     return MemoryScreen()
 
 
-def _handover() -> Screen:
+def _handover() -> Screen[None]:
     from khotui.tui.screens.handover import HandoverScreen
     return HandoverScreen()
 
 
-def _prepare() -> Screen:
+def _prepare() -> Screen[None]:
     from khotui.tui.screens.prepare import PrepareScreen
     return PrepareScreen()
 
 
-def _plan() -> Screen:
+def _plan() -> Screen[None]:
     from khotui.tui.screens.plan import PlanScreen
     return PlanScreen()
 
 
-class KhotuiApp(App[int]):
-    """Prepare a kexec with KHO: see, choose, plan, confirm, load."""
+class KhotuiApp(HeldOutputApp[int]):
+    """Prepare a kexec with KHO: see, choose, plan, confirm, load.
+
+    Output is held while a screen's data comes in (HeldOutputApp, khotui/tui/_hooks.py);
+    `textual_hooks=False` (or KHOTUI_TEXTUAL_HOOKS=0) turns that and the other Textual hooks
+    off: the same app, more bytes written."""
 
     TITLE = "khotui"
     # Every screen's .tcss (beside the screen it styles) is read once, with the app: Textual
@@ -79,8 +91,9 @@ class KhotuiApp(App[int]):
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
-    def __init__(self, source: Source, *, theme: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, source: Source, *, theme: str | None = None,
+                 textual_hooks: bool | None = None) -> None:
+        super().__init__(textual_hooks=textual_hooks)
         self.source = source
         for t in themes.THEMES:
             self.register_theme(t)
@@ -88,49 +101,6 @@ class KhotuiApp(App[int]):
         self.plan_input: PlanInput | None = None
         self.plan: Plan | None = None
         self.result: LoadResult | None = None
-
-    # -- terminal output -----------------------------------------------------------------------
-
-    _held_by: Screen | None = None
-
-    def hold_output(self, screen: Screen, timeout: float) -> None:
-        """Write nothing to the terminal while `screen` waits for its data (at most `timeout`
-        seconds). A placeholder frame costs as many bytes as the real one (6-8 KB at 80x24),
-        and the layout then settles in two or three more full frames (panels fill, a scrollbar
-        appears, text re-wraps): on a slow SSH link each delays the complete one. Everything
-        runs as usual meanwhile (layout, workers, keys); only the writes are dropped, and the
-        release draws the settled screen once (bench/tui_startup.py)."""
-        if self._held_by is None:
-            self._held_by = screen
-            self.set_timer(timeout, lambda: self.release_output(screen), name="hold-output")
-
-    def release_output(self, screen: Screen) -> None:
-        if self._held_by is screen:
-            self._held_by = None
-            # the next update becomes one full frame of the settled screen (what was dropped
-            # included); if none comes by itself, one is drawn after the next refresh
-            self._full_frame_due = True
-            self.call_after_refresh(self._draw_full_frame)
-
-    _full_frame_due = False
-
-    def _draw_full_frame(self) -> None:
-        if self._full_frame_due:
-            self._display(self.screen, None)
-
-    def _display(self, screen: Screen, renderable: Any) -> None:
-        if self._held_by is not None:
-            return
-        if self._full_frame_due and screen is self.screen:
-            self._full_frame_due = False
-            renderable = screen._compositor.render_update(
-                full=True, screen_stack=self._background_screens)
-            super()._display(screen, renderable)
-            after = getattr(screen, "after_full_frame", None)
-            if after is not None:
-                self.call_later(after)
-            return
-        super()._display(screen, renderable)
 
     # -- navigation ----------------------------------------------------------------------------
 
@@ -211,14 +181,14 @@ class KhotuiApp(App[int]):
                          confirmed)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def run_load(self, plan: Plan, files: Any = None, force: bool = False) -> None:
+    def run_load(self, plan: Plan, files: OpenFiles | None = None, force: bool = False) -> None:
         self.post_message(LoadFinished(self.source.load(plan, files, force=force)))
 
     @on(UnloadRequested)
     def _unload_requested(self, event: UnloadRequested) -> None:
         from khotui.tui.screens.confirm import ConfirmUnloadScreen
 
-        def confirmed(ok: bool | None) -> None:
+        def confirmed(ok: bool | str | None) -> None:
             if ok:
                 self.run_unload()
 
@@ -235,9 +205,13 @@ class KhotuiApp(App[int]):
         from khotui.tui.screens.result import ResultScreen
         self.push_screen(ResultScreen(event.result))
 
-    def _all_screens(self) -> Iterable[Screen]:
+    def _all_screens(self) -> Iterable[Screen[Any]]:
         seen: set[int] = set()
-        for stack in self._screen_stacks.values():
+        for mode in self.MODES:
+            try:
+                stack = self.get_screen_stack(mode)
+            except KeyError:        # a mode not visited yet has no screens
+                continue
             for screen in stack:
                 if id(screen) not in seen:
                     seen.add(id(screen))
@@ -245,7 +219,7 @@ class KhotuiApp(App[int]):
 
     # -- command palette ---------------------------------------------------------------------
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         for mode, key, title in SCREENS:
             yield SystemCommand(f"Go to {title}", f"Show the {title} screen (key {key})",
                                 lambda m=mode: self.action_goto(m))
@@ -286,7 +260,7 @@ class KhotuiApp(App[int]):
             self.run_worker(result)
 
 
-def run_app(root: Path, demo: bool = False, *, syscalls: Any = None) -> int:
+def run_app(root: Path, demo: bool = False, *, syscalls: object = None) -> int:
     """Entry point for `khotui`, `khotui --root DIR` and `khotui --demo`."""
     source = Source(root, demo=demo, syscalls=syscalls)
     app = KhotuiApp(source)

@@ -1,22 +1,19 @@
-"""Number formatting the screens share: addresses in hex, sizes in binary units."""
+"""How the screens write values: addresses and sizes through khotui.units (the one formatter,
+with "—" for unknown), durations, yes/no, status marks and aligned key/value lines."""
 
 from __future__ import annotations
 
 from textual.content import Content
 
+from khotui import units
+
 
 def addr(value: int | None) -> str:
-    return "—" if value is None else f"0x{value:x}"
+    return units.addr(value, unknown="—")
 
 
 def size(value: int | None) -> str:
-    if value is None:
-        return "—"
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if value >= 1 << shift:
-            n = value / (1 << shift)
-            return f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
-    return f"{value} B"
+    return units.size(value, unknown="—")
 
 
 def duration(seconds: float | None) -> str:

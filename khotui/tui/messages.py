@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from textual.message import Message
 
 from khotui.tui.viewmodel import LoadResult, Plan, PlanInput
@@ -31,10 +33,16 @@ class LoadFinished(Message):
         self.result = result
 
 
+class OpenFiles(Protocol):
+    """The kernel and initrd, open (khotui.load.opened.OpenedFiles): loaded, or closed unused."""
+
+    def close(self) -> None: ...
+
+
 class FilesOpened(Message):
     """The kernel and initrd are open and hashed: the confirmation shows these, the load uses them."""
 
-    def __init__(self, plan: Plan, files: object, hashes: list[tuple[str, str, int | None]]) -> None:
+    def __init__(self, plan: Plan, files: OpenFiles, hashes: list[tuple[str, str, int | None]]) -> None:
         super().__init__()
         self.plan = plan
         self.files = files

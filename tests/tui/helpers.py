@@ -36,8 +36,8 @@ class FakeSyscalls:
 
 def screen_text(app) -> str:  # noqa: ANN001
     """What the terminal shows now, as text (the top screen, modals included)."""
-    strips = app.screen._compositor.render_strips()
-    return "\n".join(s.text for s in strips)
+    from khotui.tui._hooks import screen_lines
+    return "\n".join(screen_lines(app.screen))
 
 
 async def settle(pilot, app) -> None:  # noqa: ANN001

@@ -22,7 +22,8 @@ def test_importing_the_app_touches_no_host_reader():
 
 
 def test_only_the_viewmodel_imports_the_core():
-    """Widgets and screens draw plain values; the core is reached through khotui.tui.viewmodel."""
+    """Widgets and screens draw plain values; the core is reached through khotui.tui.viewmodel
+    (the one formatter, khotui.units, is the base every layer writes numbers with)."""
     import ast
     offenders = []
     for path in (REPO / "khotui" / "tui").rglob("*.py"):
@@ -30,9 +31,14 @@ def test_only_the_viewmodel_imports_the_core():
         if rel.parts[0] == "viewmodel":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("khotui.") \
-                    and not node.module.startswith(("khotui.tui", "khotui.errors", "khotui.demo")):
-                offenders.append(f"{rel}: {node.module}")
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            # `from khotui import units` imports khotui.units
+            modules = ([f"khotui.{a.name}" for a in node.names] if node.module == "khotui"
+                       else [node.module])
+            offenders += [f"{rel}: {m}" for m in modules if m.startswith("khotui.")
+                          and not m.startswith(("khotui.tui", "khotui.errors", "khotui.demo",
+                                                "khotui.units"))]
     assert offenders == []
 
 
@@ -71,20 +77,17 @@ async def test_both_themes_draw_every_screen(theme, tmp_path):
 
 
 def test_the_private_textual_hooks_the_app_relies_on_are_there():
-    """KhotuiApp.hold_output/_display and KhotuiScreen (_compositor_refresh, _css_update_count)
-    lean on Textual internals; pyproject pins Textual exactly, and this names what to re-check
-    when that pin moves."""
-    import inspect
+    """Every private Textual name khotui uses is in khotui/tui/_hooks.py (test_private_textual
+    enforces it); pyproject pins Textual exactly, and _hooks.broken_assumptions() checks what
+    each hook assumes, naming the hook to re-read when the pin moves."""
+    import re
 
     import textual
-    from textual.app import App
-    from textual.screen import Screen
-    from textual._compositor import Compositor
-    assert textual.__version__ == "8.2.8", "Textual moved: re-check the hooks below and the snapshots"
-    assert list(inspect.signature(App._display).parameters) == ["self", "screen", "renderable"]
-    assert {"full", "screen_stack"} <= set(inspect.signature(Compositor.render_update).parameters)
-    assert "_css_update_count" in inspect.getsource(App.__init__)
-    assert "_background_screens" in dict(inspect.getmembers(App))
-    assert "bindings_updated_signal" in inspect.getsource(Screen.__init__)
-    refresh = inspect.getsource(Screen._compositor_refresh)      # KhotuiScreen skips it when held
-    assert "render_update" in refresh and "_dirty_widgets.clear()" in refresh
+
+    from khotui.tui import _hooks
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(rf'"textual=={re.escape(_hooks.TEXTUAL_PIN)}"', pyproject), \
+        "pyproject's Textual pin and _hooks.TEXTUAL_PIN differ: re-check the hooks, then both"
+    assert textual.__version__ == _hooks.TEXTUAL_PIN, \
+        "Textual moved: re-check every hook in khotui/tui/_hooks.py and the snapshots"
+    assert _hooks.broken_assumptions() == []

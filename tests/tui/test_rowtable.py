@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.app import App
 
+from khotui.tui._hooks import screen_lines
 from khotui.tui.widgets.rowtable import RowTable
 
 pytestmark = pytest.mark.asyncio
@@ -23,16 +24,16 @@ async def test_the_cursor_row_stays_in_view_and_the_header_stays_on_top():
         table.focus()
         await pilot.press("pagedown", "pagedown", "down")
         await pilot.pause()
-        lines = [s.text for s in app.screen._compositor.render_strips()]
+        lines = screen_lines(app.screen)
         assert lines[0].split()[:2] == ["n", "name"]             # the header, scrolled or not
         assert f"row{table.cursor}" in "\n".join(lines[1:]) and table.cursor > 10
         await pilot.press("end")
         await pilot.pause()
-        lines = [s.text for s in app.screen._compositor.render_strips()]
+        lines = screen_lines(app.screen)
         assert table.cursor == 99 and "row99" in "\n".join(lines)
         await pilot.press("home")
         await pilot.pause()
-        lines = [s.text for s in app.screen._compositor.render_strips()]
+        lines = screen_lines(app.screen)
         assert lines[1].split()[:2] == ["0", "row0"]
 
 
@@ -42,5 +43,5 @@ async def test_a_single_message_row_is_shown_whole():
         table = app.query_one(RowTable)
         table.set_rows(["memory blocks"], [["unavailable: permission denied"], ["fix: run as root"]])
         await pilot.pause()
-        text = "\n".join(s.text for s in app.screen._compositor.render_strips())
+        text = "\n".join(screen_lines(app.screen))
         assert "unavailable: permission denied" in text and "fix: run as root" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -94,7 +96,8 @@ class _TypedConfirm(ModalScreen["bool | str"]):
 
 
 class ConfirmLoadScreen(_TypedConfirm):
-    def __init__(self, plan: Plan, hostname: str, *, dry_run: bool, shown=str) -> None:  # noqa: ANN001
+    def __init__(self, plan: Plan, hostname: str, *, dry_run: bool,
+                 shown: Callable[[str], str] = str) -> None:
         super().__init__(hostname, dry_run=dry_run, title="Load this kernel with kexec_file_load",
                          action="Load")
         self.plan = plan

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -13,7 +15,7 @@ from textual.widgets import Static, Tree
 
 from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import FdtBlob, FdtNodeView, Handover, HandoverSide, Problem
-from khotui.tui.widgets.lazytree import Group, add_children, expand_group
+from khotui.tui.widgets.lazytree import Group, TreeShape, add_children, expand_group
 from khotui.tui.widgets.panel import problem_content
 from khotui.tui.widgets.textview import TextView
 
@@ -30,6 +32,13 @@ class TextReady(Message):
     def __init__(self, blob: FdtBlob, mode: str, lines: list[str], width: int) -> None:
         super().__init__()
         self.blob, self.mode, self.lines, self.width = blob, mode, lines, width
+
+
+class Pick(NamedTuple):
+    """What a tree node stands for: a blob, and one of its FDT nodes (None: not an FDT)."""
+
+    blob: FdtBlob
+    node: FdtNodeView | None
 
 
 class HandoverScreen(KhotuiScreen):
@@ -66,7 +75,7 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
 
     def on_mount(self) -> None:
         self.view_mode = "decoded"
-        self.selected: tuple[FdtBlob, FdtNodeView | None] | None = None
+        self.selected: Pick | None = None
         self.query_one("#fdt-text").display = False
         self.load_handover()
 
@@ -79,7 +88,7 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
 
     @work(thread=True, exclusive=True, group="handover", exit_on_error=False)
     def load_handover(self, refresh: bool = False) -> None:
-        self.post_message(HandoverLoaded(self.app.source.handover(refresh=refresh)))  # type: ignore[attr-defined]
+        self.post_message(HandoverLoaded(self.khotui.source.handover(refresh=refresh)))
 
     @on(HandoverLoaded)
     async def _loaded(self, event: HandoverLoaded) -> None:
@@ -106,41 +115,41 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
         await trees.mount_all(new)
         new[0].focus()
         first = ho.sides[0].blobs[0] if ho.sides[0].blobs else None
-        self.selected = (first, first.root if first else None) if first else None
+        self.selected = Pick(first, first.root) if first else None
         self._show_detail()
 
-    def _side_tree(self, i: int, side: HandoverSide) -> Tree:
-        tree: Tree = Tree(side.title, id=f"fdt-side-{i}", classes="fdt-tree")
+    def _side_tree(self, i: int, side: HandoverSide) -> Tree[object]:
+        tree: Tree[object] = Tree(side.title, id=f"fdt-side-{i}", classes="fdt-tree")
         tree.root.expand()
-        add_children(tree.root, side.blobs, **BLOBS)
+        add_children(tree.root, side.blobs, BLOBS)
         first = side.blobs[0] if side.blobs else None
         if first and first.root and first.root.child_count < 50 and tree.root.children:
             node = tree.root.children[0]
-            add_children(node, first.root.children, **_nodes_of(first))  # the root FDT, open
+            add_children(node, first.root.children, _nodes_of(first))  # the root FDT, open
             node.expand()
         return tree
 
     @on(Tree.NodeExpanded, ".fdt-tree")
-    def _expand(self, event: Tree.NodeExpanded) -> None:
+    def _expand(self, event: Tree.NodeExpanded[object]) -> None:
         node = event.node
-        if isinstance(node.data, Group):
-            items = node.data.items
+        data = node.data
+        if isinstance(data, Group):
+            items = data.items
             if items and isinstance(items[0], FdtBlob):
-                expand_group(node, **BLOBS)
+                expand_group(node, data, BLOBS)
             else:
                 parent = node.parent
                 while parent is not None and isinstance(parent.data, Group):
                     parent = parent.parent
-                if parent is not None and parent.data:
-                    expand_group(node, **_nodes_of(parent.data[0]))
+                if parent is not None and isinstance(parent.data, Pick):
+                    expand_group(node, data, _nodes_of(parent.data.blob))
             return
-        data = node.data
-        if data and data[1] is not None and not node.children:
-            add_children(node, data[1].children, **_nodes_of(data[0]))
+        if isinstance(data, Pick) and data.node is not None and not node.children:
+            add_children(node, data.node.children, _nodes_of(data.blob))
 
     @on(Tree.NodeHighlighted, ".fdt-tree")
-    def _highlight(self, event: Tree.NodeHighlighted) -> None:
-        if event.node.data and not isinstance(event.node.data, Group):
+    def _highlight(self, event: Tree.NodeHighlighted[object]) -> None:
+        if isinstance(event.node.data, Pick):
             self.selected = event.node.data
             self._show_detail()
 
@@ -182,7 +191,7 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
 
     @on(TextReady)
     def _text_ready(self, event: TextReady) -> None:
-        if self.selected and self.selected[0] is event.blob and self._text_mode(event.blob) == event.mode:
+        if self.selected and self.selected.blob is event.blob and self._text_mode(event.blob) == event.mode:
             self.query_one("#fdt-text", TextView).set_lines(event.lines, event.width)
 
 
@@ -192,15 +201,16 @@ def _blob_label(blob: FdtBlob) -> Text:
 
 
 # how the tree shows blobs, and the nodes of one blob (widgets/lazytree.add_children)
-BLOBS = dict(label=_blob_label, data=lambda blob: (blob, blob.root),
-             expandable=lambda blob: bool(blob.root and blob.root.child_count),
-             group_label=lambda blobs: f"{blobs[0].name} … {blobs[-1].name}")
+BLOBS: TreeShape[FdtBlob] = TreeShape(
+    label=_blob_label, data=lambda blob: Pick(blob, blob.root),
+    expandable=lambda blob: bool(blob.root and blob.root.child_count),
+    group_label=lambda blobs: f"{blobs[0].name} … {blobs[-1].name}")
 
 
-def _nodes_of(blob: FdtBlob) -> dict:
-    return dict(label=lambda c: c.name, data=lambda c: (blob, c),
-                expandable=lambda c: bool(c.child_count),
-                group_label=lambda cs: f"{cs[0].name} … {cs[-1].name}")
+def _nodes_of(blob: FdtBlob) -> TreeShape[FdtNodeView]:
+    return TreeShape(label=lambda c: c.name, data=lambda c: Pick(blob, c),
+                     expandable=lambda c: bool(c.child_count),
+                     group_label=lambda cs: f"{cs[0].name} … {cs[-1].name}")
 
 
 def hex_lines(blob: FdtBlob) -> list[str]:

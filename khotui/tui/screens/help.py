@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
+from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Markdown, Static
+
+from khotui.tui.screens.base import KhotuiScreen
 
 GENERAL = """\
 **Everywhere:** 1–5 switch screens, ctrl+p opens the command palette (every action is there),
@@ -15,7 +21,7 @@ tab moves between panes, q quits. Nothing is loaded without the confirmation on 
 """
 
 
-def bindings_of(screen: Screen) -> list[tuple[str, str, str]]:
+def bindings_of(screen: Screen[Any]) -> list[tuple[str, str, str]]:
     """(keys, description, id) for every binding active on `screen`, focused widget included;
     aliases of one action (f1 and ?) share a row."""
     rows: dict[tuple[str, str], list[str]] = {}
@@ -34,9 +40,12 @@ def bindings_of(screen: Screen) -> list[tuple[str, str, str]]:
     return sorted(out, key=lambda r: r[2] not in own)
 
 
-def _declared(screen: Screen):
-    for node in (screen, screen.app, screen.focused):
-        for b in getattr(node, "BINDINGS", []) if node is not None else []:
+def _declared(screen: Screen[Any]) -> Iterator[Binding]:
+    nodes: list[DOMNode] = [screen, screen.app]
+    if screen.focused is not None:
+        nodes.append(screen.focused)
+    for node in nodes:
+        for b in node.BINDINGS:
             if isinstance(b, Binding) and b.id:
                 yield b
 
@@ -53,17 +62,18 @@ class HelpScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,q,f1,question_mark", "dismiss", "Close", id="help-close")]
 
-    def __init__(self, for_screen: Screen) -> None:
+    def __init__(self, for_screen: Screen[Any]) -> None:
         super().__init__()
         self.for_screen = for_screen
         self.rows = bindings_of(for_screen)
 
     def compose(self) -> ComposeResult:
-        title = getattr(self.for_screen, "MODE", "") or type(self.for_screen).__name__
+        screen = self.for_screen
+        title = (screen.MODE if isinstance(screen, KhotuiScreen) else "") or type(screen).__name__
         with Vertical() as v:
             v.border_title = f"Help: {title} — esc closes"
             with VerticalScroll(can_focus=True, id="help-body"):
-                yield Markdown(getattr(self.for_screen, "HELP", None) or "")
+                yield Markdown(screen.HELP or "")
                 yield Markdown(GENERAL)
                 lines = [Content.from_markup("[b]$h[/]", h=f"{'key':<16} {'what it does':<44} id")]
                 for keys, desc, bid in self.rows:

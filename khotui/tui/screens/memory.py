@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,8 +16,8 @@ from textual.widgets.option_list import Option
 
 from khotui.tui import fmt
 from khotui.tui.screens.base import KhotuiScreen
-from khotui.tui.viewmodel import BlockRun, IomemLine, MemoryMap, Problem
-from khotui.tui.widgets.lazytree import Group, add_children, expand_group
+from khotui.tui.viewmodel import BlockRun, IomemLine, MemoryMap, Plan, Problem
+from khotui.tui.widgets.lazytree import Group, TreeShape, add_children, expand_group
 from khotui.tui.widgets.memory_bands import MemoryBands, legend
 from khotui.tui.widgets.panel import problem_content
 from khotui.tui.widgets.rowtable import RowTable
@@ -40,6 +42,17 @@ class SearchDone(Message):
     def __init__(self, query: str, matches: list[IomemLine] | Problem) -> None:
         super().__init__()
         self.query, self.matches = query, matches
+
+
+def _iomem_label(line: IomemLine) -> Text:
+    # Tree labels are Rich Text; the address column is dimmed, the name never parsed as markup
+    return Text.assemble((f"{line.start:08x}-{line.end:08x}", "dim"), " ", line.name)
+
+
+# how the /proc/iomem tree shows its lines (widgets/lazytree.add_children)
+IOMEM: TreeShape[IomemLine] = TreeShape(
+    label=_iomem_label, data=lambda line: line, expandable=lambda line: line.has_children,
+    group_label=lambda ls: f"{ls[0].start:08x}-{ls[-1].end:08x}")
 
 
 class MemoryScreen(KhotuiScreen):
@@ -126,7 +139,7 @@ of them on a 24 TiB host.
         self.load_memory(refresh=True)
 
     def action_block_states(self) -> None:
-        mm = getattr(self, "memory", None)
+        mm = self.memory
         if mm is None or not isinstance(mm.blocks, list):
             return
         self.action_show_tab("tab-blocks")
@@ -135,11 +148,11 @@ of them on a 24 TiB host.
 
     @work(thread=True, exclusive=True, group="block-states", exit_on_error=False)
     def read_block_states(self) -> None:
-        self.post_message(BlockStatesRead(self.app.source.block_states()))  # type: ignore[attr-defined]
+        self.post_message(BlockStatesRead(self.khotui.source.block_states()))
 
     @on(BlockStatesRead)
     def _states(self, event: BlockStatesRead) -> None:
-        mm = getattr(self, "memory", None)
+        mm = self.memory
         if mm is not None and isinstance(event.runs, list):
             mm.blocks = event.runs
         self._fill_blocks(event.runs, mm.block_size if mm else None)
@@ -163,20 +176,24 @@ of them on a 24 TiB host.
 
     @work(thread=True, exclusive=True, group="memory", exit_on_error=False)
     def load_memory(self, refresh: bool = False) -> None:
-        app = self.app
-        self.post_message(MemoryLoaded(app.source.memory(app.plan, refresh=refresh)))  # type: ignore[attr-defined]
+        app = self.khotui
+        self.post_message(MemoryLoaded(app.source.memory(app.plan, refresh=refresh)))
 
     def on_screen_resume(self) -> None:
         # a plan made since the last visit adds its segments to the picture
-        plan = self.app.plan  # type: ignore[attr-defined]
-        if plan is not None and hasattr(self, "memory") and self._plan_shown is not plan:
+        plan = self.khotui.plan
+        if plan is not None and self.memory is not None and self._plan_shown is not plan:
             self.load_memory()
+
+    memory: MemoryMap | None = None      # the last map read, and the plan it showed
+    _plan_shown: Plan | None = None
+    _matches: Sequence[IomemLine] = ()   # the search results listed, by option id
 
     @on(MemoryLoaded)
     def _loaded(self, event: MemoryLoaded) -> None:
         mm = event.memory
         self.call_after_refresh(self.release_paint)
-        self._plan_shown = self.app.plan  # type: ignore[attr-defined]
+        self._plan_shown = self.khotui.plan
         self.memory = mm
         self.query_one(MemoryBands).set_data(mm.bands, mm.ranges)
         if not self._panes_shown and isinstance(mm.iomem, list) and len(mm.iomem) > DEFER_TREE:
@@ -214,39 +231,26 @@ of them on a 24 TiB host.
     # -- iomem tree: top level now, children when a node is expanded --------------------------
 
     def _fill_tree(self, iomem: list[IomemLine] | Problem) -> None:
-        tree = self.query_one("#iomem-tree", Tree)
+        tree: Tree[object] = self.query_one("#iomem-tree", Tree)
         tree.clear()
         if isinstance(iomem, Problem):
             tree.root.set_label(Text(f"/proc/iomem unavailable: {iomem}"))
             return
         tree.root.set_label("/proc/iomem")
-        self._add_children(tree.root, iomem)
+        add_children(tree.root, iomem, IOMEM)
         tree.root.expand()
 
-    @staticmethod
-    def _label(line: IomemLine) -> Text:
-        # Tree labels are Rich Text; the address column is dimmed, the name never parsed as markup
-        return Text.assemble((f"{line.start:08x}-{line.end:08x}", "dim"), " ", line.name)
-
-    def _add_children(self, node, lines: list[IomemLine]) -> None:  # noqa: ANN001
-        add_children(node, lines, label=self._label, data=lambda line: line,
-                     expandable=lambda line: line.has_children,
-                     group_label=lambda ls: f"{ls[0].start:08x}-{ls[-1].end:08x}")
-
     @on(Tree.NodeExpanded, "#iomem-tree")
-    def _expand(self, event: Tree.NodeExpanded) -> None:
+    def _expand(self, event: Tree.NodeExpanded[object]) -> None:
         node = event.node
-        if isinstance(node.data, Group):
-            expand_group(node, label=self._label, data=lambda line: line,
-                         expandable=lambda line: line.has_children,
-                         group_label=lambda ls: f"{ls[0].start:08x}-{ls[-1].end:08x}")
-            return
-        line = node.data
-        if isinstance(line, IomemLine) and not node.children and line.has_children:
-            self._add_children(node, line.children)
+        data = node.data
+        if isinstance(data, Group):
+            expand_group(node, data, IOMEM)
+        elif isinstance(data, IomemLine) and not node.children and data.has_children:
+            add_children(node, data.children, IOMEM)
 
     @on(Tree.NodeSelected, "#iomem-tree")
-    def _tree_selected(self, event: Tree.NodeSelected) -> None:
+    def _tree_selected(self, event: Tree.NodeSelected[object]) -> None:
         line = event.node.data
         if isinstance(line, IomemLine):
             self.query_one(MemoryBands).zoom_to(line.start, line.end, line.name)
@@ -265,7 +269,7 @@ of them on a 24 TiB host.
 
     @work(thread=True, exclusive=True, group="iomem-search", exit_on_error=False)
     def search(self, query: str) -> None:
-        self.post_message(SearchDone(query, self.app.source.search_iomem(query, MAX_RESULTS)))  # type: ignore[attr-defined]
+        self.post_message(SearchDone(query, self.khotui.source.search_iomem(query, MAX_RESULTS)))
 
     @on(SearchDone)
     def _search_done(self, event: SearchDone) -> None:
@@ -279,7 +283,7 @@ of them on a 24 TiB host.
             results.add_option(Option(f"no range matches {event.query!r}", disabled=True))
         else:
             self._matches = event.matches
-        results.add_options([Option(self._label(line), id=str(i))
+        results.add_options([Option(_iomem_label(line), id=str(i))
                              for i, line in enumerate(self._matches)])
         results.display = True
         results.highlighted = 0

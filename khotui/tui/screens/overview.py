@@ -64,7 +64,7 @@ choose the kernel to load.
     def on_mount(self) -> None:
         self.query_one("#overview-body").focus()
         self.refresh_overview()
-        if self.app.source.live:  # type: ignore[attr-defined]
+        if self.khotui.source.live:
             self.watch_memory()
 
     def action_refresh(self) -> None:
@@ -76,13 +76,13 @@ choose the kernel to load.
 
     @work(thread=True, exclusive=True, group="overview", exit_on_error=False)
     def refresh_overview(self) -> None:
-        self.post_message(OverviewLoaded(self.app.source.overview()))  # type: ignore[attr-defined]
+        self.post_message(OverviewLoaded(self.khotui.source.overview()))
 
     @work(thread=True, exclusive=True, group="udev", exit_on_error=False)
     def watch_memory(self) -> None:
         from textual.worker import get_current_worker
         worker = get_current_worker()
-        source = self.app.source  # type: ignore[attr-defined]
+        source = self.khotui.source
         for _ in source.memory_events(lambda: worker.is_cancelled):
             self.post_message(MemoryChanged())
 
@@ -96,7 +96,7 @@ choose the kernel to load.
         ov = event.overview
         self.call_after_refresh(self.release_paint)
         # once this frame is out, not competing with it
-        self.set_timer(0.3, self.app.warm_up)  # type: ignore[attr-defined]
+        self.set_timer(0.3, self.khotui.warm_up)
         self.overview = ov
         verdict = self.query_one("#verdict", Static)
         if isinstance(ov.findings, list):

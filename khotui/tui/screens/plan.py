@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 
 from khotui.tui import fmt
 from khotui.tui.screens.base import KhotuiScreen
-from khotui.tui.viewmodel import MemRange, Plan
+from khotui.tui.viewmodel import MemRange, Plan, Source
 from khotui.tui.widgets.findings import findings_content
 from khotui.tui.widgets.memory_bands import MemoryBands
 from khotui.tui.widgets.panel import Panel
@@ -54,10 +54,10 @@ run only and says so. **4** goes back to change the choice.
         self.query_one("#plan-findings").display = False
         self.query_one("#plan-notes").display = False
         self.query_one("#plan-body").focus()
-        plan = self.app.plan  # type: ignore[attr-defined]
+        plan = self.khotui.plan
         if plan is not None:
             self.show_plan(plan)
-        elif self.app.plan_input is not None:  # type: ignore[attr-defined]
+        elif self.khotui.plan_input is not None:
             self.hold_paint(0.3)   # planning: one frame with the plan, not 'planning…' first
             self.query_one("#plan-verdict", Static).update(Content.from_markup("[dim]planning…[/]"))
 
@@ -67,7 +67,7 @@ run only and says so. **4** goes back to change the choice.
         style = "$success" if plan.would_succeed else "$error"
         sign = "✓" if plan.would_succeed else "✗"
         text = (Content.from_markup(f"[b {style}]$s $v[/]", s=sign, v=plan.verdict)
-                + Content.from_markup("\n[dim]$k[/]", k=_request_line(self.app.source, plan)))
+                + Content.from_markup("\n[dim]$k[/]", k=_request_line(self.khotui.source, plan)))
         verdict.update(text)
         notes = self.query_one("#plan-notes", Panel)
         notes.show(Content("\n").join(Content.from_markup("[dim]·[/] $n", n=n) for n in plan.notes))
@@ -95,7 +95,7 @@ run only and says so. **4** goes back to change the choice.
         findings.display = True
 
 
-def _request_line(source, plan: Plan) -> str:  # noqa: ANN001
+def _request_line(source: Source, plan: Plan) -> str:
     r = plan.request
     initrd = source.shown(r.initrd) if r.initrd else "none"
     return f"kernel {source.shown(r.kernel)} · initrd {initrd} · cmdline {len(r.cmdline)} bytes"

@@ -80,7 +80,7 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
 
     @work(thread=True, exclusive=True, group="choices", exit_on_error=False)
     def load_choices(self) -> None:
-        self.post_message(ChoicesLoaded(self.app.source.choices()))  # type: ignore[attr-defined]
+        self.post_message(ChoicesLoaded(self.khotui.source.choices()))
 
     @on(ChoicesLoaded)
     def _choices(self, event: ChoicesLoaded) -> None:
@@ -101,8 +101,8 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
                               k.version or "?", fmt.size(k.size),
                               time.strftime("%Y-%m-%d", time.localtime(k.mtime)) if k.mtime else "?",
                               _short(k.initrd) if k.initrd else "none", k.source, key=str(i))
-        app = self.app
-        previous = app.plan_input  # type: ignore[attr-defined]
+        app = self.khotui
+        previous = app.plan_input
         ta = self.query_one("#cmdline", TextArea)
         ta.text = previous.cmdline if previous else ch.suggested_cmdline
         if previous:
@@ -130,7 +130,7 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
         self.notify(f"kernel {self.kernel}", timeout=2)
 
     def _show_selection(self) -> None:
-        shown = self.app.source.shown  # type: ignore[attr-defined]
+        shown = self.khotui.source.shown
         rows = [("kernel", shown(self.kernel) if self.kernel else Content.from_markup("[$warning]none chosen[/]")),
                 ("initrd", shown(self.initrd) if self.initrd else "none (KEXEC_FILE_NO_INITRAMFS)")]
         self.query_one("#selection", Static).update(fmt.kv(rows, 8))
@@ -193,7 +193,7 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def compute_preview(self, current: str, new: str, kernel: str | None) -> None:
-        source = self.app.source  # type: ignore[attr-defined]
+        source = self.khotui.source
         from khotui.tui.viewmodel import _guard
         self.post_message(PreviewReady(_guard(lambda: source.cmdline_preview(current, new, kernel))))
 

@@ -8,6 +8,8 @@ bar reads the same `Screen.active_bindings` on the same signal and repaints one 
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.content import Content
 from textual.screen import Screen
 from textual.widget import Widget
@@ -32,7 +34,7 @@ class KeyBar(Widget):
     def on_unmount(self) -> None:
         self.screen.bindings_updated_signal.unsubscribe(self)
 
-    def _bindings_changed(self, screen: Screen) -> None:
+    def _bindings_changed(self, screen: Screen[Any]) -> None:
         if not self.is_attached or screen is not self.screen:
             return
         app = self.app

@@ -4,50 +4,63 @@ A Tree node with 6,000 children (the top of a big /proc/iomem) or 10,000 (the KH
 costs a few hundred milliseconds to add in one go, a frozen screen; the Tree then draws only
 what is visible anyway. Above `LIMIT` children, a node gets one child per `GROUP` of them, and a
 group adds its own children when it is expanded.
+
+The trees carry `object` data (an item's own data, or a Group): screens narrow it with
+isinstance, as a Tree mixing groups and items must.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Generic, TypeVar
 
 from rich.text import Text
+from textual.widgets.tree import TreeNode
 
 LIMIT = 200
 GROUP = 100
 
+T = TypeVar("T")
 
-@dataclass
-class Group:
+
+@dataclass(frozen=True)
+class Group(Generic[T]):
     """`items[first:first+len]` of some node's children, not yet added to the tree."""
 
-    items: Sequence[Any]
+    items: Sequence[T]
     first: int
 
 
-def add_children(node: Any, items: Sequence[Any], *, label: Callable[[Any], Text | str],
-                 data: Callable[[Any], Any], expandable: Callable[[Any], bool],
-                 group_label: Callable[[Sequence[Any]], str] | None = None) -> None:
+@dataclass(frozen=True)
+class TreeShape(Generic[T]):
+    """How items of one kind show in a tree: label, node data, whether they open, and the
+    label of a group of them."""
+
+    label: Callable[[T], Text | str]
+    data: Callable[[T], object]
+    expandable: Callable[[T], bool]
+    group_label: Callable[[Sequence[T]], str] | None = None
+
+
+def add_children(node: TreeNode[object], items: Sequence[T], shape: TreeShape[T]) -> None:
     """Add `items` under the tree node `node` (grouped when there are more than LIMIT)."""
     if len(items) <= LIMIT:
         for item in items:
-            if expandable(item):
-                node.add(label(item), data=data(item), allow_expand=True)
+            if shape.expandable(item):
+                node.add(shape.label(item), data=shape.data(item), allow_expand=True)
             else:
-                node.add_leaf(label(item), data=data(item))
+                node.add_leaf(shape.label(item), data=shape.data(item))
         return
     for first in range(0, len(items), GROUP):
         chunk = items[first:first + GROUP]
-        what = group_label(chunk) if group_label else ""
+        what = shape.group_label(chunk) if shape.group_label else ""
         text = Text.assemble((f"[{first}–{first + len(chunk) - 1}]", "bold"),
                              (f" {what}" if what else "", "dim"))
         node.add(text, data=Group(chunk, first), allow_expand=True)
 
 
-def expand_group(node: Any, **how: Any) -> bool:
-    """On NodeExpanded: fill a Group node with its items. False when `node` is not a Group."""
-    if not isinstance(node.data, Group):
-        return False
+def expand_group(node: TreeNode[object], group: Group[T], shape: TreeShape[T]) -> None:
+    """On NodeExpanded of a Group node: fill it with its items, once."""
     if not node.children:
-        add_children(node, node.data.items, **how)
-    return True
+        add_children(node, group.items, shape)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 from textual.content import Content, Span
-from textual.geometry import Region
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
@@ -184,7 +184,7 @@ class MemoryBands(Widget, can_focus=True):
     def _scroll_to_band(self) -> None:
         """Keep the cursor's band in view when the bands are taller than the pane."""
         parent = self.parent
-        if not self.bands or parent is None or not hasattr(parent, "scroll_to_region"):
+        if not self.bands or parent is None or not isinstance(parent, Widget):
             return
         rows = len(self.rows) + 1
         top = self.virtual_region.y + self.band_index * rows
@@ -254,7 +254,7 @@ class MemoryBands(Widget, can_focus=True):
 
     # -- drawing -----------------------------------------------------------------------------
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return max(1, len(self.bands) * (len(self.rows) + 1))
 
     def _layer_cells(self, band: Band, layer: str) -> list[str | None]:
@@ -295,8 +295,9 @@ class MemoryBands(Widget, can_focus=True):
             start = 0
             for c in range(1, len(kinds) + 1):
                 if c == len(kinds) or kinds[c] != kinds[start]:
-                    if kinds[start]:
-                        spans.append(Span(LABEL_W + start, LABEL_W + c, KINDS[kinds[start]][1]))
+                    kind = kinds[start]
+                    if kind:
+                        spans.append(Span(LABEL_W + start, LABEL_W + c, KINDS[kind][1]))
                     start = c
             if len(self._rows) > 4096:
                 self._rows.clear()
