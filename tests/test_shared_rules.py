@@ -11,7 +11,7 @@ from khotui.plan import checks
 
 from khotui.load import commit
 
-from khotui.load import kexec
+from khotui.load import syscall as kexec
 
 from khotui.plan import report
 from khotui.cmdline import accepted_length

@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command, cmd_tui)
     if args.command in DRY_RUN_COMMANDS:
-        from khotui.load.kexec import forbid_real_syscalls
+        from khotui.load.syscall import forbid_real_syscalls
         forbid_real_syscalls()
     try:
         return handler(args)
