@@ -147,7 +147,9 @@ def _verdict(ok: bool, findings: list[FindingRow], message: str | None = None) -
 
 def _sink(src: "Source") -> "AuditSink":
     from khotui.load.audit import DEFAULT_LOG_PATH, AuditSink, default_syslog
-    return AuditSink(log_path=DEFAULT_LOG_PATH if src.log_path is ... else src.log_path,
+    log = src.log_path  # ... = the default log; None = no log file
+    return AuditSink(log_path=DEFAULT_LOG_PATH if log is ...
+                     else log if isinstance(log, (str, os.PathLike)) else None,
                      syslog=default_syslog if src.syslog is ... else src.syslog)
 
 
