@@ -34,8 +34,8 @@ def shared() -> Path:
 def no_real_libc(monkeypatch):
     """In every test: real_syscalls() cannot open libc, and the dry-run switch starts off and is
     put back afterwards (an in-process `cli.main(["status"])` sets it for the whole process)."""
-    from khotui.load import kexec
+    from khotui.load import syscall
     def refuse():
         raise AssertionError("a test tried to open the real libc for a syscall")
-    monkeypatch.setattr(kexec, "_open_libc", refuse)
-    monkeypatch.setattr(kexec, "DRY_RUN_ONLY", False)
+    monkeypatch.setattr(syscall, "_open_libc", refuse)
+    monkeypatch.setattr(syscall, "DRY_RUN_ONLY", False)

@@ -11,17 +11,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from khotui.errors import Problem
 from khotui.load import audit
-
-from khotui.load import kexec
-from khotui.load.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS, LoadResult
-
-
-@pytest.fixture(autouse=True)
-def no_real_libc(monkeypatch):
-    def refuse():
-        raise AssertionError("a test tried to open the real libc for a syscall")
-    monkeypatch.setattr(kexec, "_open_libc", refuse)
+from khotui.load.kexec import LoadResult
+from khotui.load.syscall import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_UNLOAD
 
 
 @dataclass
@@ -128,7 +121,7 @@ def test_syslog_line_is_one_line_with_the_essentials(tmp_path):
 
 
 def test_unload_record():
-    result = kexec.LoadResult(action="unload", ok=True, flags=kexec.KEXEC_FILE_UNLOAD)
+    result = LoadResult(action="unload", ok=True, flags=KEXEC_FILE_UNLOAD)
     out = audit.record(result, log_path=None, syslog=None, env={}, now=WHEN, hostname="h")
     assert out.entry["kernel"] is None and out.entry["flag_names"] == ["UNLOAD"]
     assert "cmdline=" not in out.syslog_line
@@ -158,7 +151,8 @@ def test_unwritable_log_is_a_warning_not_a_crash(tmp_path, kind):
     out = audit.record(ok_load(), kernel=KERNEL, log_path=log, syslog=sl, env={}, now=WHEN,
                        hostname="h")
     (warning,) = out.warnings
-    assert str(log) in warning and "could not append" in warning
+    assert warning.path == str(log) and "could not append" in warning.message
+    assert "--log" in warning.fix
     assert len(sl.lines) == 1  # syslog still got the record
     if kind == "symlink":
         assert target.read_text() == ""
@@ -170,7 +164,7 @@ def test_permission_denied_log_is_a_warning(tmp_path):
     log.write_text("")
     log.chmod(0o400)
     out = audit.record(ok_load(), log_path=log, syslog=None, env={}, now=WHEN, hostname="h")
-    assert "Permission denied" in out.warnings[0]
+    assert "Permission denied" in out.warnings[0].message
 
 
 def test_syslog_failure_is_a_warning(tmp_path):
@@ -178,5 +172,7 @@ def test_syslog_failure_is_a_warning(tmp_path):
         raise OSError("no /dev/log")
     out = audit.record(ok_load(), log_path=tmp_path / "l", syslog=broken, env={}, now=WHEN,
                        hostname="h")
-    assert out.warnings == ["could not write the audit record to syslog: no /dev/log"]
+    (warning,) = out.warnings
+    assert isinstance(warning, Problem)
+    assert warning.message == "could not write the audit record to syslog: no /dev/log"
     assert (tmp_path / "l").read_text().count("\n") == 1

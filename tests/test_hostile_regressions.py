@@ -132,14 +132,14 @@ def test_kho_on_is_read_as_the_kernel_reads_it(cmdline, expected):
 def test_plan_with_kho_off_and_an_all_zero_iomem_does_not_fail_placement(tmp_path, shared):
     # as non-root, plan reported EADDRNOTAVAIL 'fits in no System RAM range: System RAM 0x0-0x0'
     import shutil
-    from khotui.plan import report
+    from khotui.plan import PlanRequest, plan_load
     from tests.bad_inputs import KERNEL, KOFF
     root = tmp_path / "sysroot"
     shutil.copytree(KOFF, root)
     iomem = root / "proc/iomem"
     iomem.chmod(0o644)
     iomem.write_text("".join(_zero_line(line) for line in iomem.read_text().splitlines(True)))
-    result = report.plan_load(root, report.PlanRequest(kernel=str(KERNEL)))
+    result = plan_load(root, PlanRequest(kernel=str(KERNEL)))
     assert result.plan is None and result.fits is None
     assert not any(f.id == "segments-fit" for f in result.findings)
     assert any("run khotui as root" in a for a in result.assumptions)

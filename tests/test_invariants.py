@@ -109,7 +109,7 @@ def test_dry_run_commands_never_reach_a_kexec_or_reboot_syscall(tmp_path):
 
 
 def test_dry_run_commands_switch_off_the_real_syscalls():
-    code = ("import khotui.cli.main as c, khotui.load.kexec as k\n"
+    code = ("import khotui.cli.main as c, khotui.load.syscall as k\n"
             "c.main(['status', '--json', '--root', '/nonexistent'])\n"
             "print(k.DRY_RUN_ONLY)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -14,11 +14,12 @@ import sys
 
 import pytest
 
-from khotui.load import kexec
 from khotui.errors import KhotuiError
-from khotui.load.kexec import (KEXEC_FILE_DEBUG, KEXEC_FILE_NO_CMA, KEXEC_FILE_NO_INITRAMFS,
-                          KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD, ExplainContext, LibcSyscalls,
-                          RealSyscallForbidden, explain)
+from khotui.load import kexec, syscall
+from khotui.load.explain import ExplainContext, explain
+from khotui.load.syscall import (KEXEC_FILE_DEBUG, KEXEC_FILE_NO_CMA, KEXEC_FILE_NO_INITRAMFS,
+                                 KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD, LibcSyscalls,
+                                 RealSyscallForbidden)
 
 
 
@@ -44,40 +45,40 @@ def values(call):
 # --- numbers and flags -----------------------------------------------------------------------
 
 def test_flag_values_match_uapi():
-    assert (kexec.KEXEC_FILE_UNLOAD, kexec.KEXEC_FILE_ON_CRASH, kexec.KEXEC_FILE_NO_INITRAMFS,
-            kexec.KEXEC_FILE_DEBUG, kexec.KEXEC_FILE_NO_CMA, kexec.KEXEC_FILE_FORCE_DTB) == \
+    assert (syscall.KEXEC_FILE_UNLOAD, syscall.KEXEC_FILE_ON_CRASH, syscall.KEXEC_FILE_NO_INITRAMFS,
+            syscall.KEXEC_FILE_DEBUG, syscall.KEXEC_FILE_NO_CMA, syscall.KEXEC_FILE_FORCE_DTB) == \
         (0x1, 0x2, 0x4, 0x8, 0x10, 0x20)
-    assert kexec.KEXEC_FILE_FLAGS == 0x3F
-    assert kexec.LINUX_REBOOT_CMD_KEXEC == 0x45584543
-    assert kexec.LINUX_REBOOT_MAGIC1 == 0xFEE1DEAD
-    assert kexec.LINUX_REBOOT_MAGIC2 == 672274793
+    assert syscall.KEXEC_FILE_FLAGS == 0x3F
+    assert syscall.LINUX_REBOOT_CMD_KEXEC == 0x45584543
+    assert syscall.LINUX_REBOOT_MAGIC1 == 0xFEE1DEAD
+    assert syscall.LINUX_REBOOT_MAGIC2 == 672274793
 
 
 @pytest.mark.parametrize("machine,nr", [("x86_64", 320), ("aarch64", 294), ("arm64", 294),
                                         ("riscv64", 294)])
 def test_syscall_numbers(machine, nr):
-    assert kexec.syscall_number(machine) == nr
+    assert syscall.syscall_number(machine) == nr
 
 
 @pytest.mark.parametrize("machine", ["i686", "ppc64le", "s390x", "loongarch64"])
 def test_unsupported_architecture(machine):
     with pytest.raises(KhotuiError, match="not supported on this architecture by khotui"):
-        kexec.syscall_number(machine)
+        syscall.syscall_number(machine)
     with pytest.raises(KhotuiError):
         LibcSyscalls(FakeSyscall(), machine=machine)
 
 
 def test_flag_names_and_unknown_bits():
-    assert kexec.flag_names(0xC) == ["NO_INITRAMFS", "DEBUG"]
-    assert kexec.flag_names(0x48) == ["DEBUG", "0x40"]
+    assert syscall.flag_names(0xC) == ["NO_INITRAMFS", "DEBUG"]
+    assert syscall.flag_names(0x48) == ["DEBUG", "0x40"]
 
 
 def test_flags_unsupported_by_older_kernels():
-    assert kexec.flags_unsupported_by(KEXEC_FILE_NO_CMA, "6.16.3-amd64") == ["NO_CMA"]
-    assert kexec.flags_unsupported_by(KEXEC_FILE_NO_CMA, "6.17.0") == []
-    assert kexec.flags_unsupported_by(KEXEC_FILE_DEBUG, "6.6.50") == ["DEBUG"]
-    assert kexec.flags_unsupported_by(KEXEC_FILE_NO_CMA | KEXEC_FILE_DEBUG, "7.3.4") == []
-    assert kexec.flags_unsupported_by(KEXEC_FILE_NO_CMA, None) == []
+    assert syscall.flags_unsupported_by(KEXEC_FILE_NO_CMA, "6.16.3-amd64") == ["NO_CMA"]
+    assert syscall.flags_unsupported_by(KEXEC_FILE_NO_CMA, "6.17.0") == []
+    assert syscall.flags_unsupported_by(KEXEC_FILE_DEBUG, "6.6.50") == ["DEBUG"]
+    assert syscall.flags_unsupported_by(KEXEC_FILE_NO_CMA | KEXEC_FILE_DEBUG, "7.3.4") == []
+    assert syscall.flags_unsupported_by(KEXEC_FILE_NO_CMA, None) == []
 
 
 # --- the ctypes call -------------------------------------------------------------------------
@@ -198,8 +199,8 @@ def test_reboot_through_the_seam_passes_the_magic():
 def test_kill_switch_blocks_every_real_path():
     fake, reboot = FakeSyscall(), FakeSyscall()
     sc = LibcSyscalls(fake, reboot_fn=reboot, machine="x86_64")
-    kexec.forbid_real_syscalls()
-    assert kexec.DRY_RUN_ONLY
+    syscall.forbid_real_syscalls()
+    assert syscall.DRY_RUN_ONLY
     with pytest.raises(RealSyscallForbidden):
         sc.kexec_file_load(3, 4, b"", 0)
     with pytest.raises(RealSyscallForbidden):
@@ -209,7 +210,7 @@ def test_kill_switch_blocks_every_real_path():
     with pytest.raises(RealSyscallForbidden):
         sc.reboot_kexec()
     with pytest.raises(RealSyscallForbidden):
-        kexec.real_syscalls()  # raises before even opening libc
+        syscall.real_syscalls()  # raises before even opening libc
     assert fake.calls == [] and reboot.calls == []
     assert isinstance(RealSyscallForbidden("x"), KhotuiError)
 
@@ -227,9 +228,9 @@ class FakeLibc:
 
 def test_real_syscalls_only_builds_typed_function_pointers(monkeypatch):
     libc = FakeLibc()
-    monkeypatch.setattr(kexec, "_open_libc", lambda: libc)
-    monkeypatch.setattr(kexec, "_machine", lambda: "x86_64")
-    sc = kexec.real_syscalls()
+    monkeypatch.setattr(syscall, "_open_libc", lambda: libc)
+    monkeypatch.setattr(syscall, "_machine", lambda: "x86_64")
+    sc = syscall.real_syscalls()
     load_fn, reboot_fn = libc.functions
     assert load_fn.argtypes == [ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
                                 ctypes.c_char_p, ctypes.c_ulong]
@@ -244,8 +245,8 @@ def test_importing_the_core_opens_no_libc():
         "import ctypes\n"
         "def boom(*a, **k): raise SystemExit('CDLL constructed at import')\n"
         "ctypes.CDLL = boom\n"
-        "import khotui.load.kexec, khotui.load.audit, khotui.load.opened\n"
-        "assert not khotui.load.kexec.DRY_RUN_ONLY\n"
+        "import khotui.load.session, khotui.load.kexec, khotui.load.audit, khotui.load.opened\n"
+        "assert not khotui.load.syscall.DRY_RUN_ONLY\n"
         "print('clean')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -419,11 +420,20 @@ def test_unknown_errno_is_generic_with_strerror():
     assert "dmesg" in ex.fix
 
 
-def test_fmt_size():
-    assert kexec.fmt_size(64 << 20) == "64 MiB"
-    assert kexec.fmt_size((8 << 20) + (512 << 10)) == "8.5 MiB"
-    assert kexec.fmt_size(4096) == "4 KiB"
-    assert kexec.fmt_size(100) == "100 B"
+def test_explanations_write_sizes_with_the_one_formatter():
+    from khotui import units
+    size = (4 << 30) + (40 << 20)
+    ex = explain(errno.EFBIG, ExplainContext(initrd_size=size, initrd_path="/boot/big.img"))
+    assert units.size(size) == "4.0 GiB" and "/boot/big.img is 4.0 GiB;" in ex.cause
+
+
+def test_einval_cmdline_limit_is_the_one_in_cmdline_py():
+    from khotui.cmdline import accepted_length
+    limit = accepted_length(4096)
+    ex = explain(errno.EINVAL, ExplainContext(image_cmdline_size=4096, cmdline_len=limit + 1))
+    assert f"at most {limit}" in ex.cause and "by 1 bytes" in ex.fix
+    ok = explain(errno.EINVAL, ExplainContext(image_cmdline_size=4096, cmdline_len=limit))
+    assert "too long" not in ok.cause
 
 
 def test_typed_values_survive_a_real_foreign_call():

@@ -1,58 +1,34 @@
-"""`khotui load` / `unload` as an operator runs them, with the syscall behind a fake seam.
+"""`khotui load` / `unload` as an operator runs them, against the fake kernel of tests/fakes.py.
 
-The fake kernel answers like the real one did in the captures: on success it appends the
-capture's own KEXEC_FILE_DEBUG log to the snapshot's `dmesg`, so khotui reads the placement back
-exactly as it would from /dev/kmsg.
+The fake is passed as `cli.main(argv, syscalls=fake)`, the same object the app's tests pass to
+`Source`: it stands for the kernel of the `--root` capture, so the load is not a dry run there.
 """
 
 from __future__ import annotations
 
 import errno
-import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from khotui.cli import main as cli
-
 from khotui.cli import load as cli_load
+from khotui.cli import main as cli
 from tests.conftest import CAPTURES, VM
-
-
-class FakeKernel:
-    def __init__(self, root: Path, log: Path | None, fail: int | None = None):
-        self.root, self.log, self.fail, self.calls = root, log, fail, []
-
-    def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags):
-        import os
-        self.calls.append((os.pread(kernel_fd, 4, 0x202), initrd_fd, cmdline, flags))
-        if self.fail:
-            raise OSError(self.fail, os.strerror(self.fail))
-        if self.log is not None:
-            with open(self.root / "dmesg", "a") as f:
-                f.write(self.log.read_text())
-        return 0
-
-    def reboot_kexec(self):
-        raise AssertionError("a test must never exec")
+from tests.fakes import FakeKernel, logs_like
 
 
 @pytest.fixture
-def host(tmp_path, shared, monkeypatch):
-    """A capture's sysroot treated as the live host, with a fake kernel."""
-    def make(capture: str, fail: int | None = None):
+def host(tmp_path, shared):
+    """A capture's sysroot and a fake kernel standing for its kernel."""
+    def make(capture: str, fail: int = 0) -> tuple[Path, FakeKernel]:
         root = tmp_path / capture
         shutil.copytree(CAPTURES / capture / "sysroot", root)
-        fake = FakeKernel(root, CAPTURES / capture / "load" / "kernel.log", fail)
-        monkeypatch.setattr(cli_load, "_is_live", lambda r: True)
-        monkeypatch.setattr(cli_load, "syscalls_factory", lambda: fake)
-        monkeypatch.setattr(cli_load, "_hostname", lambda: "testhost")
-        return root, fake
+        return root, FakeKernel(fail, on_load=logs_like(capture, root))
     return make
 
 
@@ -62,8 +38,8 @@ def initrd(tmp_path: Path, size: int) -> Path:
     return out
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(argv)
+def run(argv: list[str], capsys, syscalls: FakeKernel | None = None) -> tuple[int, str, str]:
+    code = cli.main(argv, syscalls=syscalls)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -74,13 +50,13 @@ def test_load_yes_loads_and_compares_with_the_kernels_own_placement(host, tmp_pa
     log = tmp_path / "khotui.log"
     code, out, err = run(["load", "--yes", "--root", str(root), "--kernel", str(VM / "bzImage-kho-7.3.4"),
                           "--initrd", str(initrd(tmp_path, 8 << 20)), "--cmdline", cmdline,
-                          "--log", str(log)], capsys)
+                          "--log", str(log)], capsys, fake)
     assert code == 0, out + err
-    assert len(fake.calls) == 1
-    magic, initrd_fd, passed, flags = fake.calls[0]
-    assert magic == b"HdrS" and initrd_fd >= 0
-    assert passed.rstrip(b"\0") == cmdline.encode()
-    assert flags & 0x8, "KEXEC_FILE_DEBUG is always set"
+    (call,) = fake.calls
+    assert call.kernel[0x202:0x206] == b"HdrS" and call.initrd_fd >= 0
+    assert call.kernel == (VM / "bzImage-kho-7.3.4").read_bytes()
+    assert call.cmdline.rstrip(b"\0") == cmdline.encode()
+    assert call.flags & 0x8, "KEXEC_FILE_DEBUG is always set"
     rows = [line for line in out.splitlines() if " predicted " in line]
     assert len(rows) == 5 and all(line.rstrip().endswith("same") for line in rows)
     record = json.loads(log.read_text().splitlines()[-1])
@@ -93,7 +69,7 @@ def test_load_json_reports_actual_placement(host, tmp_path, capsys):
     code, out, _ = run(["load", "--yes", "--json", "--root", str(root), "--kernel", str(VM / "bzImage-kho-7.3.4"),
                         "--initrd", str(initrd(tmp_path, 8 << 20)),
                         "--cmdline", (CAPTURES / "two-nodes/load/cmdline").read_text(),
-                        "--log", str(tmp_path / "log")], capsys)
+                        "--log", str(tmp_path / "log")], capsys, fake)
     obj = json.loads(out)
     assert code == 0 and obj["load"]["ok"] is True
     assert obj["load"]["matches_prediction"] is True
@@ -106,9 +82,9 @@ def test_failing_check_refuses_without_force(host, tmp_path, capsys):
             "--initrd", str(initrd(tmp_path, 64 << 20)),
             "--cmdline", (CAPTURES / "scratch-too-small/load/cmdline").read_text(),
             "--log", str(tmp_path / "log")]
-    code, out, _ = run(args, capsys)
+    code, out, _ = run(args, capsys, fake)
     assert code == 1 and fake.calls == [] and "refused" in out
-    code, out, _ = run(args + ["--force"], capsys)
+    code, out, _ = run(args + ["--force"], capsys, fake)
     assert code == 1 and len(fake.calls) == 1
     assert "--force: overriding segments-fit" in out
     assert "EADDRNOTAVAIL" in out and "initrd" in out and "kho_scratch" in out
@@ -120,26 +96,67 @@ def test_confirmation_needs_the_host_name(host, tmp_path, capsys, monkeypatch):
             "--initrd", str(initrd(tmp_path, 8 << 20)), "--append", "khostage=2",
             "--log", str(tmp_path / "log")]
     monkeypatch.setattr(cli_load, "ask", lambda prompt: "yes")
-    code, out, _ = run(args, capsys)
+    code, out, _ = run(args, capsys, fake)
     assert code == 1 and fake.calls == [] and "not confirmed" in out
-    assert "sha256" in out and "testhost" in out
-    monkeypatch.setattr(cli_load, "ask", lambda prompt: "testhost")
-    code, out, _ = run(args, capsys)
+    assert "sha256" in out and f"({socket.gethostname()})" in out
+    monkeypatch.setattr(cli_load, "ask", lambda prompt: socket.gethostname())
+    code, out, _ = run(args, capsys, fake)
     assert code == 0 and len(fake.calls) == 1
 
 
-def test_load_on_a_snapshot_is_a_dry_run(shared, tmp_path, capsys, monkeypatch):
-    called = []
-    monkeypatch.setattr(cli_load, "syscalls_factory", lambda: called.append(1))
-    code, out, _ = run(["load", "--yes", "--root", str(CAPTURES / "two-nodes/sysroot"),
-                        "--kernel", str(VM / "bzImage-kho-7.3.4"), "--append", "x=1"], capsys)
-    assert code == 0 and called == [] and "dry run" in out
+def test_load_on_a_snapshot_is_a_dry_run(shared, tmp_path, capsys):
+    # no fake: had the dry run reached real_syscalls(), the autouse guard would have failed it
+    # (exit 2, "internal error")
+    code, out, err = run(["load", "--yes", "--root", str(CAPTURES / "two-nodes/sysroot"),
+                          "--kernel", str(VM / "bzImage-kho-7.3.4"), "--append", "x=1"], capsys)
+    assert code == 0 and "dry run" in out, out + err
 
 
-def test_unload_yes(host, tmp_path, capsys, monkeypatch):
+def test_a_failing_dry_run_exits_1_and_json_has_no_load(shared, tmp_path, capsys):
+    code, out, _ = run(["load", "--yes", "--json", "--root",
+                        str(CAPTURES / "scratch-too-small/sysroot"),
+                        "--kernel", str(VM / "bzImage-kho-7.3.4"),
+                        "--initrd", str(initrd(tmp_path, 64 << 20))], capsys)
+    obj = json.loads(out)
+    assert code == 1 and obj["load"] is None and obj["note"].startswith("dry run")
+    assert obj["would_succeed"] is False
+
+
+def test_file_warnings_are_printed_before_the_load_and_kept_in_the_json(host, tmp_path,
+                                                                        capsys):
     root, fake = host("two-nodes")
-    calls = []
-    fake.kexec_file_load = lambda *a: calls.append(a) or 0
-    code, out, _ = run(["unload", "--yes", "--log", str(tmp_path / "log")], capsys)
+    kernel = tmp_path / "bzImage"
+    shutil.copyfile(VM / "bzImage-kho-7.3.4", kernel)
+    kernel.chmod(0o666)
+    args = ["load", "--yes", "--root", str(root), "--kernel", str(kernel),
+            "--initrd", str(initrd(tmp_path, 8 << 20)),
+            "--cmdline", (CAPTURES / "two-nodes/load/cmdline").read_text(),
+            "--log", str(tmp_path / "log")]
+    code, out, _ = run(args, capsys, fake)
+    assert code == 0
+    (line,) = [ln for ln in out.splitlines()
+               if ln.startswith("warning:") and "world-writable" in ln]  # once, with the plan
+    assert out.index(line) < out.index("loaded.")
+    assert line == (f"warning: {kernel}: the kernel is world-writable (mode 0666): anyone could "
+                    f"change it before it is loaded. Fix: chmod o-w {kernel}")
+    code, out, _ = run(args + ["--json"], capsys, fake)
+    warnings = json.loads(out)["load"]["warnings"]
+    assert line.removeprefix("warning: ") in warnings
+
+
+def test_unload_yes(tmp_path, capsys):
+    fake = FakeKernel()
+    code, out, _ = run(["unload", "--yes", "--log", str(tmp_path / "log")], capsys, fake)
     assert code == 0 and "unloaded" in out
-    assert calls and calls[0][3] & 0x1  # KEXEC_FILE_UNLOAD
+    (call,) = fake.calls
+    assert call.flags == 0x1 and call.kernel_fd == -1  # KEXEC_FILE_UNLOAD
+    assert json.loads((tmp_path / "log").read_text())["action"] == "unload"
+
+
+def test_unload_refused_is_explained_and_exits_1(tmp_path, capsys):
+    fake = FakeKernel(errno.EPERM)
+    code, out, _ = run(["unload", "--yes", "--json", "--log", str(tmp_path / "log")], capsys,
+                       fake)
+    assert code == 1 and json.loads(out) == {"ok": False, "errno": "EPERM", "warnings": []}
+    code, out, _ = run(["unload", "--yes", "--log", str(tmp_path / "log")], capsys, fake)
+    assert code == 1 and out.startswith("unload failed: EPERM: the kernel does not allow")

@@ -10,34 +10,16 @@ import stat
 
 import pytest
 
-from khotui.load import kexec
-
-from khotui.load import opened
-from khotui.errors import KhotuiError
-from khotui.load.kexec import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS
-
-
-
-class RecordingSyscalls:
-    """The seam as a recorder: keeps the fds and reads back, through them, what the kernel
-    would read (from offset 0, as kernel_read_file() does)."""
-
-    def __init__(self, fail_errno: int = 0):
-        self.fail_errno = fail_errno
-        self.calls = []
-
-    def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags):
-        def content(fd):
-            return None if fd < 0 else os.pread(fd, os.fstat(fd).st_size, 0)
-        self.calls.append({"kernel_fd": kernel_fd, "initrd_fd": initrd_fd, "cmdline": cmdline,
-                           "flags": flags, "kernel": content(kernel_fd),
-                           "initrd": content(initrd_fd)})
-        if self.fail_errno:
-            raise OSError(self.fail_errno, os.strerror(self.fail_errno))
-        return 0
-
-    def reboot_kexec(self):
-        raise AssertionError("reboot must never be called here")
+from khotui.errors import KhotuiError, Problem
+from khotui.load import opened, syscall
+from khotui.load import session as load_session
+from khotui.load.audit import AuditSink
+from khotui.load.session import LoadSession
+from khotui.load.syscall import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS
+from khotui.plan import PlanRequest
+from tests.conftest import CAPTURES, VM
+from tests.fakes import FakeKernel, logs_like
+from tests.fakes import FakeKernel as RecordingSyscalls
 
 
 @pytest.fixture
@@ -51,8 +33,8 @@ def images(tmp_path):
     return kernel, initrd
 
 
-def quiet(**kw):
-    return dict(syslog=None, **kw)
+def quiet(log_path=None):
+    return {"sink": AuditSink(log_path=log_path, syslog=None)}
 
 
 def test_open_hashes_and_records(images):
@@ -98,12 +80,14 @@ def test_renaming_another_file_over_the_path_changes_nothing(images, tmp_path):
         out = opened.run_load(files, "console=ttyS0 kho=on", flags=KEXEC_FILE_DEBUG,
                                 syscalls=sc, **quiet(log_path=log))
     assert out.result.ok
-    assert sum("now names a different file" in w for w in out.warnings) == 2
+    replaced = [w for w in out.warnings if "now names a different file" in w.message]
+    assert [w.path for w in replaced] == [str(kernel), str(initrd)]
+    assert all(isinstance(w, Problem) and w.fix for w in replaced)
     (call,) = sc.calls
-    assert call["kernel_fd"] == files.kernel.fd and call["initrd_fd"] == files.initrd.fd
-    assert call["kernel"] == original_kernel
-    assert call["initrd"] == original_initrd
-    assert call["cmdline"] == b"console=ttyS0 kho=on" and call["flags"] == KEXEC_FILE_DEBUG
+    assert call.kernel_fd == files.kernel.fd and call.initrd_fd == files.initrd.fd
+    assert call.kernel == original_kernel
+    assert call.initrd == original_initrd
+    assert call.cmdline == b"console=ttyS0 kho=on" and call.flags == KEXEC_FILE_DEBUG
     entry = json.loads(log.read_text())
     assert entry["kernel"]["sha256"] == previewed == hashlib.sha256(original_kernel).hexdigest()
     assert entry["initrd"]["sha256"] == hashlib.sha256(original_initrd).hexdigest()
@@ -138,15 +122,15 @@ def test_no_initrd_loads_with_no_initramfs(images, tmp_path):
     sc = RecordingSyscalls()
     with opened.open_for_load(kernel) as files:
         out = opened.run_load(files, "quiet", syscalls=sc, **quiet(log_path=tmp_path / "l"))
-    assert sc.calls[0]["initrd_fd"] == -1
-    assert sc.calls[0]["flags"] & KEXEC_FILE_NO_INITRAMFS
+    assert sc.calls[0].initrd_fd == -1
+    assert sc.calls[0].flags & KEXEC_FILE_NO_INITRAMFS
     assert out.audit.entry["initrd"] is None
 
 
 def test_failed_load_is_returned_and_audited(images, tmp_path):
     kernel, initrd = images
     log = tmp_path / "l"
-    sc = RecordingSyscalls(fail_errno=errno.EADDRNOTAVAIL)
+    sc = RecordingSyscalls(errno.EADDRNOTAVAIL)
     with opened.open_for_load(kernel, initrd) as files:
         out = opened.run_load(files, "", syscalls=sc, **quiet(log_path=log))
     assert not out.result.ok and out.result.errno_name == "EADDRNOTAVAIL"
@@ -160,7 +144,7 @@ def test_unwritable_audit_log_only_warns(images, tmp_path):
         out = opened.run_load(files, "", syscalls=sc,
                                 **quiet(log_path=tmp_path / "missing" / "khotui.log"))
     assert out.result.ok
-    assert any("could not append the audit record" in w for w in out.warnings)
+    assert any("could not append the audit record" in w.message for w in out.warnings)
 
 
 def test_closed_files_cannot_be_loaded(images, tmp_path):
@@ -176,17 +160,17 @@ def test_unload_flow(tmp_path):
     sc = RecordingSyscalls()
     out = opened.run_unload(syscalls=sc, **quiet(log_path=tmp_path / "l"))
     assert out.result.action == "unload"
-    assert sc.calls[0]["flags"] == kexec.KEXEC_FILE_UNLOAD
+    assert sc.calls[0].flags == syscall.KEXEC_FILE_UNLOAD
     assert json.loads((tmp_path / "l").read_text())["action"] == "unload"
 
 
 def test_dry_run_switch_stops_a_load_through_the_libc_wrapper(images, tmp_path):
     kernel, _ = images
     called = []
-    sc = kexec.LibcSyscalls(lambda *a: called.append(a) or 0, machine="x86_64")
-    kexec.forbid_real_syscalls()
+    sc = syscall.LibcSyscalls(lambda *a: called.append(a) or 0, machine="x86_64")
+    syscall.forbid_real_syscalls()
     with opened.open_for_load(kernel) as files:
-        with pytest.raises(kexec.RealSyscallForbidden):
+        with pytest.raises(syscall.RealSyscallForbidden):
             opened.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
     assert called == []
     assert not (tmp_path / "l").exists()  # nothing was attempted, nothing recorded
@@ -245,7 +229,10 @@ def test_world_writable_file_warns(images):
     kernel, _ = images
     kernel.chmod(0o666)
     with opened.open_for_load(kernel) as files:
-        assert any("world-writable" in w and "chmod o-w" in w for w in files.warnings)
+        (warning,) = [w for w in files.warnings if "world-writable" in w.message]
+        assert warning == Problem(
+            "the kernel is world-writable (mode 0666): anyone could change it before it is "
+            "loaded", str(kernel), f"chmod o-w {kernel}")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
@@ -254,7 +241,7 @@ def test_file_owned_by_another_user_warns(images):
     os.chown(kernel, 65534, 65534)
     with opened.open_for_load(kernel) as files:
         (warning,) = files.warnings
-        assert "uid 65534" in warning and "not root" in warning
+        assert "uid 65534" in warning.message and "not root" in warning.message
 
 
 def test_fds_are_close_on_exec(images):
@@ -271,3 +258,89 @@ def test_chmod_after_open_is_not_a_change(images):
         kernel.chmod(0o600)  # moves ctime only
         assert files.changed_since_open() == []
         assert files.replaced_paths() == []
+
+
+# --- the session: the one load policy `khotui load` and the app follow -----------------------
+
+
+BZIMAGE = VM / "bzImage-kho-7.3.4"
+
+
+def _initrd(tmp_path, size):
+    import subprocess
+    import sys
+    out = tmp_path / f"initrd-{size}"
+    subprocess.run([sys.executable, str(CAPTURES / "make-initrd"), str(size), str(out)],
+                   check=True)
+    return out
+
+
+def _copy(capture, tmp_path):
+    import shutil
+    root = tmp_path / capture
+    shutil.copytree(CAPTURES / capture / "sysroot", root)
+    return root
+
+
+def test_session_on_a_snapshot_is_a_dry_run_that_never_touches_the_syscalls(shared, tmp_path):
+    fake = FakeKernel()
+    s = LoadSession.prepare(CAPTURES / "two-nodes" / "sysroot",
+                            PlanRequest(str(BZIMAGE), append="x=1"), sink=AuditSink(None, None))
+    facts = s.facts
+    assert facts.dry_run and "snapshot" in facts.dry_run_reason
+    assert facts.kernel.sha256 == hashlib.sha256(BZIMAGE.read_bytes()).hexdigest()
+    assert facts.kernel.size == BZIMAGE.stat().st_size and facts.initrd is None
+    assert facts.cmdline.endswith("x=1") and facts.host_name == load_session.this_host_name()
+    done = s.commit(force=True, syscalls=fake)
+    assert done.dry_run and done.ok and not done.reached_kernel and done.overridden == ()
+    assert fake.calls == [] and s.files.closed
+
+
+def test_session_refuses_a_failing_check_and_forced_names_what_it_overrode(shared, tmp_path):
+    root = _copy("scratch-too-small", tmp_path)
+    request = PlanRequest(str(BZIMAGE), str(_initrd(tmp_path, 64 << 20)),
+                          cmdline=(CAPTURES / "scratch-too-small/load/cmdline").read_text())
+    fake = FakeKernel(errno.EADDRNOTAVAIL)
+    sink = AuditSink(tmp_path / "log", None)
+    with LoadSession.prepare(root, request, live=True, sink=sink) as s:
+        assert [f.id for f in s.facts.failing] == ["segments-fit"]
+        refused = s.precheck(force=False)
+        assert refused is not None and refused.refused and not refused.ok
+        assert s.commit(force=False, syscalls=fake) == refused
+    assert fake.calls == [] and not (tmp_path / "log").exists()  # nothing attempted
+    with LoadSession.prepare(root, request, live=True, sink=sink) as s:
+        assert s.precheck(force=True) is None
+        done = s.commit(force=True, syscalls=fake)
+    assert len(fake.calls) == 1 and not done.ok and done.errno == "EADDRNOTAVAIL"
+    assert [f.id for f in done.overridden] == ["segments-fit"]
+    assert done.explanation.cause.startswith("initrd (64 MiB) fits in no scratch region: lowmem")
+    assert json.loads((tmp_path / "log").read_text())["result"] == "EADDRNOTAVAIL"
+
+
+def test_session_plans_and_loads_the_descriptors_it_hashed(shared, tmp_path):
+    root = _copy("two-nodes", tmp_path)
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(BZIMAGE.read_bytes())
+    request = PlanRequest(str(kernel), str(_initrd(tmp_path, 8 << 20)),
+                          cmdline=(CAPTURES / "two-nodes/load/cmdline").read_text())
+    fake = FakeKernel(on_load=logs_like("two-nodes", root))
+    with LoadSession.prepare(root, request, live=True, sink=AuditSink(None, None)) as s:
+        previewed = s.facts.kernel.sha256
+        evil = tmp_path / "evil"
+        evil.write_bytes(b"EVIL" * 10)
+        os.rename(evil, kernel)                       # the path moves on after the preview
+        assert s.plan.kernel.size == BZIMAGE.stat().st_size
+        done = s.commit(force=False, syscalls=fake)
+    assert done.ok and done.matches_prediction is True and len(done.diffs) == 5
+    assert fake.calls[0].kernel == BZIMAGE.read_bytes()
+    assert hashlib.sha256(fake.calls[0].kernel).hexdigest() == previewed
+    (moved,) = [w for w in done.warnings if "now names a different file" in w.message]
+    assert moved.path == str(kernel)
+
+
+def test_session_unload_is_a_dry_run_off_the_live_host(tmp_path):
+    fake = FakeKernel()
+    done = load_session.unload(syscalls=fake, live=False, sink=AuditSink(tmp_path / "l", None))
+    assert done.dry_run and fake.calls == [] and not (tmp_path / "l").exists()
+    done = load_session.unload(syscalls=fake, sink=AuditSink(tmp_path / "l", None))
+    assert done.ok and fake.calls[0].flags == syscall.KEXEC_FILE_UNLOAD

@@ -55,7 +55,7 @@ def small_host(tmp_path) -> Path:
 
 
 def test_generated_host_reads_like_a_capture(small_host):
-    from khotui.plan.report import host_status
+    from khotui.plan import host_status
 
     st = host_status(small_host)
     assert st.errors == {}

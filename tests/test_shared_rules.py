@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from khotui import plan as report  # the facade: khotui.plan
 from khotui.cmdline import accepted_length
 from khotui.host.memory import watch_memory_blocks
 from khotui.host.sysroot import Sysroot
-from khotui.load import commit, kexec
-from khotui.plan import checks
+from khotui.load import commit
+from khotui.load import syscall as kexec
+from khotui.plan import PlanRequest, checks, cmdline_findings, context_for, host_status, plan_load
 from tests.conftest import CAPTURES
 
 
@@ -41,13 +41,13 @@ def test_check_cmdline_length_boundary_uses_the_same_limit():
 ])
 def test_cmdline_findings_are_the_plans_findings(shared, cmdline, status):
     """What the TUI shows while typing is what `khotui plan` would say about that line."""
-    st = report.host_status(CAPTURES / "two-nodes" / "sysroot")
-    (kho,) = [f for f in report.cmdline_findings(st, cmdline) if f.id == "cmdline-kho"]
+    st = host_status(CAPTURES / "two-nodes" / "sysroot")
+    (kho,) = [f for f in cmdline_findings(st, cmdline) if f.id == "cmdline-kho"]
     assert kho.status == status
-    ctx = report.context_for(st)
+    ctx = context_for(st)
     ctx.cmdline = cmdline
     assert [f.message for f in checks.check_cmdline(ctx)] == \
-        [f.message for f in report.cmdline_findings(st, cmdline)]
+        [f.message for f in cmdline_findings(st, cmdline)]
 
 
 def _plan(release: str, initrd: str | None = "/boot/initrd", no_cma: bool = False):
@@ -81,8 +81,8 @@ def test_kho_after_double_dash_is_init_s_in_the_diff_and_in_the_checks(shared):
     line = "root=/dev/vda kho=on -- kho=off"
     assert diff_cmdline("root=/dev/vda", line).kho == "on"
     assert kho_requested(line) is True
-    st = report.host_status(CAPTURES / "two-nodes" / "sysroot")
-    (kho,) = [f for f in report.cmdline_findings(st, line) if f.id == "cmdline-kho"]
+    st = host_status(CAPTURES / "two-nodes" / "sysroot")
+    (kho,) = [f for f in cmdline_findings(st, line) if f.id == "cmdline-kho"]
     assert kho.status == "ok"
 
 
@@ -115,9 +115,9 @@ def test_unknown_node_regions_are_named_alike_on_both_architectures(shared, tmp_
     tried = {}
     for capture, kernel in (("two-nodes", VM / "bzImage-kho-7.3.4"), ("two-nodes-arm64", image)):
         root = _without_node_ids(capture, tmp_path)
-        st = report.host_status(root)
+        st = host_status(root)
         assert [r.node for r in st.kho.scratch if r.kind == "node"] == [None, None]
-        result = report.plan_load(root, report.PlanRequest(kernel=str(kernel), initrd=str(big)),
+        result = plan_load(root, PlanRequest(kernel=str(kernel), initrd=str(big)),
                                   status=st)
         assert result.plan is not None and result.plan.fits is False
         tried[capture] = [r.name for r in result.plan.regions_tried]
@@ -155,8 +155,8 @@ def test_planning_reads_nothing_after_the_read_steps(shared, monkeypatch):
     kernel_path = VM / "bzImage-kho-7.3.4"
     if not kernel_path.exists():
         pytest.skip("the test kernel is missing")
-    st = report.host_status(CAPTURES / "two-nodes" / "sysroot")
-    request = report.PlanRequest(kernel=str(kernel_path))
+    st = host_status(CAPTURES / "two-nodes" / "sysroot")
+    request = PlanRequest(kernel=str(kernel_path))
     kernel = inspect_kernel(str(kernel_path))
     inputs = read_plan_inputs(st, request, kernel)
 
@@ -175,7 +175,7 @@ def test_host_errors_are_problems_and_status_json_keeps_their_text(tmp_path):
     root = tmp_path / "sysroot"
     shutil.copytree(CAPTURES / "two-nodes" / "sysroot", root, symlinks=True)
     (root / "proc/iomem").write_text("not an iomem line\n")
-    st = report.host_status(root)
+    st = host_status(root)
     problem = st.errors["iomem"]
     assert isinstance(problem, Problem) and problem.path and problem.message
     assert st.as_dict()["errors"]["iomem"] == str(problem)

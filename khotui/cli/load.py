@@ -1,37 +1,39 @@
 """`khotui load` and `khotui unload`: the conversation around the one state-changing call.
 
-Safety model, in order: the checks and the plan run on the very descriptors that will be loaded;
-a failing check refuses unless --force (which names what it overrides); the operator confirms by
-typing the host name unless --yes; the files must be unchanged since they were hashed; then one
-`kexec_file_load` with KEXEC_FILE_DEBUG, the kernel's placement read back and compared. Executing
-the kexec is a separate, explicitly confirmed step (--exec), through `systemctl kexec` when
-systemd is the init. On a snapshot (--root/--demo) `load` is a dry run and says so.
+The policy is `khotui.load.session`'s (the app follows the same one): the checks and the plan
+run on the very descriptors that will be loaded; a failing check refuses unless --force (which
+names what it overrides); on a snapshot (--root/--demo) `load` is a dry run and says so. This
+module only prints, asks and maps the answer to an exit code: the operator confirms by typing
+the host name unless --yes, and only then are the real syscalls opened. Executing the kexec is a
+separate, explicitly confirmed step (--exec), through `systemctl kexec` when systemd is the init.
+
+`syscalls` (from `cli.main.main`) replaces the real kernel for tests: given, it stands for the
+kernel of `root`, so the load is not a dry run even on a snapshot.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TextIO
-
-from khotui.load import commit
-
-from khotui.load import kexec
-
-from khotui.plan import report
+from typing import TextIO
 
 from khotui.cli import text
-from khotui.errors import KhotuiError
+from khotui.errors import KhotuiError, Problem
 from khotui.host.sysroot import Sysroot
-from khotui.load.opened import open_for_load, run_unload
+from khotui.load import commit, session
+from khotui.load.audit import AuditSink
+from khotui.load.commit import CommitResult, warning_text
+from khotui.load.session import LoadSession
+from khotui.load.syscall import Syscalls, real_syscalls
+from khotui.plan import PlanRequest, PlanResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-# Seams for tests: where the syscalls and the operator's answers come from.
-syscalls_factory: Callable[[], kexec.Syscalls] = kexec.real_syscalls
+# Seam for tests: where the operator's answers come from.
 ask: Callable[[str], str] = input
 
 
@@ -48,62 +50,55 @@ def _confirm(prompt: str, expected: str, out: TextIO) -> bool:
     return answer.strip() == expected
 
 
-def _is_live(root: Path) -> bool:
-    return Sysroot(root).is_live
-
-
-def _hostname() -> str:
-    return socket.gethostname()
-
-
-def load(args: Any, root: Path, out: TextIO | None = None) -> int:
+def load(args: argparse.Namespace, root: Path, out: TextIO | None = None, *,
+         syscalls: Syscalls | None = None) -> int:
     out = out or sys.stdout
-    request = report.PlanRequest(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline,
+    request = PlanRequest(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline,
                                  append=args.append)
-    live = _is_live(root)
-    with open_for_load(args.kernel, args.initrd) as files:
-        result = report.plan_load(root, request, kernel_file=files.kernel.fd,
-                                  initrd_file=files.initrd_fd)
+    live = True if syscalls is not None else None
+    with LoadSession.prepare(root, request, live=live, sink=AuditSink(log_path=args.log)) as s:
         human = not args.json
         if human:
-            text.print_plan(result, out)
-            for w in files.warnings:
-                out.write(f"warning: {w}\n")
-        if not live:
-            return _finish(args, out, result, None,
+            text.print_plan(s.plan, out)
+            for w in s.warnings:
+                out.write(f"warning: {warning_text(w)}\n")
+        early = s.precheck(force=args.force)
+        if early is not None and early.dry_run:
+            return _finish(args, out, s.plan, None,
                            "dry run: the host state comes from a snapshot, so nothing was loaded",
-                           EXIT_OK if result.would_succeed else EXIT_FAILED)
-        failing = [f for f in result.findings if f.status == "fail"]
-        if failing and not args.force:
-            return _finish(args, out, result, None,
+                           EXIT_OK if early.ok else EXIT_FAILED)
+        if early is not None:
+            return _finish(args, out, s.plan, None,
                            "refused: a check fails (see above); nothing was loaded. --force "
                            "loads anyway", EXIT_FAILED)
-        if failing and human:
-            out.write("--force: overriding " + ", ".join(f"{f.id} ({f.message})" for f in failing) + "\n")
+        if s.failing and human:
+            out.write("--force: overriding "
+                      + ", ".join(f"{f.id} ({f.message})" for f in s.failing) + "\n")
         if not args.yes:
-            host = _hostname()
+            facts = s.facts
             shown = (f"\nAbout to load with kexec_file_load(2):\n"
-                     f"  kernel  {files.kernel.resolved}  sha256 {files.kernel.sha256}\n"
-                     + (f"  initrd  {files.initrd.resolved}  sha256 {files.initrd.sha256}\n"
-                        if files.initrd else "  initrd  none\n")
-                     + f"  cmdline {result.cmdline}\n"
-                     f"This replaces any loaded kexec image. Type the host name ({host}) to load: ")
-            if not _confirm(shown, host, out):
-                return _finish(args, out, result, None, "not confirmed; nothing was loaded",
+                     f"  kernel  {facts.kernel.resolved}  sha256 {facts.kernel.sha256}\n"
+                     + (f"  initrd  {facts.initrd.resolved}  sha256 {facts.initrd.sha256}\n"
+                        if facts.initrd else "  initrd  none\n")
+                     + f"  cmdline {facts.cmdline}\n"
+                     f"This replaces any loaded kexec image. Type the host name "
+                     f"({facts.host_name}) to load: ")
+            if not _confirm(shown, facts.host_name, out):
+                return _finish(args, out, s.plan, None, "not confirmed; nothing was loaded",
                                EXIT_FAILED)
-        done = commit.load_opened(result, files, syscalls=syscalls_factory(),
-                                  log_path=args.log)
-    code = EXIT_OK if done.ok else EXIT_FAILED
-    rc = _finish(args, out, result, done, None, code)
-    if done.ok and getattr(args, "execute", False):
-        return _execute(args, root, out)
+        done = s.commit(force=args.force, syscalls=syscalls or real_syscalls())
+    rc = _finish(args, out, s.plan, done, None, EXIT_OK if done.ok else EXIT_FAILED,
+                 shown=s.warnings)
+    if done.ok and args.execute:
+        return _execute(root, out, syscalls)
     return rc
 
 
-def _finish(args: Any, out: TextIO, result: Any, done: commit.CommitResult | None,
-            note: str | None, code: int) -> int:
+def _finish(args: argparse.Namespace, out: TextIO, plan: PlanResult,
+            done: CommitResult | None, note: str | None, code: int,
+            shown: tuple[Problem, ...] = ()) -> int:
     if args.json:
-        obj = result.as_dict()
+        obj = plan.as_dict()
         obj["load"] = None if done is None else done.as_dict()
         obj["note"] = note
         json.dump(obj, out, indent=2)
@@ -113,8 +108,8 @@ def _finish(args: Any, out: TextIO, result: Any, done: commit.CommitResult | Non
         out.write(f"\n{note}\n")
     if done is None:
         return code
-    if not done.ok:
-        ex = done.explanation
+    ex = done.explanation
+    if ex is not None:
         out.write(f"\nkexec_file_load failed: {done.errno}: {ex.summary}\n")
         out.write(f"  cause: {ex.cause}\n  fix:   {ex.fix}\n")
         return code
@@ -126,13 +121,14 @@ def _finish(args: Any, out: TextIO, result: Any, done: commit.CommitResult | Non
         out.write(f"  {d.name:12} predicted {pm:>12}+0x{d.predicted_memsz:<9x} "
                   f"actual {am:>12}+0x{(d.actual_memsz or 0):<9x} {mark}\n")
     for w in done.warnings:
-        out.write(f"warning: {w}\n")
+        if w not in shown:  # the file warnings were printed with the plan
+            out.write(f"warning: {warning_text(w)}\n")
     out.write(f"next: {commit.how_to_execute(Sysroot('/'))}\n")
     return code
 
 
-def _execute(args: Any, root: Path, out: TextIO) -> int:
-    host = _hostname()
+def _execute(root: Path, out: TextIO, syscalls: Syscalls | None) -> int:
+    host = session.this_host_name()
     if not _confirm(f"\nExecute the kexec now? The running kernel ends here. Type the host name "
                     f"({host}) again to execute: ", host, out):
         out.write("not executing; the image stays loaded\n")
@@ -141,25 +137,26 @@ def _execute(args: Any, root: Path, out: TextIO) -> int:
     if commit.systemd_is_init(sysroot):
         proc = subprocess.run(["systemctl", "kexec"])
         return EXIT_OK if proc.returncode == 0 else EXIT_FAILED
-    syscalls_factory().reboot_kexec()
+    (syscalls or real_syscalls()).reboot_kexec()
     return EXIT_FAILED  # reboot only returns on failure
 
 
-def unload(args: Any, out: TextIO | None = None) -> int:
+def unload(args: argparse.Namespace, out: TextIO | None = None, *,
+           syscalls: Syscalls | None = None) -> int:
     out = out or sys.stdout
     if not args.yes:
-        host = _hostname()
+        host = session.this_host_name()
         if not _confirm(f"Unload the loaded kexec image? Type the host name ({host}): ", host, out):
             out.write("not confirmed; nothing was unloaded\n")
             return EXIT_FAILED
-    outcome = run_unload(syscalls=syscalls_factory(), log_path=args.log)
-    res = outcome.result
+    done = session.unload(syscalls=syscalls or real_syscalls(), sink=AuditSink(log_path=args.log))
     if args.json:
-        json.dump({"ok": res.ok, "errno": res.errno_name, "warnings": outcome.warnings}, out, indent=2)
+        json.dump({"ok": done.ok, "errno": done.errno or "",
+                   "warnings": [warning_text(w) for w in done.warnings]}, out, indent=2)
         out.write("\n")
-    elif res.ok:
+    elif done.ok:
         out.write("unloaded: no kexec image is loaded now\n")
-    else:
-        ex = kexec.explain(res.errno)
-        out.write(f"unload failed: {res.errno_name}: {ex.summary}\n  fix: {ex.fix}\n")
-    return EXIT_OK if res.ok else EXIT_FAILED
+    elif done.explanation is not None:
+        ex = done.explanation
+        out.write(f"unload failed: {done.errno}: {ex.summary}\n  fix: {ex.fix}\n")
+    return EXIT_OK if done.ok else EXIT_FAILED

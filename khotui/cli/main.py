@@ -14,10 +14,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from khotui import __version__
 from khotui.errors import KhotuiError
+
+if TYPE_CHECKING:
+    from khotui.load.syscall import Syscalls
+    from khotui.plan import PlanRequest
 
 EXIT_OK, EXIT_WOULD_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -132,10 +136,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_WOULD_FAIL if status.failed else EXIT_OK
 
 
-def _plan_request(args: argparse.Namespace):
+def _plan_request(args: argparse.Namespace) -> PlanRequest:
     from khotui.plan import PlanRequest
     return PlanRequest(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline,
-                              append=args.append)
+                       append=args.append)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -163,14 +167,14 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_load(args: argparse.Namespace) -> int:
+def cmd_load(args: argparse.Namespace, syscalls: Syscalls | None = None) -> int:
     from khotui.cli import load
-    return load.load(args, _root_of(args))
+    return load.load(args, _root_of(args), syscalls=syscalls)
 
 
-def cmd_unload(args: argparse.Namespace) -> int:
+def cmd_unload(args: argparse.Namespace, syscalls: Syscalls | None = None) -> int:
     from khotui.cli import load
-    return load.unload(args)
+    return load.unload(args, syscalls=syscalls)
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -190,14 +194,20 @@ COMMANDS = {"status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot,
             "load": cmd_load, "unload": cmd_unload}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None) -> int:
+    """`syscalls`: the kernel `load`/`unload` talk to instead of this host's (tests pass a
+    fake; see khotui.cli.load)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command, cmd_tui)
     if args.command in DRY_RUN_COMMANDS:
-        from khotui.load.kexec import forbid_real_syscalls
+        from khotui.load.syscall import forbid_real_syscalls
         forbid_real_syscalls()
     try:
+        if args.command == "load":
+            return cmd_load(args, syscalls)
+        if args.command == "unload":
+            return cmd_unload(args, syscalls)
         return handler(args)
     except KhotuiError as exc:
         print(f"khotui: {exc}", file=sys.stderr)

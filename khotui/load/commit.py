@@ -1,26 +1,43 @@
-"""Committing a load: the steps after the plan, shared by `khotui load` and the TUI.
+"""Committing a load: the syscall on the opened files and the kernel's placement read back.
 
 `load_opened()` runs the real (or injected) `kexec_file_load` on the descriptors that were
 hashed and inspected, always with KEXEC_FILE_DEBUG, then reads the kernel's own placement back
-from the kernel log and compares it with the prediction segment by segment. Nothing here
-prompts or prints: the callers own the conversation with the operator.
+from the kernel log and compares it with the prediction segment by segment. `CommitResult` is
+the one answer a load or unload gives (also the dry run and the refusal, which
+`khotui.load.session` decides). Nothing here prompts or prints: the callers own the conversation
+with the operator.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-from khotui.load import audit
-
-from khotui.load import kexec
+from khotui.errors import Problem
 from khotui.host.kernellog import LoggedLoad, parse_kernel_log_all, read_kernel_log
 from khotui.host.sysroot import Sysroot
+from khotui.load import syscall
+from khotui.load.audit import DEFAULT_SINK, AuditSink
+from khotui.load.explain import ExplainContext, Explanation, explain
 from khotui.load.opened import OpenedFiles, run_load
 
+from khotui.plan import PlanResult
+from khotui.types import Finding
 
-@dataclass
+
+class PredictedSegment(Protocol):
+    """What the comparison needs of a planned segment (x86_64 and arm64 plans both have it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def mem(self) -> int | None: ...
+    @property
+    def memsz(self) -> int: ...
+
+
+@dataclass(frozen=True)
 class SegmentDiff:
     name: str
     predicted_mem: int | None
@@ -38,15 +55,39 @@ class SegmentDiff:
                 "actual_memsz": self.actual_memsz, "same": self.same}
 
 
-@dataclass
+def warning_text(problem: Problem) -> str:
+    """A warning as one line of text, as `khotui load` has always printed it."""
+    return problem.headline + (f". Fix: {problem.fix}" if problem.fix else "")
+
+
+@dataclass(frozen=True)
 class CommitResult:
+    """What one load or unload came to: loaded, refused by the kernel (`errno` and its
+    `explanation`), refused by khotui before the kernel (`refused`: a failing check, not
+    forced), or a dry run (`dry_run`: not the live host; `ok` then says whether the plan would
+    succeed). `failing` are the failing checks at commit time; `overridden` the ones --force
+    loaded past."""
+
+    action: Literal["load", "unload"]
     ok: bool
-    errno: str | None
-    explanation: Any                       # kexec.Explanation when the kernel refused
-    flags: int
-    actual: LoggedLoad | None              # the kernel's own placement, when it logged one
-    diffs: list[SegmentDiff] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    flags: int = 0
+    dry_run: bool = False
+    refused: bool = False
+    forced: bool = False
+    errno: str | None = None
+    explanation: Explanation | None = None
+    actual: LoggedLoad | None = None         # the kernel's own placement, when it logged one
+    diffs: tuple[SegmentDiff, ...] = ()
+    warnings: tuple[Problem, ...] = ()
+    failing: tuple[Finding, ...] = ()
+
+    @property
+    def reached_kernel(self) -> bool:
+        return not (self.dry_run or self.refused)
+
+    @property
+    def overridden(self) -> tuple[Finding, ...]:
+        return self.failing if self.forced and self.reached_kernel else ()
 
     @property
     def matches_prediction(self) -> bool | None:
@@ -55,12 +96,13 @@ class CommitResult:
         return all(d.same for d in self.diffs)
 
     def as_dict(self) -> dict[str, Any]:
+        """The `load` object of `khotui load --json` (warnings as their one-line text)."""
         ex = self.explanation
         return {
             "ok": self.ok,
             "errno": self.errno,
             "flags": self.flags,
-            "flag_names": kexec.flag_names(self.flags),
+            "flag_names": syscall.flag_names(self.flags),
             "explanation": None if ex is None else {"summary": ex.summary, "cause": ex.cause,
                                                     "fix": ex.fix},
             "actual": None if self.actual is None else [
@@ -68,37 +110,36 @@ class CommitResult:
                 for s in self.actual.segments],
             "matches_prediction": self.matches_prediction,
             "differences": [d.as_dict() for d in self.diffs if not d.same],
-            "warnings": self.warnings,
+            "warnings": [warning_text(w) for w in self.warnings],
         }
 
 
-def load_flags(plan_result: Any) -> int:
+def load_flags(plan_result: PlanResult) -> int:
     """KEXEC_FILE_DEBUG always (the kernel then logs where it put each segment), NO_INITRAMFS
     without an initrd, NO_CMA on request; minus the flags the running kernel predates, which it
-    would refuse with EINVAL (DEBUG before 6.8, NO_CMA before 6.17: kexec.FLAG_SINCE)."""
-    flags = kexec.KEXEC_FILE_DEBUG
+    would refuse with EINVAL (DEBUG before 6.8, NO_CMA before 6.17: syscall.FLAG_SINCE)."""
+    flags = syscall.KEXEC_FILE_DEBUG
     if plan_result.request.initrd is None:
-        flags |= kexec.KEXEC_FILE_NO_INITRAMFS
+        flags |= syscall.KEXEC_FILE_NO_INITRAMFS
     if plan_result.request.no_cma:
-        flags |= kexec.KEXEC_FILE_NO_CMA
+        flags |= syscall.KEXEC_FILE_NO_CMA
     release = plan_result.status.boot.osrelease
-    for bit in kexec.FLAG_SINCE:
-        if flags & bit and kexec.flags_unsupported_by(bit, release):
+    for bit in syscall.FLAG_SINCE:
+        if flags & bit and syscall.flags_unsupported_by(bit, release):
             flags &= ~bit
     return flags
 
 
-def explain_context(plan_result: Any, flags: int) -> kexec.ExplainContext:
+def explain_context(plan_result: PlanResult, flags: int) -> ExplainContext:
     st = plan_result.status
     k = st.kexec
     plan = plan_result.plan
-    failed = None
-    if plan is not None and plan.fits is False:
-        failed = next((s for s in plan.segments if s.mem is None), None)
+    failed_name = None if plan is None or plan.fits is not False else plan.failed_segment
+    failed = None if failed_name is None or plan is None else plan.segment(failed_name)
     tried = [] if plan is None else [(t.name, t.size) for t in plan.regions_tried]
-    setup = getattr(plan_result.kernel, "setup", None)
+    kernel = plan_result.kernel
     mem_kb = st.boot.meminfo.get("MemTotal")
-    return kexec.ExplainContext(
+    return ExplainContext(
         is_root=k.is_root if k.euid is not None else None,
         has_cap_sys_boot=k.cap_sys_boot,
         kexec_load_disabled=k.kexec_load_disabled,
@@ -113,19 +154,19 @@ def explain_context(plan_result: Any, flags: int) -> kexec.ExplainContext:
         flags=flags,
         kernel_path=plan_result.request.kernel,
         initrd_path=plan_result.request.initrd,
-        kernel_size=getattr(plan_result.kernel, "size", None),
+        kernel_size=kernel.size,
         initrd_size=None if plan_result.initrd is None else plan_result.initrd.size,
-        kernel_format=getattr(plan_result.kernel, "format", None),
-        image_cmdline_size=getattr(setup, "cmdline_size", None),
+        kernel_format=kernel.format,
+        image_cmdline_size=None if kernel.setup is None else kernel.setup.cmdline_size,
         cmdline_len=len(plan_result.cmdline.encode()) + 1,
         mem_total=None if mem_kb is None else mem_kb * 1024,
-        failing_segment=None if failed is None else failed.name,
+        failing_segment=failed_name,
         failing_segment_memsz=None if failed is None else failed.memsz,
         regions_tried=tuple(tried),
     )
 
 
-def compare(predicted: list[Any], actual: LoggedLoad | None) -> list[SegmentDiff]:
+def compare(predicted: Sequence[PredictedSegment], actual: LoggedLoad | None) -> list[SegmentDiff]:
     """Pair predicted and logged segments in segment order (the kernel logs segment[N] in order)."""
     if actual is None:
         return []
@@ -150,30 +191,33 @@ def _loads_in_log(sysroot: Sysroot) -> list[LoggedLoad]:
     return parse_kernel_log_all(text) if text else []
 
 
-def load_opened(plan_result: Any, files: OpenedFiles, *, syscalls: kexec.Syscalls,
-                log_path: str | os.PathLike[str] | None,
-                syslog: Callable[[str, bool], None] | None = audit.default_syslog,
+NO_DEBUG_LOG = Problem(
+    "the kernel log shows no KEXEC_FILE_DEBUG lines for this load (kernel older than 6.8, or "
+    "the log is not readable): the actual placement cannot be compared with the prediction")
+
+
+def load_opened(plan_result: PlanResult, files: OpenedFiles, *, syscalls: syscall.Syscalls,
+                sink: AuditSink = DEFAULT_SINK,
                 read_log: Callable[[], list[LoggedLoad]] | None = None) -> CommitResult:
     """The syscall on the opened files, then the kernel's placement read back and compared."""
     sysroot = plan_result.status.sysroot
     read_log = read_log or (lambda: _loads_in_log(sysroot))
     before = len(read_log())
     flags = load_flags(plan_result)
-    outcome = run_load(files, plan_result.cmdline, flags=flags, syscalls=syscalls,
-                       log_path=log_path, syslog=syslog)
+    outcome = run_load(files, plan_result.cmdline, flags=flags, syscalls=syscalls, sink=sink)
     result = outcome.result
     warnings = list(outcome.warnings)
     if not result.ok:
-        ex = kexec.explain(result.errno, explain_context(plan_result, flags))
-        return CommitResult(False, result.errno_name, ex, flags, None, [], warnings)
+        ex = explain(result.errno, explain_context(plan_result, flags))
+        return CommitResult("load", False, flags, errno=result.errno_name, explanation=ex,
+                            warnings=tuple(warnings))
     loads = read_log()
     actual = loads[-1] if len(loads) > before else None
     if actual is None:
-        warnings.append("the kernel log shows no KEXEC_FILE_DEBUG lines for this load "
-                        "(kernel older than 6.8, or the log is not readable): the actual "
-                        "placement cannot be compared with the prediction")
-    return CommitResult(True, None, None, flags, actual,
-                        compare(plan_result.segments(), actual), warnings)
+        warnings.append(NO_DEBUG_LOG)
+    return CommitResult("load", True, flags, actual=actual,
+                        diffs=tuple(compare(plan_result.segments(), actual)),
+                        warnings=tuple(warnings))
 
 
 def systemd_is_init(sysroot: Sysroot) -> bool:

@@ -6,7 +6,7 @@ its fd, and the same fd goes to `kexec_file_load`, which reads the file through 
 opening changes nothing. Writing into the opened file still would, so files that someone other
 than root can write are flagged, and `changed_since_open()` re-checks before the syscall.
 
-Pure core: no printing; warnings are returned as strings for the CLI/TUI to show.
+Pure core: no printing; warnings are returned as `Problem` objects for the CLI/TUI to show.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import errno as _errno
 import fcntl
 import os
 import stat
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Self
 
-from khotui.load import audit
-
-from khotui.load import kexec
+from khotui import units
 from khotui.errors import KhotuiError, Problem, explain_os_error
 from khotui.host.ownership import writable_by_others
+from khotui.load import audit, kexec
+from khotui.load.explain import ExplainContext, explain
+from khotui.load.syscall import KEXEC_FILE_SIZE_MAX, Syscalls
 
 _KIND = {
     stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
@@ -30,7 +31,7 @@ _KIND = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class OpenedFile:
     """One open file, as the kernel will read it."""
 
@@ -47,7 +48,7 @@ class OpenedFile:
     ino: int
     mtime_ns: int
     ctime_ns: int
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[Problem, ...] = ()
 
     def read_head(self, n: int) -> bytes:
         """The first `n` bytes, via pread (for image.py's header parsing), fd position untouched."""
@@ -60,10 +61,6 @@ def _resolved(fd: int, path: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return os.path.realpath(path)
-
-
-def _warning_text(problem: Problem) -> str:
-    return problem.headline + (f". Fix: {problem.fix}" if problem.fix else "")
 
 
 def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
@@ -86,10 +83,12 @@ def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
             raise KhotuiError(f"the {role} is empty", path=path,
                               fix=f"point at the real {role}; an interrupted install can leave "
                                   "an empty file behind")
-        if st.st_size > kexec.KEXEC_FILE_SIZE_MAX:
-            ex = kexec.explain(_errno.EFBIG, kexec.ExplainContext(
-                **{f"{role}_size": st.st_size, f"{role}_path": path}))
-            raise KhotuiError(f"the {role} is {kexec.fmt_size(st.st_size)}: {ex.cause}",
+        if st.st_size > KEXEC_FILE_SIZE_MAX:
+            context = (ExplainContext(kernel_size=st.st_size, kernel_path=path)
+                       if role == "kernel" else
+                       ExplainContext(initrd_size=st.st_size, initrd_path=path))
+            ex = explain(_errno.EFBIG, context)
+            raise KhotuiError(f"the {role} is {units.size(st.st_size)}: {ex.cause}",
                               path=path, fix=ex.fix)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         resolved = _resolved(fd, path)
@@ -101,7 +100,7 @@ def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
                           sha256=digest, uid=st.st_uid, gid=st.st_gid, mode=st.st_mode,
                           dev=st.st_dev, ino=st.st_ino, mtime_ns=st.st_mtime_ns,
                           ctime_ns=st.st_ctime_ns,
-                          warnings=[_warning_text(p) for p in writable_by_others(role, path, st)])
+                          warnings=tuple(writable_by_others(role, path, st)))
     except BaseException:
         os.close(fd)
         raise
@@ -124,7 +123,7 @@ class OpenedFiles:
         return [f for f in (self.kernel, self.initrd) if f is not None]
 
     @property
-    def warnings(self) -> list[str]:
+    def warnings(self) -> list[Problem]:
         return [w for f in self.files for w in f.warnings]
 
     def changed_since_open(self, *, rehash: bool = True) -> list[str]:
@@ -145,10 +144,10 @@ class OpenedFiles:
                 changes.append(f"{f.path}: the {f.role}'s content changed after khotui hashed it")
         return changes
 
-    def replaced_paths(self) -> list[str]:
+    def replaced_paths(self) -> list[Problem]:
         """Paths that now name another file than the one opened (the opened one is still what
         gets loaded; the operator should know the path moved on)."""
-        notes = []
+        notes: list[Problem] = []
         for f in self.files:
             try:
                 st = os.stat(f.path)
@@ -156,9 +155,10 @@ class OpenedFiles:
             except OSError:
                 same = False
             if not same:
-                notes.append(f"{f.path} now names a different file than when khotui opened it; "
-                             f"the {f.role} loaded is the one previewed (sha256 {f.sha256[:16]}), "
-                             "not the new one")
+                notes.append(Problem(
+                    f"now names a different file than when khotui opened it; the {f.role} "
+                    f"loaded is the one previewed (sha256 {f.sha256[:16]}), not the new one",
+                    f.path, f"preview and load again to load the new {f.role}"))
         return notes
 
     def close(self) -> None:
@@ -171,7 +171,7 @@ class OpenedFiles:
             except OSError:
                 pass
 
-    def __enter__(self) -> OpenedFiles:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -196,13 +196,11 @@ class LoadOutcome:
 
     result: kexec.LoadResult
     audit: audit.AuditOutcome | None
-    warnings: list[str]
+    warnings: list[Problem]
 
 
-def run_load(files: OpenedFiles, cmdline: str, *, flags: int = 0,
-             syscalls: kexec.Syscalls,
-             log_path: str | os.PathLike[str] | None = audit.DEFAULT_LOG_PATH,
-             syslog: Callable[[str, bool], None] | None = audit.default_syslog) -> LoadOutcome:
+def run_load(files: OpenedFiles, cmdline: str, *, flags: int = 0, syscalls: Syscalls,
+             sink: audit.AuditSink = audit.DEFAULT_SINK) -> LoadOutcome:
     """Load the opened files (same fds as hashed), then record the attempt.
 
     Refuses, before the syscall, files that changed since they were hashed. A kernel error comes
@@ -218,15 +216,14 @@ def run_load(files: OpenedFiles, cmdline: str, *, flags: int = 0,
                           fix="find out who writes the file, then preview and load again")
     result = kexec.load(files.kernel.fd, files.initrd_fd, cmdline, flags=flags,
                         syscalls=syscalls)
-    rec = audit.record(result, kernel=files.kernel, initrd=files.initrd, log_path=log_path,
-                       syslog=syslog)
+    rec = audit.record(result, kernel=files.kernel, initrd=files.initrd, log_path=sink.log_path,
+                       syslog=sink.syslog)
     return LoadOutcome(result, rec, files.warnings + files.replaced_paths() + rec.warnings)
 
 
-def run_unload(*, on_crash: bool = False, syscalls: kexec.Syscalls,
-               log_path: str | os.PathLike[str] | None = audit.DEFAULT_LOG_PATH,
-               syslog: Callable[[str, bool], None] | None = audit.default_syslog) -> LoadOutcome:
+def run_unload(*, on_crash: bool = False, syscalls: Syscalls,
+               sink: audit.AuditSink = audit.DEFAULT_SINK) -> LoadOutcome:
     """Unload (KEXEC_FILE_UNLOAD), then record the attempt."""
     result = kexec.unload(syscalls, on_crash=on_crash)
-    rec = audit.record(result, log_path=log_path, syslog=syslog)
+    rec = audit.record(result, log_path=sink.log_path, syslog=sink.syslog)
     return LoadOutcome(result, rec, list(rec.warnings))

@@ -1,7 +1,7 @@
 """Pre-flight checks: what would stop the load, or the handover, before anything is called.
 
 Each check is a `Finding` (ok / warn / fail / skip, one line, the fix). The checks read only a
-`CheckContext` of plain values, filled by `khotui.plan.report` from the host readers, the image
+`CheckContext` of plain values, filled by `khotui.plan` (status.py, dryrun.py) from the host readers, the image
 inspection and the plan, so each rule is stated once here and is testable on its own.
 
 A `fail` means the load would fail or the handover would be lost (`plan` exits 1); a `warn` is

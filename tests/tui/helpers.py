@@ -13,27 +13,6 @@ KERNEL = VM / "bzImage-kho-7.3.4"
 MAKE_INITRD = CAPTURES / "make-initrd"
 
 
-class FakeSyscalls:
-    """The syscall seam, recording what the app asks of the kernel and answering `errno`."""
-
-    def __init__(self, errno: int = 0, on_load=None) -> None:  # noqa: ANN001
-        self.errno = errno
-        self.on_load = on_load       # e.g. append the kernel's KEXEC_FILE_DEBUG lines to a log
-        self.calls: list[tuple[int, int, bytes, int]] = []
-
-    def kexec_file_load(self, kernel_fd: int, initrd_fd: int, cmdline: bytes, flags: int) -> int:
-        self.calls.append((kernel_fd, initrd_fd, cmdline, flags))
-        if self.on_load is not None:
-            self.on_load()
-        if self.errno:
-            import os
-            raise OSError(self.errno, os.strerror(self.errno))
-        return 0
-
-    def reboot_kexec(self) -> int:  # never reached from the TUI
-        raise AssertionError("the TUI must never execute a kexec")
-
-
 def screen_text(app) -> str:  # noqa: ANN001
     """What the terminal shows now, as text (the top screen, modals included)."""
     from khotui.tui._hooks import screen_lines

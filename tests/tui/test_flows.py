@@ -15,8 +15,8 @@ import pytest
 from khotui.tui.app import KhotuiApp
 from khotui.tui.viewmodel import Source
 from tests.conftest import CAPTURES, capture_names
-from tests.tui.helpers import (KERNEL, FakeSyscalls, copy_demo, make_initrd, press, screen_text,
-                               settle, type_text)
+from tests.fakes import FakeKernel, logs_like
+from tests.tui.helpers import KERNEL, copy_demo, make_initrd, press, screen_text, settle, type_text
 
 pytestmark = pytest.mark.asyncio
 
@@ -160,18 +160,11 @@ def _copy_capture(name: str, tmp_path: Path) -> Path:
     return root
 
 
-def _kernel_logs(capture: str, root: Path):  # noqa: ANN202
-    """The capture's kernel log, written to the snapshot's /dmesg when the fake load runs: the
-    kernel's own KEXEC_FILE_DEBUG lines for the load the capture recorded."""
-    log = (CAPTURES / capture / "load" / "kernel.log").read_text()
-    return lambda: (root / "dmesg").write_text(log)
-
-
 @pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")
 async def test_load_goes_to_the_syscall_seam_and_shows_actual_vs_predicted(tmp_path):
     root = _copy_capture("two-nodes", tmp_path)
     initrd = make_initrd(8 << 20, tmp_path / "initrd.cpio")
-    fake = FakeSyscalls(on_load=_kernel_logs("two-nodes", root))
+    fake = FakeKernel(on_load=logs_like("two-nodes", root))
     app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
                   syslog=None)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -192,9 +185,10 @@ async def test_load_goes_to_the_syscall_seam_and_shows_actual_vs_predicted(tmp_p
         await type_text(pilot, app, "two-nodes")
         await press(pilot, app, "enter")
         assert len(fake.calls) == 1
-        _, _, cmdline, flags = fake.calls[0]
-        assert b"kho=on" in cmdline and b"BOOT_IMAGE" not in cmdline
-        assert flags & 0x8                                        # KEXEC_FILE_DEBUG
+        (call,) = fake.calls
+        assert b"kho=on" in call.cmdline and b"BOOT_IMAGE" not in call.cmdline
+        assert call.flags & 0x8                                   # KEXEC_FILE_DEBUG
+        assert call.kernel == KERNEL.read_bytes() and call.initrd == initrd.read_bytes()
         assert app.result.ok and not app.result.dry_run
         text = screen_text(app)
         assert "kexec_file_load succeeded" in text and "where the preview said" in text
@@ -211,7 +205,7 @@ async def test_load_goes_to_the_syscall_seam_and_shows_actual_vs_predicted(tmp_p
 async def test_a_failing_check_refuses_the_load_before_the_syscall(tmp_path):
     root = CAPTURES / "scratch-too-small" / "sysroot"
     initrd = make_initrd(64 << 20, tmp_path / "initrd64.cpio")
-    fake = FakeSyscalls(errno=errno.EADDRNOTAVAIL)
+    fake = FakeKernel(errno.EADDRNOTAVAIL)
     app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
                   syslog=None)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -235,7 +229,7 @@ async def test_a_failing_check_refuses_the_load_before_the_syscall(tmp_path):
 async def test_forced_load_eaddrnotavail_names_the_initrd_and_the_regions(tmp_path):
     root = CAPTURES / "scratch-too-small" / "sysroot"
     initrd = make_initrd(64 << 20, tmp_path / "initrd64.cpio")
-    fake = FakeSyscalls(errno=errno.EADDRNOTAVAIL)
+    fake = FakeKernel(errno.EADDRNOTAVAIL)
     app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
                   syslog=None)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -279,6 +273,27 @@ async def test_unload_asks_first_and_is_a_dry_run_on_a_snapshot(demo):
         await type_text(pilot, app, "demo")
         await press(pilot, app, "enter")
         assert app.result.dry_run and "nothing was unloaded" in screen_text(app)
+
+
+@pytest.mark.parametrize("fail", [0, errno.EPERM])
+async def test_unload_goes_to_the_same_fake_kernel_and_explains_a_refusal(tmp_path, fail):
+    root = _copy_capture("two-nodes", tmp_path)
+    fake = FakeKernel(fail)
+    app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
+                  syslog=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await press(pilot, app, "u")
+        await type_text(pilot, app, "two-nodes")
+        await press(pilot, app, "enter")
+        (call,) = fake.calls
+        assert call.flags == 0x1 and call.kernel_fd == -1          # KEXEC_FILE_UNLOAD
+        text = " ".join(screen_text(app).split())
+        if fail:
+            assert not app.result.ok and "Unload failed: EPERM" in text
+            assert "CAP_SYS_BOOT" in app.result.message and app.result.fix
+        else:
+            assert app.result.ok and "the kexec image is unloaded" in text
+    assert (tmp_path / "khotui.log").exists()
 
 
 async def test_help_lists_the_focused_screens_bindings(demo):

@@ -1,8 +1,9 @@
-"""Prepare, plan, load: installed kernels, the cmdline diff, `report.plan_load()`, the load flow.
+"""Prepare, plan, load: installed kernels, the cmdline diff, `plan_load()`, the load flow.
 
-The load goes through `khotui.load.opened` with the `Syscalls` object the app was given (a fake in
-tests; `kexec.real_syscalls()` only on the live host, only after the typed confirmation). On a
-snapshot or the demo nothing is ever called: `load()` answers with the plan as a dry run.
+The load is a `khotui.load.session.LoadSession`, the same policy `khotui load` follows, committed
+with the `Syscalls` object the app was given (a fake in tests; `syscall.real_syscalls()` only on
+the live host, only after the typed confirmation). On a snapshot or the demo nothing is ever
+called: the session answers with its plan as a dry run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from khotui.tui.viewmodel import (Choices, CmdlinePreview, Finding, KernelChoice
                                   Plan, PlanInput, Problem, SegmentDiffRow, _guard, segment_rows)
 
 if TYPE_CHECKING:
+    from khotui.load.audit import AuditSink
+    from khotui.load.commit import CommitResult
+    from khotui.load.session import LoadSession
+    from khotui.image.inspect import KernelImage
+    from khotui.load.syscall import Syscalls
+    from khotui.plan import PlanRequest, PlanResult
     from khotui.tui.viewmodel import Source
 
 
@@ -46,10 +53,10 @@ def _kernels(src: "Source") -> list[KernelChoice]:
     return out
 
 
-_image_cache: dict[tuple[str, int, int], Any] = {}
+_image_cache: dict[tuple[str, int, int], "KernelImage | None"] = {}
 
 
-def _image(kernel: str | None) -> Any:
+def _image(kernel: str | None) -> "KernelImage | None":
     """The inspected kernel (khotui.image.inspect), cached by path, size and mtime: the preview runs
     on every keystroke. None when there is no kernel or it cannot be read."""
     if not kernel:
@@ -69,15 +76,16 @@ def _image(kernel: str | None) -> Any:
 
 
 def cmdline_preview(src: "Source", current: str, new: str, kernel: str | None) -> CmdlinePreview:
-    """The token diff, and the plan's own command-line checks (report.cmdline_findings): the
+    """The token diff, and the plan's own command-line checks (cmdline_findings): the
     same kho=on rule and image limit as `khotui plan`, shown while the operator types."""
-    from khotui.plan import report
     from khotui.cmdline import accepted_length, diff_cmdline
+    from khotui.plan import cmdline_findings
     d = diff_cmdline(current, new)
     image = _image(kernel)
-    limit = accepted_length(getattr(getattr(image, "setup", None), "cmdline_size", None))
+    limit = accepted_length(None if image is None or image.setup is None
+                            else image.setup.cmdline_size)
     warnings = [f.message + (f" (fix: {f.fix})" if f.fix else "")
-                for f in report.cmdline_findings(src.status(), new, image)
+                for f in cmdline_findings(src.status(), new, image)
                 if f.status in ("fail", "warn")]
     return CmdlinePreview(removed=d.removed, boot_only_removed=d.boot_only_removed,
                           added=d.added, duplicates=d.duplicates, kho=d.kho,
@@ -93,11 +101,16 @@ def plan(src: "Source", request: PlanInput) -> Plan:
         return Plan(request=request, would_succeed=False, verdict=result.message,
                     segments=[], regions=[], findings=[Finding("plan", "fail", result.message,
                                                                   result.fix)])
+    return _plan_of(request, result)
+
+
+def _plan_of(request: PlanInput, result: "PlanResult") -> Plan:
+    """A `PlanResult` as the Plan screen shows it."""
     ok = bool(result.would_succeed)
     findings = list(result.findings)
     segments = segment_rows(result.segments())
     regions = list(result.status.kho.scratch)
-    message = getattr(result.plan, "message", None)
+    message = None if result.plan is None else result.plan.message
     if ok:
         where = "the scratch regions" if result.status.kho.enabled else "System RAM"
         verdict = f"the load would succeed: {len(segments)} segments fit in {where}"
@@ -108,16 +121,15 @@ def plan(src: "Source", request: PlanInput) -> Plan:
                 handle=result)
 
 
-def _request(request: PlanInput) -> Any:
-    from khotui.plan import report
+def _request(request: PlanInput) -> "PlanRequest":
+    from khotui.plan import PlanRequest
     # the editor always holds the whole next command line (never None: nothing to append to)
-    return report.PlanRequest(kernel=request.kernel, initrd=request.initrd,
-                              cmdline=request.cmdline)
+    return PlanRequest(kernel=request.kernel, initrd=request.initrd, cmdline=request.cmdline)
 
 
-def _plan_load(src: "Source", request: PlanInput) -> Any:
-    from khotui.plan import report
-    return report.plan_load(src.root, _request(request), status=src.status())
+def _plan_load(src: "Source", request: PlanInput) -> "PlanResult":
+    from khotui.plan import plan_load
+    return plan_load(src.root, _request(request), status=src.status())
 
 
 def _verdict(ok: bool, findings: list[Finding], message: str | None = None) -> str:
@@ -130,94 +142,86 @@ def _verdict(ok: bool, findings: list[Finding], message: str | None = None) -> s
 
 
 # -- load / unload -----------------------------------------------------------------------------
+# The policy (dry run, refusal, force, the syscall, the read-back) is khotui.load.session's, the
+# same `khotui load` follows; this part only maps its answers onto the screens.
 
 
-def open_files(src: "Source", plan: Plan) -> tuple[Any, list[tuple[str, str, int | None]]]:
-    """Open and hash the files once: the confirmation shows these hashes, the load uses
-    these descriptors (opened.open_for_load)."""
-    from khotui.load.opened import open_for_load
-    files = open_for_load(plan.request.kernel, plan.request.initrd)
-    return files, [(f.path, f.sha256, f.size) for f in files.files]
+def _sink(src: "Source") -> "AuditSink":
+    from khotui.load.audit import DEFAULT_LOG_PATH, AuditSink, default_syslog
+    log = src.log_path  # ... = the default log; None = no log file
+    return AuditSink(log_path=DEFAULT_LOG_PATH if log is ...
+                     else log if isinstance(log, (str, os.PathLike)) else None,
+                     syslog=default_syslog if src.syslog is ... else src.syslog)
 
 
-def load(src: "Source", plan: Plan, files: Any = None, *, force: bool = False) -> LoadResult:
-    if src.dry_run:
-        if files is not None:
-            files.close()
-        return LoadResult(
-            ok=plan.would_succeed, dry_run=True, title="Dry run",
-            message=("nothing was loaded: this is the " + src.label + ", not the live host. "
-                     + ("The plan says the load would succeed." if plan.would_succeed
-                        else "The plan says the load would fail: " + plan.verdict)),
-            fix=None if plan.would_succeed else _first_fix(plan),
-            predicted=plan.segments,
-            next_steps=["on the live host, run khotui as root and load from the Plan screen"])
-    return _live_load(src, plan, files, force=force)
+def _syscalls(src: "Source") -> "Syscalls":
+    if src.syscalls is not None:
+        given: Syscalls = src.syscalls
+        return given
+    from khotui.load.syscall import real_syscalls
+    return real_syscalls()
+
+
+def open_files(src: "Source", plan: Plan) -> tuple["LoadSession", list[tuple[str, str, int | None]]]:
+    """Open and hash the files once and plan again on those descriptors, against a fresh read
+    of the host (it may have changed since the plan: a load, a hotplug): the confirmation shows
+    these hashes, the load commits this session."""
+    from khotui.load.session import LoadSession
+    session = LoadSession.prepare(src.root, _request(plan.request), live=not src.dry_run,
+                                  status=src.status(refresh=not src.dry_run),
+                                  host_name=src.hostname(), sink=_sink(src))
+    return session, [(f.path, f.sha256, f.size) for f in session.facts.files]
+
+
+def load(src: "Source", plan: Plan, files: "LoadSession | None" = None, *,
+         force: bool = False) -> LoadResult:
+    """Commit the session `open_files()` prepared (or prepare one now): the syscalls are
+    opened only when the session would reach the kernel, after the operator confirmed."""
+    session = files
+    try:
+        if session is None:
+            session, _ = open_files(src, plan)
+        reaches_kernel = session.precheck(force=force) is None
+        done = session.commit(force=force, syscalls=_syscalls(src) if reaches_kernel else None)
+    except KhotuiError as exc:
+        if session is not None:
+            session.close()
+        return LoadResult(ok=False, dry_run=src.dry_run, title="Not loaded",
+                          message=exc.message if not exc.path else f"{exc.path}: {exc.message}",
+                          fix=exc.fix, predicted=plan.segments)
+    return commit_result(src, _plan_of(plan.request, session.plan), done)
 
 
 def _first_fix(plan: Plan) -> str | None:
     return next((f.fix for f in plan.findings if f.status == "fail" and f.fix), None)
 
 
-def _syscalls(src: "Source") -> Any:
-    if src.syscalls is not None:
-        return src.syscalls
-    from khotui.load import kexec
-    return kexec.real_syscalls()
-
-
-def _log_args(src: "Source") -> dict[str, Any]:
-    args: dict[str, Any] = {}
-    if src.log_path is not ...:
-        args["log_path"] = src.log_path
-    if src.syslog is not ...:
-        args["syslog"] = src.syslog
-    return args
-
-
-def _live_load(src: "Source", plan: Plan, files: Any, *, force: bool = False) -> LoadResult:
-    """`khotui load`'s path (cli.load.load): plan again on the opened descriptors, refuse on a
-    failing check unless forced, then commit.load_opened() and its comparison."""
-    from khotui.load import audit
+def commit_result(src: "Source", plan: Plan, done: "CommitResult") -> LoadResult:
+    """A session's `CommitResult` as the result screen shows it; `plan` is the session's."""
     from khotui.load import commit
-    from khotui.plan import report
-    try:
-        if files is None:
-            files, _ = open_files(src, plan)
-        with files:
-            # a fresh read: the host may have changed since the plan (a load, a hotplug)
-            result = report.plan_load(src.root, _request(plan.request),
-                                      kernel_file=files.kernel.fd, initrd_file=files.initrd_fd,
-                                      status=src.status(refresh=True))
-            predicted = segment_rows(result.segments())
-            failing = [f for f in result.findings if f.status == "fail"]
-            if failing and not force:
-                return LoadResult(
-                    ok=False, dry_run=False, title="Refused: a check fails",
-                    message=("nothing was loaded: on the opened files, "
-                             + "; ".join(f"{f.id}: {f.message}" for f in failing)),
-                    fix=failing[0].fix, predicted=predicted)
-            args = _log_args(src)
-            done = commit.load_opened(result, files, syscalls=_syscalls(src),
-                                      log_path=args.get("log_path", audit.DEFAULT_LOG_PATH),
-                                      syslog=args.get("syslog", audit.default_syslog))
-    except KhotuiError as exc:
-        return LoadResult(ok=False, dry_run=False, title="Not loaded", message=exc.message
-                          if not exc.path else f"{exc.path}: {exc.message}", fix=exc.fix,
-                          predicted=plan.segments)
-    return commit_result(src, done, predicted, failing if force else [])
-
-
-def commit_result(src: "Source", done: Any, predicted: list[Any],
-                  overridden: list[Finding]) -> LoadResult:
-    """A commit.CommitResult as the result screen shows it."""
-    from khotui.load import commit
-    steps = list(done.warnings)
+    predicted = plan.segments
+    if done.dry_run:
+        return LoadResult(
+            ok=done.ok, dry_run=True, title="Dry run",
+            message=("nothing was loaded: this is the " + src.label + ", not the live host. "
+                     + ("The plan says the load would succeed." if done.ok
+                        else "The plan says the load would fail: " + plan.verdict)),
+            fix=None if done.ok else _first_fix(plan), predicted=predicted,
+            next_steps=["on the live host, run khotui as root and load from the Plan screen"])
+    if done.refused:
+        failing = list(done.failing)
+        return LoadResult(
+            ok=False, dry_run=False, title="Refused: a check fails",
+            message=("nothing was loaded: on the opened files, "
+                     + "; ".join(f"{f.id}: {f.message}" for f in failing)),
+            fix=failing[0].fix if failing else None, predicted=predicted)
+    overridden = list(done.overridden)
+    steps = [commit.warning_text(w) for w in done.warnings]
     if overridden:
         steps.insert(0, "failing checks overridden by the operator: "
                      + ", ".join(f.id for f in overridden))
-    if not done.ok:
-        ex = done.explanation
+    ex = done.explanation
+    if ex is not None:
         return LoadResult(ok=False, dry_run=False, title=f"Load failed: {done.errno}",
                           message=f"kexec_file_load failed: {done.errno}: {ex.summary}",
                           cause=ex.cause, fix=ex.fix, errno=done.errno, predicted=predicted,
@@ -236,20 +240,21 @@ def commit_result(src: "Source", done: Any, predicted: list[Any],
 
 
 def unload(src: "Source") -> LoadResult:
-    if src.dry_run:
-        return LoadResult(ok=True, dry_run=True, title="Dry run",
-                          message=f"nothing was unloaded: this is the {src.label}, not the live host")
-    from khotui.load import kexec
-    from khotui.load import opened
+    from khotui.load import commit, session
     try:
-        outcome = opened.run_unload(syscalls=_syscalls(src), **_log_args(src))
+        done = session.unload(syscalls=None if src.dry_run else _syscalls(src),
+                              live=not src.dry_run, sink=_sink(src))
     except KhotuiError as exc:
         return LoadResult(ok=False, dry_run=False, title="Not unloaded", message=exc.message,
                           fix=exc.fix)
-    r = outcome.result
-    if not r.ok:
-        err = r.error(kexec.ExplainContext(flags=r.flags))
-        return LoadResult(ok=False, dry_run=False, title=f"Unload failed: {r.errno_name}",
-                          message=err.message, fix=err.fix)
+    if done.dry_run:
+        return LoadResult(ok=True, dry_run=True, title="Dry run",
+                          message=f"nothing was unloaded: this is the {src.label}, not the live host")
+    ex = done.explanation
+    if ex is not None:
+        return LoadResult(ok=False, dry_run=False, title=f"Unload failed: {done.errno}",
+                          message=f"kexec_file_load (unload) failed with {done.errno}: "
+                                  f"{ex.summary}: {ex.cause}", fix=ex.fix)
     return LoadResult(ok=True, dry_run=False, title="Unloaded",
-                      message="the kexec image is unloaded", next_steps=outcome.warnings)
+                      message="the kexec image is unloaded",
+                      next_steps=[commit.warning_text(w) for w in done.warnings])
