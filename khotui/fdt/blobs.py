@@ -2,12 +2,14 @@
 
 Not all are FDTs (include/linux/kho/abi/*.h in 7.3):
 
-| name             | format                                                             |
-|------------------|--------------------------------------------------------------------|
-| `kexec-metadata` | packed LE `struct kho_kexec_metadata {u32 version; char previous_release[65]; u32 kexec_count;}`, 73 bytes |
-| `LUO`            | packed LE `struct luo_ser {char compatible[8]; u64 liveupdate_num; u64 sessions_pa; u64 flbs_pa;}`, 32 bytes (6.19/7.0: an FDT `luo-v1`) |
-| `memblock`       | FDT `memblock-v1`, one child per `reserve_mem=` with `start`, `size` (native-endian u64) |
-| `kho_test`       | FDT `kho-test-v1` (lib/test_kho.c)                                  |
+- `kexec-metadata`: packed LE
+  `struct kho_kexec_metadata {u32 version; char previous_release[65]; u32 kexec_count;}`, 73 bytes
+- `LUO`: packed LE
+  `struct luo_ser {char compatible[8]; u64 liveupdate_num; u64 sessions_pa; u64 flbs_pa;}`,
+  32 bytes (6.19/7.0: an FDT `luo-v1`)
+- `memblock`: FDT `memblock-v1`, one child per `reserve_mem=` with `start`, `size`
+  (native-endian u64)
+- `kho_test`: FDT `kho-test-v1` (lib/test_kho.c)
 
 An FDT is recognised by its magic d00dfeed, then known names, then a bounded hex dump.
 Decoding never raises: a wrong size or a broken FDT gives a result with warnings.

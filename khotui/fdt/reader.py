@@ -15,8 +15,9 @@ The token walk mirrors libfdt's `fdt_check_header()` and `fdt_next_tag()`
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from khotui.errors import KhotuiError
 
@@ -108,7 +109,7 @@ class FdtNode:
     name: str
     path: str
     properties: list[FdtProp] = field(default_factory=list)
-    children: list["FdtNode"] = field(default_factory=list)
+    children: list[FdtNode] = field(default_factory=list)
 
     def prop(self, name: str) -> FdtProp | None:
         """The first property called `name` (known names only), or None."""

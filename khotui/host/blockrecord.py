@@ -26,8 +26,9 @@ expanding a run, so a corrupt line cannot make them allocate without bound.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from itertools import pairwise
 
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host.sysroot import Sysroot
@@ -150,7 +151,7 @@ def _ids(v) -> tuple[int, ...] | None:
     """Node ids: ascending, each below MAX_NUMNODES (so at most that many)."""
     if not isinstance(v, list) or not all(_is_int(i) and 0 <= i < MAX_NUMNODES for i in v):
         return None
-    if any(a >= b for a, b in zip(v, v[1:])):
+    if any(a >= b for a, b in pairwise(v)):
         return None
     return tuple(v)
 

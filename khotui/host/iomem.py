@@ -34,10 +34,10 @@ class Resource:
     """One /proc/iomem line: [start, end] (end inclusive), its name, depth and children."""
 
     # a plain slotted class, not a dataclass: a 20,000-line iomem builds 20,000 of these
-    __slots__ = ("start", "end", "name", "depth", "children")
+    __slots__ = ("children", "depth", "end", "name", "start")
 
     def __init__(self, start: int, end: int, name: str, depth: int,
-                 children: list["Resource"] | None = None) -> None:
+                 children: list[Resource] | None = None) -> None:
         self.start = start
         self.end = end
         self.name = name

@@ -21,8 +21,8 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from khotui.errors import KhotuiError
 from khotui.cmdline import cmdline_param, kstrtobool
+from khotui.errors import KhotuiError
 from khotui.host.boot import cmdline_tokens, read_config
 from khotui.host.memory import memory_node_ids
 from khotui.host.sysroot import Sysroot
@@ -162,12 +162,12 @@ def read_scratch(sysroot: Sysroot, out_dir: str = f"{KHO_DIR}/out") -> tuple[lis
         notes.append(f"{node_regions} node scratch regions but {len(node_ids)} nodes with memory "
                      f"({','.join(map(str, node_ids))}); node ids left unknown")
         node_ids = []
-    if not node_ids and node_regions:
-        if not any("node ids left unknown" in n for n in notes):
-            notes.append("node ids of the per-node scratch regions are unknown "
-                         "(no /sys/devices/system/node)")
+    if not node_ids and node_regions and not any("node ids left unknown" in n for n in notes):
+        notes.append("node ids of the per-node scratch regions are unknown "
+                     "(no /sys/devices/system/node)")
     regions: list[ScratchRegion] = []
-    for i, (addr, size) in enumerate(zip(addrs, sizes)):
+    # same length: checked above (one kho_scratch[] entry per line of each file)
+    for i, (addr, size) in enumerate(zip(addrs, sizes, strict=True)):
         if i < 2:
             regions.append(ScratchRegion(i, _KINDS[i], None, addr, size))
         else:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host.blockrecord import BlockRun, read_record, runs_of
@@ -241,10 +241,7 @@ def read_topology(sysroot: Sysroot) -> Topology:
     listed = _node_blocks(runs) if runs is not None else None
     nodes: list[Node] = []
     for nid, host_dir in _node_names(sysroot):
-        if listed is not None:
-            blocks = listed.get(nid, [])
-        else:
-            blocks = _memory_ids(sysroot.listdir(host_dir))
+        blocks = listed.get(nid, []) if listed is not None else _memory_ids(sysroot.listdir(host_dir))
         cpus_host = f"{host_dir}/cpulist"
         cpus_text = sysroot.read_optional_text(cpus_host)
         cpulist = parse_list(cpus_text, path=sysroot.display(cpus_host)) if cpus_text is not None else []
@@ -362,7 +359,8 @@ def read_memory_blocks(sysroot: Sysroot, topology: Topology | None = None, *,
         for r in runs:
             if r.values is None:
                 continue
-            attrs = {a: v for a, v in zip(BLOCK_READ, r.values) if a in want}
+            # read_record() gives one value per name asked for, in that order
+            attrs = {a: v for a, v in zip(BLOCK_READ, r.values, strict=True) if a in want}
             link = min(r.links) if r.links else None
             for index in r.indices:
                 blocks.append(_block(sysroot, index, block_size, attrs, node_of.get(index, link)))

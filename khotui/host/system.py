@@ -10,10 +10,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from khotui.errors import KhotuiError
 from khotui.host.boot import parse_meminfo
 from khotui.host.memory import parse_list
 from khotui.host.sysroot import Sysroot
-from khotui.errors import KhotuiError
 
 
 @dataclass
@@ -62,8 +62,9 @@ def _cpu_count(sysroot: Sysroot) -> int | None:
 
 def read_system(sysroot: Sysroot) -> SystemSummary:
     if sysroot.is_live:
-        import psutil
         import time
+
+        import psutil
         vm = psutil.virtual_memory()
         return SystemSummary(hostname=socket.gethostname(), mem_total=vm.total,
                              mem_available=vm.available,

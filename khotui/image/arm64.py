@@ -59,7 +59,7 @@ class Arm64Running:
     mixed_endian: bool | None = None
 
     @classmethod
-    def from_config(cls, config_text: str) -> "Arm64Running":
+    def from_config(cls, config_text: str) -> Arm64Running:
         """From the running kernel's config (`/proc/config.gz` text): page size and endianness."""
         options = {line.split("=", 1)[0] for line in config_text.splitlines()
                    if line.startswith("CONFIG_") and line.endswith("=y")}
@@ -105,7 +105,7 @@ class Arm64Image:
     compression: str | None = None        # 'gzip', 'bzip2', 'xz', or the zboot payload's type
     payload_offset: int | None = None     # zboot only
     payload_size: int | None = None       # zboot only
-    inner: "Arm64Image | None" = None
+    inner: Arm64Image | None = None
     loadable: bool | None = False
     why_not: str | None = None
     fix: str | None = None

@@ -188,7 +188,8 @@ class KernelImage:
 
     name: str
     size: int
-    format: str              # 'bzImage', 'arm64-Image', 'PE/UKI', 'PE', 'zboot', 'ELF vmlinux', 'gzip', ..., 'unknown'
+    # 'bzImage', 'arm64-Image', 'PE/UKI', 'PE', 'zboot', 'ELF vmlinux', 'gzip', ..., 'unknown'
+    format: str
     arch: str | None         # 'x86_64', 'arm64', ... or None when unknown
     loadable: bool           # what the kernel's probe and load checks would say (file alone)
     why_not: str | None = None
@@ -241,7 +242,8 @@ class InitrdInfo:
 
     name: str
     size: int
-    format: str              # 'cpio newc', 'cpio odc', 'gzip', 'zstd', 'xz', 'lz4', 'lzma', 'bzip2', 'lzo', 'unknown'
+    # 'cpio newc', 'cpio odc', 'gzip', 'zstd', 'xz', 'lz4', 'lzma', 'bzip2', 'lzo', 'unknown'
+    format: str
     note: str | None = None
     parts: list[str] = field(default_factory=list)   # formats in file order, when more follow
 
@@ -370,7 +372,7 @@ class _Reader:
             os.close(self._owned_fd)
             self._owned_fd = None
 
-    def __enter__(self) -> "_Reader":
+    def __enter__(self) -> _Reader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -477,7 +479,8 @@ def _bzimage(rd: _Reader, head: bytes) -> KernelImage:
             f"its setup header (0x{end:x} bytes)", path=rd.name,
             fix="the file is cut short: copy the kernel again (e.g. from /boot or the build's "
                 "arch/x86/boot/bzImage)")
-    values = dict(zip(_SETUP_FIELDS, _SETUP_HEADER.unpack_from(head, SETUP_HDR_OFFSET)))
+    # one name per struct field (asserted at import)
+    values = dict(zip(_SETUP_FIELDS, _SETUP_HEADER.unpack_from(head, SETUP_HDR_OFFSET), strict=True))
     version = None
     if values["kernel_version_offset"]:
         raw = rd.pread(0x200 + values["kernel_version_offset"], 256)

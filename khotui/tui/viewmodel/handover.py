@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from khotui.tui.viewmodel import (
     FdtBlob,
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from khotui.tui.viewmodel import Source
 
 
-def handover(src: "Source") -> Handover:
+def handover(src: Source) -> Handover:
     """Both sides from the shared host state: kho/ was read and the root FDTs decoded once
     (khotui.plan.host_status); only the sub-blobs are decoded here, and DTS text on request."""
     status = _guard(src.status)

@@ -46,7 +46,7 @@ def kind_of(name: str, depth: int) -> str | None:
 STATES_WITH_MAP = 4096
 
 
-def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
+def memory_map(src: Source, plan: Plan | None) -> MemoryMap:
     """From the shared host state (iomem, scratch) and the node topology (one directory listing
     per node); no memory block directory is opened unless the host has few blocks."""
     from khotui.host.iomem import all_zero_message
@@ -91,7 +91,7 @@ def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
                      block_size=block_size, block_count=count, notes=notes)
 
 
-def search_iomem(src: "Source", query: str, limit: int) -> list[IomemLine] | Problem:
+def search_iomem(src: Source, query: str, limit: int) -> list[IomemLine] | Problem:
     status = _guard(src.status)
     if isinstance(status, Problem):
         return status
@@ -111,7 +111,7 @@ def _line(r: Any) -> IomemLine:
 
 
 class _LazyLine(IomemLine):
-    def __init__(self, r: Any) -> None:  # noqa: D107
+    def __init__(self, r: Any) -> None:
         self.start, self.end, self.name, self.depth = r.start, r.end, r.name, r.depth
         self._r = r
         self._children: list[IomemLine] | None = None
@@ -135,12 +135,12 @@ def _scratch(kho: KhoState) -> list[MemRange]:
     return [MemRange(r.addr, r.end, "scratch", r.label) for r in kho.scratch if r.size]
 
 
-def _topology(src: "Source") -> Any:
+def _topology(src: Source) -> Any:
     from khotui.host.memory import read_topology
     return src.cached("topology", lambda: read_topology(src.sysroot))
 
 
-def _nodes(src: "Source", ram: list[tuple[int, int]], notes: list[str]):
+def _nodes(src: Source, ram: list[tuple[int, int]], notes: list[str]):
     """Bands per NUMA node and block runs per node, from the topology alone (state unknown);
     else one band over System RAM."""
     from khotui.host.memory import _ranges
@@ -159,7 +159,8 @@ def _nodes(src: "Source", ram: list[tuple[int, int]], notes: list[str]):
             spans = n.block_ranges(block_size)
             if spans:
                 bands.append((f"node{n.id}", spans[0][0], spans[-1][1]))
-            for (first, last), (start, end) in zip(_ranges(n.memory_blocks), spans):
+            # strict=False: spans is empty when the block size is unknown, and then no run is drawn
+            for (first, last), (start, end) in zip(_ranges(n.memory_blocks), spans, strict=False):
                 blocks.append(BlockRun(node=n.id, first=first, last=last, start=start, end=end,
                                        state=""))
         bands.sort(key=lambda b: b[1])
@@ -176,7 +177,7 @@ def _nodes(src: "Source", ram: list[tuple[int, int]], notes: list[str]):
 STATES_IN_CHILD = 20_000
 
 
-def block_states(src: "Source") -> list[BlockRun]:
+def block_states(src: Source) -> list[BlockRun]:
     """Every block's `state` (one file per block: seconds on a 196,608-block host), as runs."""
     topo = _topology(src)
     if topo.block_count <= STATES_IN_CHILD:
