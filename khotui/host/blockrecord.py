@@ -29,6 +29,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import BinaryIO, TypeGuard
 
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host.sysroot import Sysroot
@@ -113,7 +114,7 @@ def read_record(sysroot: Sysroot, attributes: tuple[str, ...],
         raise explain_os_error(exc, where) from None
 
 
-def _lines(f, where: str) -> Iterator[bytes]:
+def _lines(f: BinaryIO, where: str) -> Iterator[bytes]:
     n = 0
     while True:
         line = f.readline(MAX_LINE + 1)
@@ -133,7 +134,7 @@ def _bad(where: str, n: int, what: str, line: bytes) -> KhotuiError:
     return KhotuiError(f"line {n}: {what}: {text!r}", path=where, fix=FIX)
 
 
-def _json(line: bytes):
+def _json(line: bytes) -> object:
     try:
         return json.loads(line)
     except (ValueError, RecursionError):
@@ -143,11 +144,11 @@ def _json(line: bytes):
 _BAD = object()
 
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _ids(v) -> tuple[int, ...] | None:
+def _ids(v: object) -> tuple[int, ...] | None:
     """Node ids: ascending, each below MAX_NUMNODES (so at most that many)."""
     if not isinstance(v, list) or not all(_is_int(i) and 0 <= i < MAX_NUMNODES for i in v):
         return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from khotui.cmdline import cmdline_param, kernel_params
 from khotui.errors import KhotuiError
 from khotui.host.sysroot import Sysroot
+from khotui.types import JsonDict
 
 CONFIG_GZ = "/proc/config.gz"
 EFI_DIR = "/sys/firmware/efi"
@@ -120,7 +121,7 @@ class BootInfo:
             return None
         return self.config.get(name) in ("y", "m")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonDict:
         return {
             "cmdline": self.cmdline,
             "osrelease": self.osrelease,

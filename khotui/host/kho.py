@@ -26,7 +26,7 @@ from khotui.errors import KhotuiError
 from khotui.host.boot import cmdline_tokens, read_config
 from khotui.host.memory import memory_node_ids
 from khotui.host.sysroot import Sysroot
-from khotui.types import ScratchKind, ScratchRegion
+from khotui.types import JsonDict, ScratchKind, ScratchRegion
 
 DEBUGFS = "/sys/kernel/debug"
 KHO_DIR = "/sys/kernel/debug/kho"
@@ -60,11 +60,11 @@ class SetupData:
     type: int
     data_size: int | None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int | None]:
         return {"index": self.index, "type": self.type, "data_size": self.data_size}
 
 
-def _blob_dict(data: bytes | None) -> dict | None:
+def _blob_dict(data: bytes | None) -> dict[str, int | str] | None:
     if data is None:
         return None
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -99,7 +99,7 @@ class KhoState:
                 or any(s.type == SETUP_KEXEC_KHO for s in self.setup_data)
                 or self.dt_kho_fdt is not None)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonDict:
         return {
             "enabled": self.enabled, "off_reason": self.off_reason,
             "off_message": self.off_message, "fix": self.fix,
