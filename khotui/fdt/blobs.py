@@ -20,12 +20,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
 
 from khotui.errors import KhotuiError
 from khotui.fdt.kho import u64_native
 from khotui.fdt.reader import FdtTree, is_fdt, parse_fdt
 from khotui.fdt.render import hexdump
+from khotui.types import JsonDict
 
 KEXEC_METADATA_NAME = "kexec-metadata"   # KHO_METADATA_NODE_NAME
 KEXEC_METADATA_SIZE = 73                 # sizeof(struct kho_kexec_metadata), __packed
@@ -58,7 +58,7 @@ class KexecMetadata:
     previous_release: str | None
     kexec_count: int | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | str | None]:
         return {"version": self.version, "previous_release": self.previous_release,
                 "kexec_count": self.kexec_count}
 
@@ -72,7 +72,7 @@ class LuoSer:
     sessions_pa: int | None
     flbs_pa: int | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | str | None]:
         return {"compatible": self.compatible, "liveupdate_num": self.liveupdate_num,
                 "sessions_pa": self.sessions_pa, "flbs_pa": self.flbs_pa}
 
@@ -85,7 +85,7 @@ class ReserveMem:
     start: int | None
     size: int | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | str | None]:
         return {"name": self.name, "start": self.start, "size": self.size}
 
 
@@ -108,7 +108,7 @@ class SubBlob:
         """The first `limit` bytes (at most HEAD_BYTES kept), then "… N more bytes"."""
         return hexdump(self.head, limit, total=self.size)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         return {
             "name": self.name, "kind": self.kind, "size": self.size,
             "compatible": self.compatible,

@@ -16,9 +16,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
-from typing import Any
 
 from khotui.fdt.reader import FdtNode, FdtProp, FdtTree, parse_fdt
+from khotui.types import JsonDict
 
 PROP_COMPATIBLE = "compatible"
 PROP_MEMORY_MAP = "preserved-memory-map"  # KHO_FDT_MEMORY_MAP_PROP_NAME
@@ -98,7 +98,7 @@ class KhoSubtree:
             return KhoLayout.FDT
         return None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | str | list[str] | None]:
         return {"name": self.name, "preserved_data": self.preserved_data,
                 "blob_size": self.blob_size, "legacy_fdt": self.legacy_fdt,
                 "layout": None if self.layout is None else self.layout.value,
@@ -145,7 +145,7 @@ class KhoFdt:
                 return s
         return None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         return {
             "name": self.name,
             "compatible": self.compatible,

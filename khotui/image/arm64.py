@@ -19,7 +19,9 @@ import lzma
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from khotui.types import JsonDict
 from khotui.units import size
 
 HEADER_SIZE = 64                      # sizeof(struct arm64_image_header)
@@ -123,7 +125,7 @@ class Arm64Image:
             return None
         return "unspecified" if self.page_size is None else size(self.page_size)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonDict:
         return {
             "arch": "arm64",
             "kind": self.kind,
@@ -277,7 +279,13 @@ def _decompressor(data: bytes) -> tuple[str, bytes] | None:
     return None
 
 
-def _peek(data: bytes, decompressor) -> bytes | None:
+class _Decompressor(Protocol):
+    """zlib's decompressobj(), bz2.BZ2Decompressor and lzma.LZMADecompressor alike."""
+
+    def decompress(self, data: bytes, /, max_length: int = ...) -> bytes: ...
+
+
+def _peek(data: bytes, decompressor: _Decompressor) -> bytes | None:
     """Up to `_PEEK` decompressed bytes, without inflating the whole file."""
     try:
         if isinstance(decompressor, bz2.BZ2Decompressor | lzma.LZMADecompressor):
