@@ -461,7 +461,7 @@ def watch_memory_blocks(sysroot: Sysroot, cancelled: Callable[[], bool],
     if not sysroot.is_live:
         return
     try:
-        import pyudev  # untyped, as in _udev_devices(), which mypy reports it at
+        import pyudev  # untyped; mypy reports only the first import (in _udev_devices())
         monitor = pyudev.Monitor.from_netlink(pyudev.Context())
         monitor.filter_by("memory")
     except Exception:
