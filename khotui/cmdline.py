@@ -124,9 +124,9 @@ class CmdlineDiff:
     kho: str | None = None        # value of the kho= the kernel acts on (cmdline_param())
 
     def as_dict(self) -> dict[str, list[str] | str | None]:
-        return dict(removed=self.removed, added=self.added,
-                    boot_only_removed=self.boot_only_removed, duplicates=self.duplicates,
-                    kho=self.kho)
+        return {"removed": self.removed, "added": self.added,
+                "boot_only_removed": self.boot_only_removed, "duplicates": self.duplicates,
+                "kho": self.kho}
 
 
 def diff_cmdline(current: str, new: str) -> CmdlineDiff:

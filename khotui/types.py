@@ -23,6 +23,10 @@ SKIP: Status = "skip"
 
 ScratchKind = Literal["lowmem", "global", "node"]
 
+# What a nested `as_dict()` returns: JSON-ready (str keys; values str, int, float, bool, None,
+# lists and dicts of these). `object`, not Any: a caller that reads a value must narrow it.
+JsonDict = dict[str, object]
+
 
 def worst(statuses: Iterable[Status]) -> Status:
     """The status a list of findings shows as a whole: fail, else warn, else ok."""

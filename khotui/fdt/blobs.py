@@ -2,12 +2,14 @@
 
 Not all are FDTs (include/linux/kho/abi/*.h in 7.3):
 
-| name             | format                                                             |
-|------------------|--------------------------------------------------------------------|
-| `kexec-metadata` | packed LE `struct kho_kexec_metadata {u32 version; char previous_release[65]; u32 kexec_count;}`, 73 bytes |
-| `LUO`            | packed LE `struct luo_ser {char compatible[8]; u64 liveupdate_num; u64 sessions_pa; u64 flbs_pa;}`, 32 bytes (6.19/7.0: an FDT `luo-v1`) |
-| `memblock`       | FDT `memblock-v1`, one child per `reserve_mem=` with `start`, `size` (native-endian u64) |
-| `kho_test`       | FDT `kho-test-v1` (lib/test_kho.c)                                  |
+- `kexec-metadata`: packed LE
+  `struct kho_kexec_metadata {u32 version; char previous_release[65]; u32 kexec_count;}`, 73 bytes
+- `LUO`: packed LE
+  `struct luo_ser {char compatible[8]; u64 liveupdate_num; u64 sessions_pa; u64 flbs_pa;}`,
+  32 bytes (6.19/7.0: an FDT `luo-v1`)
+- `memblock`: FDT `memblock-v1`, one child per `reserve_mem=` with `start`, `size`
+  (native-endian u64)
+- `kho_test`: FDT `kho-test-v1` (lib/test_kho.c)
 
 An FDT is recognised by its magic d00dfeed, then known names, then a bounded hex dump.
 Decoding never raises: a wrong size or a broken FDT gives a result with warnings.
@@ -18,12 +20,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
 
 from khotui.errors import KhotuiError
 from khotui.fdt.kho import u64_native
 from khotui.fdt.reader import FdtTree, is_fdt, parse_fdt
 from khotui.fdt.render import hexdump
+from khotui.types import JsonDict
 
 KEXEC_METADATA_NAME = "kexec-metadata"   # KHO_METADATA_NODE_NAME
 KEXEC_METADATA_SIZE = 73                 # sizeof(struct kho_kexec_metadata), __packed
@@ -56,7 +58,7 @@ class KexecMetadata:
     previous_release: str | None
     kexec_count: int | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | str | None]:
         return {"version": self.version, "previous_release": self.previous_release,
                 "kexec_count": self.kexec_count}
 
@@ -70,7 +72,7 @@ class LuoSer:
     sessions_pa: int | None
     flbs_pa: int | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | str | None]:
         return {"compatible": self.compatible, "liveupdate_num": self.liveupdate_num,
                 "sessions_pa": self.sessions_pa, "flbs_pa": self.flbs_pa}
 
@@ -83,7 +85,7 @@ class ReserveMem:
     start: int | None
     size: int | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | str | None]:
         return {"name": self.name, "start": self.start, "size": self.size}
 
 
@@ -106,7 +108,7 @@ class SubBlob:
         """The first `limit` bytes (at most HEAD_BYTES kept), then "… N more bytes"."""
         return hexdump(self.head, limit, total=self.size)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         return {
             "name": self.name, "kind": self.kind, "size": self.size,
             "compatible": self.compatible,

@@ -149,8 +149,8 @@ class _FdtModel:
                 pos = off + _tagalign(pos + length - off)
                 if depth == 1:
                     root.setdefault(name, value)
-                elif in_chosen and depth == 2:
-                    chosen.setdefault(name, value)   # type: ignore[union-attr]
+                elif in_chosen and depth == 2 and chosen is not None:   # in_chosen: chosen is set
+                    chosen.setdefault(name, value)
             elif tag == FDT_NOP:
                 continue
             elif tag == FDT_END:

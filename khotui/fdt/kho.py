@@ -13,10 +13,12 @@ property was `fdt` (the phys of a sub-FDT, whose size is its own totalsize).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from itertools import pairwise
 
 from khotui.fdt.reader import FdtNode, FdtProp, FdtTree, parse_fdt
+from khotui.types import JsonDict
 
 PROP_COMPATIBLE = "compatible"
 PROP_MEMORY_MAP = "preserved-memory-map"  # KHO_FDT_MEMORY_MAP_PROP_NAME
@@ -39,7 +41,8 @@ KNOWN_KHO_ABIS: dict[str, str] = {
 }
 
 
-class KhoLayout(str, enum.Enum):
+# not enum.StrEnum: that would change str() and format() of a member from "KhoLayout.FDT" to "fdt"
+class KhoLayout(str, enum.Enum):  # noqa: UP042
     """How sub-nodes point at their blobs, derived from the properties that appear."""
 
     FDT = "fdt"                                   # 6.16-7.0 (kho-v1): `fdt`
@@ -95,7 +98,7 @@ class KhoSubtree:
             return KhoLayout.FDT
         return None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | str | list[str] | None]:
         return {"name": self.name, "preserved_data": self.preserved_data,
                 "blob_size": self.blob_size, "legacy_fdt": self.legacy_fdt,
                 "layout": None if self.layout is None else self.layout.value,
@@ -142,7 +145,7 @@ class KhoFdt:
                 return s
         return None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         return {
             "name": self.name,
             "compatible": self.compatible,
@@ -265,7 +268,7 @@ def _infer_names(tree: FdtTree) -> dict[int, str]:
     for n in KHO_PROP_NAMES:
         by_length.setdefault(len(n), []).append(n)
     out: dict[int, str] = {}
-    for here, nxt in zip(ordered, ordered[1:]):
+    for here, nxt in pairwise(ordered):
         if here not in missing:
             continue
         candidates = by_length.get(nxt - here - 1, [])
@@ -318,5 +321,14 @@ def abi_compatible(a: str | None, b: str | None) -> bool:
     return a is not None and a == b
 
 
-__all__ = ["KNOWN_KHO_ABIS", "KHO_PROP_NAMES", "KhoFdt", "KhoLayout", "KhoSubtree",
-           "abi_compatible", "cross_check_sub_blobs", "decode_kho_fdt", "u64_native"]
+__all__ = [
+    "KHO_PROP_NAMES",
+    "KNOWN_KHO_ABIS",
+    "KhoFdt",
+    "KhoLayout",
+    "KhoSubtree",
+    "abi_compatible",
+    "cross_check_sub_blobs",
+    "decode_kho_fdt",
+    "u64_native",
+]

@@ -15,10 +15,12 @@ The token walk mirrors libfdt's `fdt_check_header()` and `fdt_next_tag()`
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TypedDict
 
 from khotui.errors import KhotuiError
+from khotui.types import JsonDict
 
 FDT_MAGIC = 0xD00DFEED
 FDT_BEGIN_NODE = 0x1
@@ -91,14 +93,24 @@ class FdtProp:
     def name_known(self) -> bool:
         return self.name_missing is None
 
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "length": len(self.raw), "hex": self.raw.hex()}
+    def as_dict(self) -> dict[str, str | int | bool]:
+        data: dict[str, str | int | bool] = {"name": self.name, "length": len(self.raw),
+                                             "hex": self.raw.hex()}
         if self.name_missing is not None:
             data["name_missing"] = self.name_missing
             data["nameoff"] = self.nameoff
         if self.name_inferred:
             data["name_inferred"] = True
         return data
+
+
+class FdtNodeDict(TypedDict):
+    """`FdtNode.as_dict()`: a node, its properties' `FdtProp.as_dict()` and, nested, its children."""
+
+    name: str
+    path: str
+    properties: list[dict[str, str | int | bool]]
+    children: list[FdtNodeDict]
 
 
 @dataclass
@@ -108,7 +120,7 @@ class FdtNode:
     name: str
     path: str
     properties: list[FdtProp] = field(default_factory=list)
-    children: list["FdtNode"] = field(default_factory=list)
+    children: list[FdtNode] = field(default_factory=list)
 
     def prop(self, name: str) -> FdtProp | None:
         """The first property called `name` (known names only), or None."""
@@ -138,16 +150,18 @@ class FdtNode:
             return None
         return decode_c_string(p.raw)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> FdtNodeDict:
         # Built iteratively so a deep tree cannot exhaust the Python stack.
-        out: dict[str, Any] = {}
-        todo: list[tuple[FdtNode, dict[str, Any]]] = [(self, out)]
+        def shell(node: FdtNode) -> FdtNodeDict:
+            return {"name": node.name, "path": node.path,
+                    "properties": [p.as_dict() for p in node.properties], "children": []}
+
+        out = shell(self)
+        todo: list[tuple[FdtNode, FdtNodeDict]] = [(self, out)]
         while todo:
             node, dest = todo.pop()
-            dest.update(name=node.name, path=node.path,
-                        properties=[p.as_dict() for p in node.properties], children=[])
             for c in node.children:
-                child_dict: dict[str, Any] = {}
+                child_dict = shell(c)
                 dest["children"].append(child_dict)
                 todo.append((c, child_dict))
         return out
@@ -187,7 +201,7 @@ class FdtTree:
             node = nxt
         return node
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         return {
             "name": self.name,
             "size": self.size,
@@ -239,15 +253,16 @@ def parse_header(data: bytes, name: str) -> FdtHeader:
     if len(data) < HEADER_SIZE_V16:
         raise _not_fdt(name, f"device tree header cut short: {len(data)} of at least "
                              f"{HEADER_SIZE_V16} bytes present")
-    words = struct.unpack_from(">9I", data, 0)
-    version = words[5]
-    size_dt_struct = None
+    (magic, totalsize, off_dt_struct, off_dt_strings, off_mem_rsvmap, version, last_comp_version,
+     boot_cpuid_phys, size_dt_strings) = struct.unpack_from(">9I", data, 0)
+    size_dt_struct: int | None = None
     if version >= 17:
         if len(data) < HEADER_SIZE_V17:
             raise _not_fdt(name, f"device tree header cut short: {len(data)} of "
                                  f"{HEADER_SIZE_V17} bytes present")
-        size_dt_struct = struct.unpack_from(">I", data, 36)[0]
-    header = FdtHeader(*words, size_dt_struct=size_dt_struct)
+        (size_dt_struct,) = struct.unpack_from(">I", data, 36)
+    header = FdtHeader(magic, totalsize, off_dt_struct, off_dt_strings, off_mem_rsvmap, version,
+                       last_comp_version, boot_cpuid_phys, size_dt_strings, size_dt_struct)
     if version < FDT_FIRST_SUPPORTED_VERSION:
         raise _not_fdt(name, f"device tree version {version} is too old to read "
                              f"(khotui reads versions {FDT_FIRST_SUPPORTED_VERSION}-"

@@ -73,7 +73,8 @@ def _native_u64_kind(prop: FdtProp, node: FdtNode | None, node_path: str) -> str
     return None
 
 
-def format_value(prop: FdtProp, *, node: FdtNode | None = None, node_path: str = "") -> tuple[str, str | None]:
+def format_value(prop: FdtProp, *, node: FdtNode | None = None,
+                 node_path: str = "") -> tuple[str, str | None]:
     """(DTS value text, comment or None) for a property."""
     raw = prop.raw
     if not raw:

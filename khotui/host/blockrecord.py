@@ -26,8 +26,10 @@ expanding a run, so a corrupt line cannot make them allocate without bound.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from itertools import pairwise
+from typing import BinaryIO, TypeGuard
 
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host.sysroot import Sysroot
@@ -112,7 +114,7 @@ def read_record(sysroot: Sysroot, attributes: tuple[str, ...],
         raise explain_os_error(exc, where) from None
 
 
-def _lines(f, where: str) -> Iterator[bytes]:
+def _lines(f: BinaryIO, where: str) -> Iterator[bytes]:
     n = 0
     while True:
         line = f.readline(MAX_LINE + 1)
@@ -132,7 +134,7 @@ def _bad(where: str, n: int, what: str, line: bytes) -> KhotuiError:
     return KhotuiError(f"line {n}: {what}: {text!r}", path=where, fix=FIX)
 
 
-def _json(line: bytes):
+def _json(line: bytes) -> object:
     try:
         return json.loads(line)
     except (ValueError, RecursionError):
@@ -142,15 +144,15 @@ def _json(line: bytes):
 _BAD = object()
 
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _ids(v) -> tuple[int, ...] | None:
+def _ids(v: object) -> tuple[int, ...] | None:
     """Node ids: ascending, each below MAX_NUMNODES (so at most that many)."""
     if not isinstance(v, list) or not all(_is_int(i) and 0 <= i < MAX_NUMNODES for i in v):
         return None
-    if any(a >= b for a, b in zip(v, v[1:])):
+    if any(a >= b for a, b in pairwise(v)):
         return None
     return tuple(v)
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 from khotui.errors import KhotuiError
 from khotui.host.sysroot import Sysroot
+from khotui.types import JsonDict
 
 IOMEM = "/proc/iomem"
 SYSTEM_RAM = "System RAM"
@@ -30,14 +31,23 @@ _LINE_ONE = re.compile(r"( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)")
 _LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$", re.MULTILINE)
 
 
+class ResourceDict(TypedDict):
+    """`Resource.as_dict()`: one line and, nested, the lines under it."""
+
+    start: int
+    end: int
+    name: str
+    children: list[ResourceDict]
+
+
 class Resource:
     """One /proc/iomem line: [start, end] (end inclusive), its name, depth and children."""
 
     # a plain slotted class, not a dataclass: a 20,000-line iomem builds 20,000 of these
-    __slots__ = ("start", "end", "name", "depth", "children")
+    __slots__ = ("children", "depth", "end", "name", "start")
 
     def __init__(self, start: int, end: int, name: str, depth: int,
-                 children: list["Resource"] | None = None) -> None:
+                 children: list[Resource] | None = None) -> None:
         self.start = start
         self.end = end
         self.name = name
@@ -48,7 +58,7 @@ class Resource:
     def size(self) -> int:
         return self.end - self.start + 1
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> ResourceDict:
         return {"start": self.start, "end": self.end, "name": self.name,
                 "children": [c.as_dict() for c in self.children]}
 
@@ -109,7 +119,7 @@ class Iomem:
             chain.append(hit)
             level = hit.children
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonDict:
         return {"all_zero": self.all_zero,
                 "resources": [r.as_dict() for r in self.resources],
                 "system_ram": [list(r) for r in self.system_ram()]}

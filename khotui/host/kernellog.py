@@ -24,11 +24,12 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host.sysroot import Sysroot
-from khotui.types import DEFAULT_PURGATORY, Purgatory
+from khotui.types import DEFAULT_PURGATORY, JsonDict, Purgatory
 
 _HEX = r"0x([0-9a-fA-F]+)"
 _SIZES = rf"at {_HEX} bufsz={_HEX} memsz={_HEX}"
@@ -107,8 +108,8 @@ class LoggedLoad:
                 return seg
         return None
 
-    def as_dict(self) -> dict:
-        data = asdict(self)
+    def as_dict(self) -> JsonDict:
+        data: JsonDict = asdict(self)
         data["complete"] = self.complete
         return data
 
@@ -118,7 +119,7 @@ def _size_value(text: str) -> int:
     return int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
 
 
-def _text_lines(text: str):
+def _text_lines(text: str) -> Iterator[str]:
     """Message text of each line: kmsg prefixes dropped, kmsg continuation lines skipped."""
     for raw in text.splitlines():
         if _KMSG_DICT.match(raw):

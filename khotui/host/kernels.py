@@ -19,9 +19,9 @@ MAX_ENTRY_BYTES = 64 << 10
 _CHUNK = re.compile(r"\d+|[A-Za-z]+|~")
 
 
-def version_key(version: str) -> tuple:
+def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
     """Sort key: numeric chunks compare as numbers, so 6.10.0 > 6.1.0-18-amd64; `~`/`rc` sort first."""
-    key = []
+    key: list[tuple[int, int, str]] = []
     for chunk in _CHUNK.findall(version.replace("~rc", "~")):
         if chunk == "~" or chunk.lower() == "rc":
             key.append((-1, 0, ""))          # 6.10~rc1 (Debian) and 6.10.0-rc1 < 6.10.0
@@ -46,7 +46,7 @@ class InstalledKernel:
     options: str | None = None    # BLS `options` (the entry's command line)
     entry_path: str | None = None  # BLS entry file
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str | int | float | bool | None]:
         return {"version": self.version, "kernel_path": self.kernel_path,
                 "initrd_path": self.initrd_path, "size": self.size, "mtime": self.mtime,
                 "running": self.running, "source": self.source, "title": self.title,

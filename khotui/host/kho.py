@@ -21,12 +21,12 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from khotui.errors import KhotuiError
 from khotui.cmdline import cmdline_param, kstrtobool
+from khotui.errors import KhotuiError
 from khotui.host.boot import cmdline_tokens, read_config
 from khotui.host.memory import memory_node_ids
 from khotui.host.sysroot import Sysroot
-from khotui.types import ScratchKind, ScratchRegion
+from khotui.types import JsonDict, ScratchKind, ScratchRegion
 
 DEBUGFS = "/sys/kernel/debug"
 KHO_DIR = "/sys/kernel/debug/kho"
@@ -60,11 +60,11 @@ class SetupData:
     type: int
     data_size: int | None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int | None]:
         return {"index": self.index, "type": self.type, "data_size": self.data_size}
 
 
-def _blob_dict(data: bytes | None) -> dict | None:
+def _blob_dict(data: bytes | None) -> dict[str, int | str] | None:
     if data is None:
         return None
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -99,7 +99,7 @@ class KhoState:
                 or any(s.type == SETUP_KEXEC_KHO for s in self.setup_data)
                 or self.dt_kho_fdt is not None)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonDict:
         return {
             "enabled": self.enabled, "off_reason": self.off_reason,
             "off_message": self.off_message, "fix": self.fix,
@@ -162,12 +162,12 @@ def read_scratch(sysroot: Sysroot, out_dir: str = f"{KHO_DIR}/out") -> tuple[lis
         notes.append(f"{node_regions} node scratch regions but {len(node_ids)} nodes with memory "
                      f"({','.join(map(str, node_ids))}); node ids left unknown")
         node_ids = []
-    if not node_ids and node_regions:
-        if not any("node ids left unknown" in n for n in notes):
-            notes.append("node ids of the per-node scratch regions are unknown "
-                         "(no /sys/devices/system/node)")
+    if not node_ids and node_regions and not any("node ids left unknown" in n for n in notes):
+        notes.append("node ids of the per-node scratch regions are unknown "
+                     "(no /sys/devices/system/node)")
     regions: list[ScratchRegion] = []
-    for i, (addr, size) in enumerate(zip(addrs, sizes)):
+    # same length: checked above (one kho_scratch[] entry per line of each file)
+    for i, (addr, size) in enumerate(zip(addrs, sizes, strict=True)):
         if i < 2:
             regions.append(ScratchRegion(i, _KINDS[i], None, addr, size))
         else:

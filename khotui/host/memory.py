@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Protocol
 
 from khotui.errors import KhotuiError, explain_os_error
-from khotui.host.blockrecord import BlockRun, read_record, runs_of
+from khotui.host.blockrecord import BlockRun, Key, read_record, runs_of
 from khotui.host.sysroot import Sysroot
+from khotui.types import JsonDict
 
 NODE_DIR = "/sys/devices/system/node"
 MEMORY_DIR = "/sys/devices/system/memory"
@@ -102,7 +104,7 @@ class Node:
             return []
         return [(a * block_size, (b + 1) * block_size - 1) for a, b in _ranges(self.memory_blocks)]
 
-    def as_dict(self, block_size: int | None = None) -> dict:
+    def as_dict(self, block_size: int | None = None) -> JsonDict:
         return {
             "id": self.id,
             "has_memory": self.has_memory,
@@ -126,7 +128,7 @@ class MemoryBlock:
     valid_zones: str | None
     phys_device: int | None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int | str | bool | None]:
         return {
             "index": self.index, "start": self.start, "size": self.size, "state": self.state,
             "online": self.online, "node": self.node, "removable": self.removable,
@@ -152,7 +154,7 @@ class Topology:
     def block_count(self) -> int:
         return sum(len(n.memory_blocks) for n in self.nodes)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonDict:
         return {
             "block_size": self.block_size,
             "memory_nodes": list(self.memory_nodes),
@@ -206,10 +208,28 @@ def _memory_ids(names: list[str]) -> list[int]:
                   and n[6:].isdigit())
 
 
-def _udev_devices(subsystem: str):
+class _UdevAttributes(Protocol):
+    def get(self, name: str) -> bytes | None: ...
+
+
+class _UdevDevice(Protocol):
+    """What khotui reads of a `pyudev.Device` (pyudev ships no type information)."""
+
+    @property
+    def sys_name(self) -> str: ...
+
+    @property
+    def attributes(self) -> _UdevAttributes: ...
+
+    @property
+    def action(self) -> str | None: ...
+
+
+def _udev_devices(subsystem: str) -> list[_UdevDevice]:
     try:
-        import pyudev
-        return list(pyudev.Context().list_devices(subsystem=subsystem))
+        import pyudev  # type: ignore[import-untyped]  # pyudev ships no types: see _UdevDevice
+        devices: list[_UdevDevice] = list(pyudev.Context().list_devices(subsystem=subsystem))
+        return devices
     except Exception as exc:  # ImportError, udev missing in a container...
         raise KhotuiError(f"cannot enumerate {subsystem} devices through udev: {exc}",
                           path=NODE_DIR if subsystem == "node" else MEMORY_DIR,
@@ -241,10 +261,7 @@ def read_topology(sysroot: Sysroot) -> Topology:
     listed = _node_blocks(runs) if runs is not None else None
     nodes: list[Node] = []
     for nid, host_dir in _node_names(sysroot):
-        if listed is not None:
-            blocks = listed.get(nid, [])
-        else:
-            blocks = _memory_ids(sysroot.listdir(host_dir))
+        blocks = listed.get(nid, []) if listed is not None else _memory_ids(sysroot.listdir(host_dir))
         cpus_host = f"{host_dir}/cpulist"
         cpus_text = sysroot.read_optional_text(cpus_host)
         cpulist = parse_list(cpus_text, path=sysroot.display(cpus_host)) if cpus_text is not None else []
@@ -362,7 +379,8 @@ def read_memory_blocks(sysroot: Sysroot, topology: Topology | None = None, *,
         for r in runs:
             if r.values is None:
                 continue
-            attrs = {a: v for a, v in zip(BLOCK_READ, r.values) if a in want}
+            # read_record() gives one value per name asked for, in that order
+            attrs = {a: v for a, v in zip(BLOCK_READ, r.values, strict=True) if a in want}
             link = min(r.links) if r.links else None
             for index in r.indices:
                 blocks.append(_block(sysroot, index, block_size, attrs, node_of.get(index, link)))
@@ -407,7 +425,7 @@ def block_runs(sysroot: Sysroot,
     names = {int(m.group(1)): name for m, name in
              ((_MEMORY_RE.fullmatch(n), n) for n in sysroot.listdir(MEMORY_DIR)) if m}
 
-    def keyed():
+    def keyed() -> Iterator[tuple[int, Key]]:
         # in index order, read as they are encoded: one block's texts in memory at a time
         for index in sorted(listed.keys() | names.keys()):
             nodes = tuple(listed.get(index, ()))
@@ -443,18 +461,18 @@ def watch_memory_blocks(sysroot: Sysroot, cancelled: Callable[[], bool],
     if not sysroot.is_live:
         return
     try:
-        import pyudev
+        import pyudev  # untyped; mypy reports only the first import (in _udev_devices())
         monitor = pyudev.Monitor.from_netlink(pyudev.Context())
         monitor.filter_by("memory")
     except Exception:
         return
     while not cancelled():
-        device = monitor.poll(timeout=poll)
+        device: _UdevDevice | None = monitor.poll(timeout=poll)
         if device is not None and device.action in ("add", "remove", "online", "offline"):
             yield device.action
 
 
-def _udev_attr(dev, name: str) -> str | None:
+def _udev_attr(dev: _UdevDevice, name: str) -> str | None:
     try:
         value = dev.attributes.get(name)
     except Exception:

@@ -22,17 +22,24 @@ import json
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+from khotui.errors import KhotuiError
+from khotui.host.blockrecord import RECORD, format_record, parse_record
 from khotui.host.kernellog import kmsg_to_dmesg
 from khotui.host.kernellog import read_kmsg as kernellog_read_kmsg
-from khotui.errors import KhotuiError
 from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR
-from khotui.host.blockrecord import RECORD, format_record, parse_record
-from khotui.host.memory import (BLOCK_READ, MEMORY_DIR, NODE_ATTRIBUTES, NODE_DIR,
-                                NODE_STATE_FILES, block_runs, read_block_size)
+from khotui.host.memory import (
+    BLOCK_READ,
+    MEMORY_DIR,
+    NODE_ATTRIBUTES,
+    NODE_DIR,
+    NODE_STATE_FILES,
+    block_runs,
+    read_block_size,
+)
 from khotui.host.sysroot import Sysroot
 
 MANIFEST = "khotui-snapshot.json"

@@ -44,7 +44,7 @@ class KexecState:
             return None
         return self.kexec_load_limit_reboot
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, bool | int | str | list[str] | None]:
         return {
             "loaded": self.loaded, "crash_loaded": self.crash_loaded,
             "crash_size": self.crash_size, "kexec_load_disabled": self.kexec_load_disabled,
@@ -101,7 +101,9 @@ def read_kexec_state(sysroot: Sysroot) -> KexecState:
     limit_reboot = _first_int(sysroot, "/proc/sys/kernel/kexec_load_limit_reboot")
     limit_panic = _first_int(sysroot, "/proc/sys/kernel/kexec_load_limit_panic")
 
-    lockdown, modes, reason = None, [], None
+    lockdown: str | None = None
+    modes: list[str] = []
+    reason: str | None = None
     text = sysroot.read_optional_text(LOCKDOWN)
     if text is None:
         if sysroot.is_live and not sysroot.is_dir("/sys/kernel/security"):

@@ -8,8 +8,8 @@ cannot exhaust memory, and every OSError becomes a `KhotuiError` naming the host
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from khotui.errors import KhotuiError, explain_os_error
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from khotui.errors import KhotuiError
 from khotui.host.boot import parse_meminfo
 from khotui.host.memory import parse_list
 from khotui.host.sysroot import Sysroot
-from khotui.errors import KhotuiError
 
 
 @dataclass
@@ -25,7 +25,7 @@ class SystemSummary:
     loadavg: tuple[float, float, float] | None
     cpu_count: int | None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str | int | float | list[float] | None]:
         return {"hostname": self.hostname, "mem_total": self.mem_total,
                 "mem_available": self.mem_available, "uptime": self.uptime,
                 "loadavg": list(self.loadavg) if self.loadavg else None,
@@ -62,13 +62,16 @@ def _cpu_count(sysroot: Sysroot) -> int | None:
 
 def read_system(sysroot: Sysroot) -> SystemSummary:
     if sysroot.is_live:
-        import psutil
         import time
+
+        # psutil ships no types (types-psutil is not a dependency)
+        import psutil  # type: ignore[import-untyped]
         vm = psutil.virtual_memory()
+        one, five, fifteen = psutil.getloadavg()
         return SystemSummary(hostname=socket.gethostname(), mem_total=vm.total,
                              mem_available=vm.available,
                              uptime=round(time.time() - psutil.boot_time(), 2),
-                             loadavg=tuple(psutil.getloadavg()),
+                             loadavg=(one, five, fifteen),
                              cpu_count=psutil.cpu_count())
     meminfo_text = sysroot.read_optional_text("/proc/meminfo")
     meminfo = parse_meminfo(meminfo_text) if meminfo_text is not None else {}
@@ -81,6 +84,6 @@ def read_system(sysroot: Sysroot) -> SystemSummary:
         mem_total=total * 1024 if total is not None else None,
         mem_available=avail * 1024 if avail is not None else None,
         uptime=uptime[0] if uptime else None,
-        loadavg=tuple(load) if load and len(load) == 3 else None,
+        loadavg=(load[0], load[1], load[2]) if load and len(load) == 3 else None,
         cpu_count=_cpu_count(sysroot),
     )

@@ -19,7 +19,9 @@ import lzma
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from khotui.types import JsonDict
 from khotui.units import size
 
 HEADER_SIZE = 64                      # sizeof(struct arm64_image_header)
@@ -59,7 +61,7 @@ class Arm64Running:
     mixed_endian: bool | None = None
 
     @classmethod
-    def from_config(cls, config_text: str) -> "Arm64Running":
+    def from_config(cls, config_text: str) -> Arm64Running:
         """From the running kernel's config (`/proc/config.gz` text): page size and endianness."""
         options = {line.split("=", 1)[0] for line in config_text.splitlines()
                    if line.startswith("CONFIG_") and line.endswith("=y")}
@@ -105,7 +107,7 @@ class Arm64Image:
     compression: str | None = None        # 'gzip', 'bzip2', 'xz', or the zboot payload's type
     payload_offset: int | None = None     # zboot only
     payload_size: int | None = None       # zboot only
-    inner: "Arm64Image | None" = None
+    inner: Arm64Image | None = None
     loadable: bool | None = False
     why_not: str | None = None
     fix: str | None = None
@@ -123,7 +125,7 @@ class Arm64Image:
             return None
         return "unspecified" if self.page_size is None else size(self.page_size)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonDict:
         return {
             "arch": "arm64",
             "kind": self.kind,
@@ -277,7 +279,13 @@ def _decompressor(data: bytes) -> tuple[str, bytes] | None:
     return None
 
 
-def _peek(data: bytes, decompressor) -> bytes | None:
+class _Decompressor(Protocol):
+    """zlib's decompressobj(), bz2.BZ2Decompressor and lzma.LZMADecompressor alike."""
+
+    def decompress(self, data: bytes, /, max_length: int = ...) -> bytes: ...
+
+
+def _peek(data: bytes, decompressor: _Decompressor) -> bytes | None:
     """Up to `_PEEK` decompressed bytes, without inflating the whole file."""
     try:
         if isinstance(decompressor, bz2.BZ2Decompressor | lzma.LZMADecompressor):

@@ -25,14 +25,11 @@ import stat
 import struct
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO, Union
+from typing import BinaryIO, Union
 
 from khotui.errors import KhotuiError, explain_os_error
-
-try:  # the arm64 Image parser lives in its own module (another engineer's)
-    from khotui.image.arm64 import parse_arm64_image  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until khotui/image_arm64.py lands
-    parse_arm64_image = None
+from khotui.image.arm64 import Arm64Image, parse_arm64_image
+from khotui.types import JsonDict
 
 Source = Union[str, "os.PathLike[str]", BinaryIO, int]
 
@@ -165,8 +162,8 @@ class SetupHeader:
     def xloadflag_names(self) -> list[str]:
         return [name for bit, name in XLF_NAMES.items() if self.xloadflags & bit]
 
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+    def as_dict(self) -> JsonDict:
+        data: JsonDict = asdict(self)
         data["protocol"] = self.protocol
         data["xloadflag_names"] = self.xloadflag_names
         data["effective_setup_sects"] = self.effective_setup_sects
@@ -188,13 +185,16 @@ class KernelImage:
 
     name: str
     size: int
-    format: str              # 'bzImage', 'arm64-Image', 'PE/UKI', 'PE', 'zboot', 'ELF vmlinux', 'gzip', ..., 'unknown'
+    # 'bzImage', 'arm64-Image', 'PE/UKI', 'PE', 'zboot', 'ELF vmlinux', 'gzip', ..., 'unknown'
+    format: str
     arch: str | None         # 'x86_64', 'arm64', ... or None when unknown
-    loadable: bool           # what the kernel's probe and load checks would say (file alone)
+    # what the kernel's probe and load checks would say (file alone); None: an arm64 Image whose
+    # load depends on a CPU feature user space cannot read (Arm64Image.loadable)
+    loadable: bool | None
     why_not: str | None = None
     errno: str | None = None     # what kexec_file_load would return: 'ENOEXEC', 'EINVAL', 'EFBIG'
     setup: SetupHeader | None = None
-    arm64: Any = None        # khotui.image.arm64.Arm64Image when format is 'arm64-Image'
+    arm64: Arm64Image | None = None   # when format is 'arm64-Image'
     pe_machine: str | None = None
     pe_sections: list[PeSection] = field(default_factory=list)
     linux_section: PeSection | None = None   # UKI: the embedded kernel
@@ -216,12 +216,8 @@ class KernelImage:
                                         f"architecture's images")
         return True, None, None
 
-    def as_dict(self) -> dict[str, Any]:
-        arm = self.arm64
-        if arm is not None and hasattr(arm, "as_dict"):
-            arm = arm.as_dict()
-        elif arm is not None and hasattr(arm, "__dataclass_fields__"):
-            arm = asdict(arm)
+    def as_dict(self) -> JsonDict:
+        arm = None if self.arm64 is None else self.arm64.as_dict()
         return {
             "name": self.name, "size": self.size, "format": self.format, "arch": self.arch,
             "loadable": self.loadable, "why_not": self.why_not, "errno": self.errno,
@@ -241,11 +237,12 @@ class InitrdInfo:
 
     name: str
     size: int
-    format: str              # 'cpio newc', 'cpio odc', 'gzip', 'zstd', 'xz', 'lz4', 'lzma', 'bzip2', 'lzo', 'unknown'
+    # 'cpio newc', 'cpio odc', 'gzip', 'zstd', 'xz', 'lz4', 'lzma', 'bzip2', 'lzo', 'unknown'
+    format: str
     note: str | None = None
     parts: list[str] = field(default_factory=list)   # formats in file order, when more follow
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, str | int | list[str] | None]:
         return asdict(self)
 
 
@@ -263,7 +260,8 @@ class _Reader:
     def __init__(self, source: Source, name: str | None, what: str) -> None:
         self.what = what
         self._owned_fd: int | None = None
-        self._file: Any = None
+        self._file: BinaryIO | None = None   # a borrowed file object, read by seek/read when
+                                             # it has no descriptor (BytesIO)
         self._fd: int | None = None
         self._stamp: tuple[int, int, int] | None = None
         if isinstance(source, int):
@@ -321,6 +319,7 @@ class _Reader:
             self._refuse(st.st_mode)   # the path may have been swapped since stat()
             self._stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             return st.st_size
+        assert self._file is not None   # no descriptor: a borrowed file object (__init__)
         pos = self._file.tell()
         end = self._file.seek(0, os.SEEK_END)
         self._file.seek(pos)
@@ -341,6 +340,7 @@ class _Reader:
                     offset += len(chunk)
                     length -= len(chunk)
                 return b"".join(chunks)
+            assert self._file is not None   # no descriptor: a borrowed file object (__init__)
             pos = self._file.tell()
             try:
                 self._file.seek(offset)
@@ -370,7 +370,7 @@ class _Reader:
             os.close(self._owned_fd)
             self._owned_fd = None
 
-    def __enter__(self) -> "_Reader":
+    def __enter__(self) -> _Reader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -477,7 +477,8 @@ def _bzimage(rd: _Reader, head: bytes) -> KernelImage:
             f"its setup header (0x{end:x} bytes)", path=rd.name,
             fix="the file is cut short: copy the kernel again (e.g. from /boot or the build's "
                 "arch/x86/boot/bzImage)")
-    values = dict(zip(_SETUP_FIELDS, _SETUP_HEADER.unpack_from(head, SETUP_HDR_OFFSET)))
+    # one name per struct field (asserted at import)
+    values = dict(zip(_SETUP_FIELDS, _SETUP_HEADER.unpack_from(head, SETUP_HDR_OFFSET), strict=True))
     version = None
     if values["kernel_version_offset"]:
         raw = rd.pread(0x200 + values["kernel_version_offset"], 256)
@@ -546,22 +547,18 @@ def _linux_banner(rd: _Reader) -> str | None:
 
 
 def _arm64(rd: _Reader, head: bytes) -> KernelImage:
-    parsed = None
-    if parse_arm64_image is not None:
-        parsed = parse_arm64_image(head)
+    parsed = parse_arm64_image(head)
     image = KernelImage(name=rd.name, size=rd.size, format="arm64-Image", arch="arm64",
                         loadable=True, arm64=parsed, signed=pe_signed(rd, head),
                         version=_linux_banner(rd))
     if head[:2] == b"MZ":
         image.notes.append("starts with MZ: the EFI stub; kexec_file_load uses the Image header")
     if parsed is not None:
-        for attr in ("loadable", "why_not"):
-            if hasattr(parsed, attr):
-                setattr(image, attr, getattr(parsed, attr))
+        image.loadable, image.why_not = parsed.loadable, parsed.why_not
         if not image.loadable:
-            image.errno = getattr(parsed, "errno", None) or "EINVAL"
+            image.errno = "EINVAL"   # image_probe()/image_load(), arch/arm64/kernel/kexec_image.c
         return image
-    # until khotui.image.arm64 exists: image_probe() and the image_size check of image_load()
+    # no Image found in the header: image_probe() and the image_size check of image_load()
     if len(head) < 0x40:
         raise KhotuiError(f"truncated arm64 Image: {rd.size} bytes, shorter than its 64-byte "
                           f"header", path=rd.name, fix="copy the kernel again")
@@ -593,7 +590,7 @@ def pe_signed(rd: _Reader, head: bytes) -> bool | None:
     if count <= 4:
         return False
     offset, size = struct.unpack_from("<II", pe, base + 8 * 4)
-    return size > 0 and offset > 0 and offset + size <= rd.size
+    return bool(size > 0 and offset > 0 and offset + size <= rd.size)
 
 
 def _pe_sections(rd: _Reader, head: bytes) -> tuple[str | None, list[PeSection]] | None:

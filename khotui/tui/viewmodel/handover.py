@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from khotui.tui.viewmodel import (
     FdtBlob,
@@ -16,10 +17,11 @@ from khotui.tui.viewmodel import (
 )
 
 if TYPE_CHECKING:
+    from khotui.fdt import FdtNode, FdtTree, KhoFdt
     from khotui.tui.viewmodel import Source
 
 
-def handover(src: "Source") -> Handover:
+def handover(src: Source) -> Handover:
     """Both sides from the shared host state: kho/ was read and the root FDTs decoded once
     (khotui.plan.host_status); only the sub-blobs are decoded here, and DTS text on request."""
     status = _guard(src.status)
@@ -54,7 +56,7 @@ def handover(src: "Source") -> Handover:
     return Handover(sides=sides, notes=notes)
 
 
-def _dts_of(tree: Any) -> Callable[[], str]:
+def _dts_of(tree: FdtTree) -> Callable[[], str]:
     def render() -> str:
         from khotui.fdt import to_dts
         dts = _guard(lambda: to_dts(tree))
@@ -73,7 +75,7 @@ def _hex_of(data: bytes) -> Callable[[], str]:
     return render
 
 
-def _root_blob(data: bytes, path: str, kho: Any, error: str | None) -> FdtBlob:
+def _root_blob(data: bytes, path: str, kho: KhoFdt | None, error: str | None) -> FdtBlob:
     blob = FdtBlob(name="fdt", path=path, size=len(data), kind="fdt", raw=data,
                    hex_source=_hex_of(data))
     if kho is None:
@@ -101,14 +103,15 @@ def _sub_blob(name: str, data: bytes, path: str) -> FdtBlob:
         blob.kind = "fdt"
         blob.root = _node_view(sub.fdt.root)
         blob.dts_source = _dts_of(sub.fdt)
-    elif sub.kexec_metadata is not None or sub.luo is not None:
-        blob.kind = "struct"
-        fields = (sub.kexec_metadata or sub.luo).as_dict()
-        blob.fields = [(k, _fmt_field(k, v)) for k, v in fields.items()]
+    else:
+        struct = sub.kexec_metadata if sub.kexec_metadata is not None else sub.luo
+        if struct is not None:
+            blob.kind = "struct"
+            blob.fields = [(k, _fmt_field(k, v)) for k, v in struct.as_dict().items()]
     return blob
 
 
-def _fmt_field(name: str, value: Any) -> str:
+def _fmt_field(name: str, value: object) -> str:
     if value is None:
         return "— (cut off)"
     if isinstance(value, int) and (name.endswith("_pa") or name.endswith("addr")):
@@ -116,10 +119,10 @@ def _fmt_field(name: str, value: Any) -> str:
     return str(value)
 
 
-def _node_view(node: Any) -> FdtNodeView:
+def _node_view(node: FdtNode) -> FdtNodeView:
     def props() -> list[FdtProperty]:
         from khotui.fdt import format_value
-        out = []
+        out: list[FdtProperty] = []
         for p in node.properties:
             value, comment = format_value(p, node=node, node_path=node.path)
             text = value or "(empty)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from khotui.errors import KhotuiError
 from khotui.tui.viewmodel import (
@@ -15,9 +15,12 @@ from khotui.tui.viewmodel import (
     _guard,
     problem_of,
 )
+from khotui.types import JsonDict
 
 if TYPE_CHECKING:
+    from khotui.host.iomem import Resource
     from khotui.host.kho import KhoState
+    from khotui.host.memory import MemoryBlock, Topology
     from khotui.plan.status import HostStatus
     from khotui.tui.viewmodel import Source
 
@@ -46,7 +49,7 @@ def kind_of(name: str, depth: int) -> str | None:
 STATES_WITH_MAP = 4096
 
 
-def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
+def memory_map(src: Source, plan: Plan | None) -> MemoryMap:
     """From the shared host state (iomem, scratch) and the node topology (one directory listing
     per node); no memory block directory is opened unless the host has few blocks."""
     from khotui.host.iomem import all_zero_message
@@ -55,9 +58,9 @@ def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
     status = _guard(src.status)
     lines: list[IomemLine] | Problem
     ram: list[tuple[int, int]] = []
-    iomem = status if isinstance(status, Problem) else status.iomem
-    if isinstance(iomem, Problem) or iomem is None:
-        error = iomem if isinstance(iomem, Problem) else _iomem_problem(status)
+    iomem = None if isinstance(status, Problem) else status.iomem
+    if iomem is None:
+        error = status if isinstance(status, Problem) else _iomem_problem(status)
         lines = error
         notes.append(f"/proc/iomem: {error.message}")
     else:
@@ -91,7 +94,7 @@ def memory_map(src: "Source", plan: Plan | None) -> MemoryMap:
                      block_size=block_size, block_count=count, notes=notes)
 
 
-def search_iomem(src: "Source", query: str, limit: int) -> list[IomemLine] | Problem:
+def search_iomem(src: Source, query: str, limit: int) -> list[IomemLine] | Problem:
     status = _guard(src.status)
     if isinstance(status, Problem):
         return status
@@ -105,18 +108,18 @@ def _iomem_problem(status: HostStatus) -> Problem:
     return Problem("not readable") if problem is None else problem_of(problem)
 
 
-def _line(r: Any) -> IomemLine:
+def _line(r: Resource) -> IomemLine:
     # children are converted on first access by the tree; keep the core's objects behind them
     return _LazyLine(r)
 
 
 class _LazyLine(IomemLine):
-    def __init__(self, r: Any) -> None:  # noqa: D107
+    def __init__(self, r: Resource) -> None:
         self.start, self.end, self.name, self.depth = r.start, r.end, r.name, r.depth
         self._r = r
         self._children: list[IomemLine] | None = None
 
-    @property  # type: ignore[override]
+    @property
     def children(self) -> list[IomemLine]:
         if self._children is None:
             self._children = [_LazyLine(c) for c in self._r.children]
@@ -135,19 +138,20 @@ def _scratch(kho: KhoState) -> list[MemRange]:
     return [MemRange(r.addr, r.end, "scratch", r.label) for r in kho.scratch if r.size]
 
 
-def _topology(src: "Source") -> Any:
+def _topology(src: Source) -> Topology:
     from khotui.host.memory import read_topology
     return src.cached("topology", lambda: read_topology(src.sysroot))
 
 
-def _nodes(src: "Source", ram: list[tuple[int, int]], notes: list[str]):
+def _nodes(src: Source, ram: list[tuple[int, int]], notes: list[str]
+           ) -> tuple[list[tuple[str, int, int]], list[BlockRun] | Problem, int | None, int]:
     """Bands per NUMA node and block runs per node, from the topology alone (state unknown);
     else one band over System RAM."""
     from khotui.host.memory import _ranges
     topo = _guard(lambda: _topology(src))
     bands: list[tuple[str, int, int]] = []
     blocks: list[BlockRun] | Problem
-    block_size = None
+    block_size: int | None = None
     count = 0
     if isinstance(topo, Problem):
         blocks = topo
@@ -159,7 +163,8 @@ def _nodes(src: "Source", ram: list[tuple[int, int]], notes: list[str]):
             spans = n.block_ranges(block_size)
             if spans:
                 bands.append((f"node{n.id}", spans[0][0], spans[-1][1]))
-            for (first, last), (start, end) in zip(_ranges(n.memory_blocks), spans):
+            # strict=False: spans is empty when the block size is unknown, and then no run is drawn
+            for (first, last), (start, end) in zip(_ranges(n.memory_blocks), spans, strict=False):
                 blocks.append(BlockRun(node=n.id, first=first, last=last, start=start, end=end,
                                        state=""))
         bands.sort(key=lambda b: b[1])
@@ -176,7 +181,7 @@ def _nodes(src: "Source", ram: list[tuple[int, int]], notes: list[str]):
 STATES_IN_CHILD = 20_000
 
 
-def block_states(src: "Source") -> list[BlockRun]:
+def block_states(src: Source) -> list[BlockRun]:
     """Every block's `state` (one file per block: seconds on a 196,608-block host), as runs."""
     topo = _topology(src)
     if topo.block_count <= STATES_IN_CHILD:
@@ -212,13 +217,13 @@ def state_runs_child() -> None:
     from khotui.host.sysroot import Sysroot
     try:
         runs = _runs(read_memory_blocks(Sysroot(sys.argv[1]), attributes=("state",)))
-        answer: dict = {"runs": [[r.node, r.first, r.last, r.start, r.end, r.state] for r in runs]}
+        answer: JsonDict = {"runs": [[r.node, r.first, r.last, r.start, r.end, r.state] for r in runs]}
     except KhotuiError as exc:
         answer = {"error": [exc.message, exc.path, exc.fix]}
     json.dump(answer, sys.stdout)
 
 
-def _runs(blocks: list[Any]) -> list[BlockRun]:
+def _runs(blocks: list[MemoryBlock]) -> list[BlockRun]:
     runs: list[BlockRun] = []
     for b in sorted(blocks, key=lambda b: b.index):
         state = b.state or ("online" if b.online else "offline" if b.online is False else "?")
