@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import SystemCommand
@@ -22,12 +22,14 @@ from khotui.tui._hooks import HeldOutputApp
 from khotui.tui.messages import (
     FilesOpened,
     LoadFinished,
-    OpenFiles,
     PlanReady,
     PlanRequested,
     UnloadRequested,
 )
 from khotui.tui.viewmodel import LoadResult, Plan, PlanInput, Source
+
+if TYPE_CHECKING:
+    from khotui.tui.viewmodel import LoadSession, Syscalls
 
 # (mode, key, title) in the order of the navigation bar
 SCREENS: list[tuple[str, str, str]] = [
@@ -181,7 +183,7 @@ class KhotuiApp(HeldOutputApp[int]):
                          confirmed)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def run_load(self, plan: Plan, files: OpenFiles | None = None, force: bool = False) -> None:
+    def run_load(self, plan: Plan, files: LoadSession | None = None, force: bool = False) -> None:
         self.post_message(LoadFinished(self.source.load(plan, files, force=force)))
 
     @on(UnloadRequested)
@@ -260,7 +262,7 @@ class KhotuiApp(HeldOutputApp[int]):
             self.run_worker(result)
 
 
-def run_app(root: Path, demo: bool = False, *, syscalls: object = None) -> int:
+def run_app(root: Path, demo: bool = False, *, syscalls: Syscalls | None = None) -> int:
     """Entry point for `khotui`, `khotui --root DIR` and `khotui --demo`."""
     source = Source(root, demo=demo, syscalls=syscalls)
     app = KhotuiApp(source)

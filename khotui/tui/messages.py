@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from khotui.tui.viewmodel import LoadResult, Plan, PlanInput
+
+if TYPE_CHECKING:
+    from khotui.tui.viewmodel import LoadSession
 
 
 class PlanRequested(Message):
@@ -33,16 +36,11 @@ class LoadFinished(Message):
         self.result = result
 
 
-class OpenFiles(Protocol):
-    """The kernel and initrd, open (khotui.load.opened.OpenedFiles): loaded, or closed unused."""
-
-    def close(self) -> None: ...
-
-
 class FilesOpened(Message):
-    """The kernel and initrd are open and hashed: the confirmation shows these, the load uses them."""
+    """The kernel and initrd are open and hashed and planned again (a load session): the
+    confirmation shows these, the load commits that session, or it is closed unused."""
 
-    def __init__(self, plan: Plan, files: OpenFiles, hashes: list[tuple[str, str, int | None]]) -> None:
+    def __init__(self, plan: Plan, files: LoadSession, hashes: list[tuple[str, str, int | None]]) -> None:
         super().__init__()
         self.plan = plan
         self.files = files

@@ -30,6 +30,8 @@ def test_a_failure_in_the_child_comes_back_as_the_operator_s_message(tmp_path, m
     monkeypatch.setattr(vm_memory, "STATES_IN_CHILD", 0)
     got = source.block_states()
     assert isinstance(got, Problem)
-    assert "block_size_bytes" in got.message and "not a hex block size" in got.message
+    # the error stays an object across the child: the file, what is wrong with it, the fix
+    assert got.path is not None and got.path.endswith("block_size_bytes")
+    assert "not a hex block size" in got.message
     assert got.fix
     shutil.rmtree(root)

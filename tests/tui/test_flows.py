@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from khotui.load.audit import AuditSink
 from khotui.tui.app import KhotuiApp
 from khotui.tui.viewmodel import Source
 from tests.conftest import CAPTURES, capture_names
@@ -165,8 +166,7 @@ async def test_load_goes_to_the_syscall_seam_and_shows_actual_vs_predicted(tmp_p
     root = _copy_capture("two-nodes", tmp_path)
     initrd = make_initrd(8 << 20, tmp_path / "initrd.cpio")
     fake = FakeKernel(on_load=logs_like("two-nodes", root))
-    app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
-                  syslog=None)
+    app = app_for(root, syscalls=fake, dry_run=False, sink=AuditSink(tmp_path / "khotui.log", syslog=None))
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
         assert "DRY RUN" not in screen_text(app)
@@ -206,8 +206,7 @@ async def test_a_failing_check_refuses_the_load_before_the_syscall(tmp_path):
     root = CAPTURES / "scratch-too-small" / "sysroot"
     initrd = make_initrd(64 << 20, tmp_path / "initrd64.cpio")
     fake = FakeKernel(errno.EADDRNOTAVAIL)
-    app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
-                  syslog=None)
+    app = app_for(root, syscalls=fake, dry_run=False, sink=AuditSink(tmp_path / "khotui.log", syslog=None))
     async with app.run_test(size=(120, 40)) as pilot:
         await _pick_files(pilot, app, KERNEL, initrd)
         await press(pilot, app, "p")
@@ -230,8 +229,7 @@ async def test_forced_load_eaddrnotavail_names_the_initrd_and_the_regions(tmp_pa
     root = CAPTURES / "scratch-too-small" / "sysroot"
     initrd = make_initrd(64 << 20, tmp_path / "initrd64.cpio")
     fake = FakeKernel(errno.EADDRNOTAVAIL)
-    app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
-                  syslog=None)
+    app = app_for(root, syscalls=fake, dry_run=False, sink=AuditSink(tmp_path / "khotui.log", syslog=None))
     async with app.run_test(size=(120, 40)) as pilot:
         await _pick_files(pilot, app, KERNEL, initrd)
         await press(pilot, app, "p", "l")
@@ -279,8 +277,7 @@ async def test_unload_asks_first_and_is_a_dry_run_on_a_snapshot(demo):
 async def test_unload_goes_to_the_same_fake_kernel_and_explains_a_refusal(tmp_path, fail):
     root = _copy_capture("two-nodes", tmp_path)
     fake = FakeKernel(fail)
-    app = app_for(root, syscalls=fake, dry_run=False, log_path=tmp_path / "khotui.log",
-                  syslog=None)
+    app = app_for(root, syscalls=fake, dry_run=False, sink=AuditSink(tmp_path / "khotui.log", syslog=None))
     async with app.run_test(size=(120, 40)) as pilot:
         await press(pilot, app, "u")
         await type_text(pilot, app, "two-nodes")

@@ -51,4 +51,4 @@ def test_an_unreadable_source_is_its_panels_problem_with_its_fix(shared, tmp_pat
     assert isinstance(problem, CoreProblem)
     mm = src.memory()
     assert isinstance(mm.iomem, Problem)
-    assert mm.iomem.message == problem.headline and mm.iomem.fix == problem.fix
+    assert mm.iomem == problem        # the core's object itself: path, message and fix

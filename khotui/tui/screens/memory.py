@@ -301,7 +301,7 @@ of them on a 24 TiB host.
                      count: int | None = None) -> None:
         table = self.query_one("#blocks", RowTable)
         if isinstance(blocks, Problem):
-            rows = [[f"unavailable: {blocks.message}"]] + ([[f"fix: {blocks.fix}"]] if blocks.fix else [])
+            rows = [[f"unavailable: {blocks.headline}"]] + ([[f"fix: {blocks.fix}"]] if blocks.fix else [])
             table.set_rows(["memory blocks"], rows)
             return
         known = all(run.state for run in blocks)

@@ -19,34 +19,28 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from khotui.errors import KhotuiError
+from khotui.errors import KhotuiError, Problem
 from khotui.types import Finding, ScratchRegion, Status, worst
 
 if TYPE_CHECKING:
-    from khotui.errors import Problem as ErrorsProblem
+    from khotui.load.audit import AuditSink
+    # re-exported for the screens' annotations: they reach the core only through here
+    from khotui.load.session import LoadSession as LoadSession
+    from khotui.load.syscall import Syscalls as Syscalls
+    from khotui.plan import PlanResult
     from khotui.placement.core import Segment
     from khotui.plan.status import HostStatus
 
 T = TypeVar("T")
 
-__all__ = ["Finding", "ScratchRegion", "Status", "worst"]   # the core's types the screens draw
+__all__ = ["Finding", "Problem", "ScratchRegion", "Status", "worst"]   # the core's types the screens draw
 
 
 # ---------------------------------------------------------------------------------------------
 # Plain values the widgets draw
-
-
-@dataclass
-class Problem:
-    """A panel that could not be filled: what happened and what to do."""
-
-    message: str
-    fix: str | None = None
-
-    def __str__(self) -> str:
-        return self.message + (f"\nfix: {self.fix}" if self.fix else "")
 
 
 @dataclass
@@ -288,7 +282,7 @@ class Plan:
     findings: list[Finding]
     files: list[tuple[str, str, int | None]] = field(default_factory=list)  # (path, sha256, size)
     notes: list[str] = field(default_factory=list)
-    handle: Any = None               # the core's plan object, passed back to load()
+    handle: PlanResult | None = None  # the core's plan, kept for the load
 
 
 @dataclass
@@ -327,15 +321,15 @@ def _guard(fn: Callable[[], T]) -> T | Problem:
     try:
         return fn()
     except KhotuiError as exc:
-        return Problem(f"{exc.path}: {exc.message}" if exc.path else exc.message, exc.fix)
+        return exc.problem
     except ImportError as exc:
         return Problem(f"this part of khotui is not installed: {exc}",
-                       "update khotui; the other screens still work")
+                       fix="update khotui; the other screens still work")
     except Exception as exc:  # a bug in a reader must not take the app down
         if os.environ.get("KHOTUI_DEBUG"):
             raise
         return Problem(f"internal error reading this panel ({type(exc).__name__}: {exc})",
-                       "rerun with KHOTUI_DEBUG=1 and report it")
+                       fix="rerun with KHOTUI_DEBUG=1 and report it")
 
 
 _gc_lock = threading.Lock()
@@ -374,20 +368,19 @@ def _quiet_gc(fn: Callable[..., T]) -> Callable[..., T]:
 class Source:
     """The host the app shows (live `/`, a snapshot, or the demo) and the syscall seam.
 
-    `syscalls` is handed to the core's load flow unchanged; tests pass a fake. On anything but
-    the live host the app never loads: `dry_run` is True and `load()` only plans.
+    `syscalls` is handed to the core's load session unchanged; tests pass a fake. `sink` is
+    where each load and unload is recorded (khotui.load.audit; None: the production log and
+    syslog). On anything but the live host the app never loads: `dry_run` is True and `load()`
+    only plans.
     """
 
     def __init__(self, root: Path | str = "/", *, demo: bool = False,
-                 syscalls: Any = None, label: str | None = None,
-                 dry_run: bool | None = None, log_path: str | None | object = ...,
-                 syslog: Any = ...) -> None:
+                 syscalls: Syscalls | None = None, label: str | None = None,
+                 dry_run: bool | None = None, sink: AuditSink | None = None) -> None:
         self.root = Path(root)
         self.demo = demo
         self.syscalls = syscalls
-        # where loadflow records each load (... = the core's defaults)
-        self.log_path = log_path
-        self.syslog = syslog
+        self.sink = sink
         from khotui.host.sysroot import Sysroot
         self.sysroot = Sysroot(self.root)
         self.live = self.sysroot.is_live and not demo
@@ -404,7 +397,7 @@ class Source:
             self.label = f"snapshot {name}"
         self._status: HostStatus | None = None
         self._status_lock = threading.RLock()
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, object] = {}   # each key always holds one type (see cached)
         # Only the live host loads. Tests pass dry_run=False with a fake `syscalls` to drive
         # the load flow on a capture; nothing else may.
         if dry_run is False and syscalls is None and not self.live:
@@ -468,7 +461,8 @@ class Source:
         with self._status_lock:
             if key not in self._cache:
                 self._cache[key] = read()
-            return self._cache[key]
+            # a key is only ever filled by one reader, so its value has that reader's type
+            return cast(T, self._cache[key])
 
     @_quiet_gc
     def warm(self) -> None:
@@ -492,7 +486,7 @@ class Source:
         return SystemSummary(mem_total=s.mem_total, mem_available=s.mem_available,
                              uptime=s.uptime, load=s.loadavg, cpus=s.cpu_count)
 
-    def memory_events(self, cancelled: Callable[[], bool]):
+    def memory_events(self, cancelled: Callable[[], bool]) -> Iterator[str]:
         """Memory blocks coming and going (live host only): khotui.host.memory."""
         from khotui.host.memory import watch_memory_blocks
         return watch_memory_blocks(self.sysroot, cancelled)
@@ -543,11 +537,12 @@ class Source:
         from khotui.tui.viewmodel import load as l
         return l.plan(self, request)
 
-    def open_files(self, plan: Plan) -> tuple[Any, list[tuple[str, str, int | None]]]:
+    def open_files(self, plan: Plan) -> tuple[LoadSession, list[tuple[str, str, int | None]]]:
         from khotui.tui.viewmodel import load as l
         return l.open_files(self, plan)
 
-    def load(self, plan: Plan, files: Any = None, *, force: bool = False) -> LoadResult:
+    def load(self, plan: Plan, files: LoadSession | None = None, *,
+             force: bool = False) -> LoadResult:
         from khotui.tui.viewmodel import load as l
         return l.load(self, plan, files, force=force)
 
@@ -558,11 +553,6 @@ class Source:
 
 # ---------------------------------------------------------------------------------------------
 # Mappings from the core's objects
-
-
-def problem_of(problem: "ErrorsProblem") -> Problem:
-    """A core `khotui.errors.Problem` as a panel's message: the path and message, and the fix."""
-    return Problem(problem.headline, problem.fix)
 
 
 def segment_rows(segments: list[Segment]) -> list[SegmentRow]:

@@ -13,7 +13,6 @@ from khotui.tui.viewmodel import (
     HandoverSide,
     Problem,
     _guard,
-    problem_of,
 )
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ def handover(src: Source) -> Handover:
     if isinstance(status, Problem):
         return Handover(sides=status)
     if "kho" in status.errors:
-        return Handover(sides=problem_of(status.errors["kho"]))
+        return Handover(sides=status.errors["kho"])
     state = status.kho
     sides: list[HandoverSide] = []
     notes: list[str] = []

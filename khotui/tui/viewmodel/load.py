@@ -98,8 +98,8 @@ def cmdline_preview(src: "Source", current: str, new: str, kernel: str | None) -
 def plan(src: "Source", request: PlanInput) -> Plan:
     result = _guard(lambda: _plan_load(src, request))
     if isinstance(result, Problem):
-        return Plan(request=request, would_succeed=False, verdict=result.message,
-                    segments=[], regions=[], findings=[Finding("plan", "fail", result.message,
+        return Plan(request=request, would_succeed=False, verdict=result.headline,
+                    segments=[], regions=[], findings=[Finding("plan", "fail", result.headline,
                                                                   result.fix)])
     return _plan_of(request, result)
 
@@ -147,11 +147,8 @@ def _verdict(ok: bool, findings: list[Finding], message: str | None = None) -> s
 
 
 def _sink(src: "Source") -> "AuditSink":
-    from khotui.load.audit import DEFAULT_LOG_PATH, AuditSink, default_syslog
-    log = src.log_path  # ... = the default log; None = no log file
-    return AuditSink(log_path=DEFAULT_LOG_PATH if log is ...
-                     else log if isinstance(log, (str, os.PathLike)) else None,
-                     syslog=default_syslog if src.syslog is ... else src.syslog)
+    from khotui.load.audit import DEFAULT_SINK
+    return DEFAULT_SINK if src.sink is None else src.sink
 
 
 def _syscalls(src: "Source") -> "Syscalls":

@@ -13,7 +13,6 @@ from khotui.tui.viewmodel import (
     Plan,
     Problem,
     _guard,
-    problem_of,
 )
 from khotui.types import JsonDict
 
@@ -62,7 +61,7 @@ def memory_map(src: Source, plan: Plan | None) -> MemoryMap:
     if iomem is None:
         error = status if isinstance(status, Problem) else _iomem_problem(status)
         lines = error
-        notes.append(f"/proc/iomem: {error.message}")
+        notes.append(f"/proc/iomem: {error.message}" if error.path is None else error.headline)
     else:
         if iomem.all_zero:
             err = all_zero_message(iomem)
@@ -82,7 +81,7 @@ def memory_map(src: Source, plan: Plan | None) -> MemoryMap:
             blocks = states
 
     if isinstance(status, Problem):
-        notes.append(f"scratch regions: {status.message}")
+        notes.append(f"scratch regions: {status.headline}")
     elif "kho" in status.errors:
         notes.append(f"scratch regions: {status.errors['kho'].headline}")
     else:
@@ -105,7 +104,7 @@ def search_iomem(src: Source, query: str, limit: int) -> list[IomemLine] | Probl
 
 def _iomem_problem(status: HostStatus) -> Problem:
     problem = status.errors.get("iomem")
-    return Problem("not readable") if problem is None else problem_of(problem)
+    return Problem("not readable") if problem is None else problem
 
 
 def _line(r: Resource) -> IomemLine:

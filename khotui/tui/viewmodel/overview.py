@@ -10,7 +10,6 @@ from khotui.tui.viewmodel import (
     Overview,
     Problem,
     _guard,
-    problem_of,
     worst,
 )
 
@@ -30,15 +29,15 @@ def overview(src: Source) -> Overview:
     errors = status.errors
     b = status.boot
     if "boot" in errors:
-        ov.boot_problem = problem_of(errors["boot"])
+        ov.boot_problem = errors["boot"]
     else:
         ov.release, ov.arch, ov.cmdline = b.osrelease, b.arch, b.cmdline
     if "kho" in errors:
-        ov.kho = ov.scratch = problem_of(errors["kho"])
+        ov.kho = ov.scratch = errors["kho"]
     else:
         ov.kho = kho_summary(status)
         ov.scratch = list(status.kho.scratch)
-    ov.kexec = problem_of(errors["kexec"]) if "kexec" in errors else kexec_summary(status.kexec)
+    ov.kexec = errors["kexec"] if "kexec" in errors else kexec_summary(status.kexec)
     ov.findings = list(status.findings)
     ov.worst = worst(f.status for f in ov.findings)
     return ov

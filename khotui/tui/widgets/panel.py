@@ -9,7 +9,7 @@ from khotui.tui.viewmodel import Problem
 
 
 def problem_content(problem: Problem) -> Content:
-    text = Content.from_markup("[b $error]unavailable:[/] $msg", msg=problem.message)
+    text = Content.from_markup("[b $error]unavailable:[/] $msg", msg=problem.headline)
     if problem.fix:
         text = text + Content.from_markup("\n[$secondary]fix:[/] $fix", fix=problem.fix)
     return text
