@@ -81,7 +81,7 @@ def print_plan(result: PlanResult, out: TextIO | None = None) -> None:
         out.write(f"\n  {'segment':12} {'mem':>14} {'memsz':>10} {'bufsz':>10}  region\n")
         for s in segs:
             mem = f"0x{s.mem:x}" if s.mem is not None else "-"
-            out.write(f"  {s.name:12} {mem:>14} {'0x%x' % s.memsz:>10} {'0x%x' % s.bufsz:>10}"
+            out.write(f"  {s.name:12} {mem:>14} {f'0x{s.memsz:x}':>10} {f'0x{s.bufsz:x}':>10}"
                       f"  {s.region or ('fits nowhere' if result.fits is False else 'unknown')}\n")
     out.write("\nchecks\n")
     _findings(result.findings, out)
@@ -90,8 +90,8 @@ def print_plan(result: PlanResult, out: TextIO | None = None) -> None:
         for a in result.assumptions:
             out.write(f"  - {a}\n")
     if result.would_succeed:
-        out.write("\nverdict: the load would succeed" +
-                  (" (placement not exactly predictable: see assumptions)\n" if result.fits is None else "\n"))
+        inexact = " (placement not exactly predictable: see assumptions)" if result.fits is None else ""
+        out.write(f"\nverdict: the load would succeed{inexact}\n")
     else:
         why = f" ({result.errno})" if result.errno else ""
         out.write(f"\nverdict: the load would FAIL{why}\n")

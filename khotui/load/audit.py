@@ -17,7 +17,7 @@ import socket
 import syslog as _syslog
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol, Required, TypedDict
 
 from khotui.errors import Problem
@@ -164,7 +164,7 @@ def build_entry(result: LoadResult, *, kernel: AuditedFile | None = None,
                 hostname: str | None = None) -> AuditEntry:
     """The JSON record for one attempt."""
     env = os.environ if env is None else env
-    when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    when = (now or datetime.now(UTC)).astimezone(UTC)
     entry: AuditEntry = {
         "time": when.isoformat(timespec="seconds"),
         "hostname": hostname or socket.gethostname(),

@@ -21,7 +21,6 @@ from khotui.load import syscall
 from khotui.load.audit import DEFAULT_SINK, AuditSink
 from khotui.load.explain import ExplainContext, Explanation, explain
 from khotui.load.opened import OpenedFiles, run_load
-
 from khotui.plan import PlanResult
 from khotui.types import Finding
 

@@ -11,6 +11,7 @@ Pure core: no printing; warnings are returned as `Problem` objects for the CLI/T
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import fcntl
 import os
@@ -166,10 +167,8 @@ class OpenedFiles:
             return
         self.closed = True
         for f in self.files:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(f.fd)
-            except OSError:
-                pass
 
     def __enter__(self) -> Self:
         return self

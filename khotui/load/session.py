@@ -33,9 +33,8 @@ from khotui.load.commit import CommitResult
 from khotui.load.explain import ExplainContext, explain
 from khotui.load.opened import OpenedFile, OpenedFiles, open_for_load, run_unload
 from khotui.load.syscall import KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD, Syscalls
-
-from khotui.types import FAIL, Finding
 from khotui.plan import HostStatus, PlanRequest, PlanResult, plan_load
+from khotui.types import FAIL, Finding
 
 
 @dataclass(frozen=True)

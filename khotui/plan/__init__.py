@@ -1,7 +1,7 @@
 """Reviewing a host and planning a load: the facade the CLI and the TUI share.
 
-Owns the host status (`status.py`: everything `khotui status` shows), the pre-flight checks (`checks.py`), and the dry run (`dryrun.py`, `plan_load`): the
-kernel, initrd and command line, the placement simulation and the checks that need them. Reads
+Owns the host status (`status.py`: everything `khotui status` shows), the pre-flight checks
+(`checks.py`), and the dry run (`dryrun.py`, `plan_load`): the kernel, initrd and command line, the placement simulation and the checks that need them. Reads
 the host through `khotui.host` (`read_plan_inputs()`), then plans without touching it; may import `host`,
 `fdt`, `image`, `placement` and the shared base modules, never `load`, `cli` or `tui`.
 """

@@ -1,8 +1,8 @@
 """Pre-flight checks: what would stop the load, or the handover, before anything is called.
 
 Each check is a `Finding` (ok / warn / fail / skip, one line, the fix). The checks read only a
-`CheckContext` of plain values, filled by `khotui.plan` (status.py, dryrun.py) from the host readers, the image
-inspection and the plan, so each rule is stated once here and is testable on its own.
+`CheckContext` of plain values, filled by `khotui.plan` (status.py, dryrun.py) from the host
+readers, the image inspection and the plan, so each rule is stated once here and is testable on its own.
 
 A `fail` means the load would fail or the handover would be lost (`plan` exits 1); a `warn` is
 something the operator should know but that does not stop a load.
@@ -305,7 +305,8 @@ def check_image(ctx: CheckContext) -> list[Finding]:
         fmt = ctx.initrd_format or "unknown format"
         status = OK if ctx.initrd_format and ctx.initrd_format != "unknown" else WARN
         out.append(Finding("initrd", status, f"initrd: {fmt}",
-                           None if status == OK else "check that this is an initramfs (cpio, maybe compressed)"))
+                           None if status == OK
+                           else "check that this is an initramfs (cpio, maybe compressed)"))
     return out
 
 
@@ -346,8 +347,8 @@ def check_next_abi(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     if ctx.next_config is not None and _enabled(ctx.next_config, "CONFIG_KEXEC_HANDOVER") is False:
         out.append(Finding("next-kho", FAIL,
-                           f"the new kernel is built without CONFIG_KEXEC_HANDOVER ({ctx.next_config_source}): "
-                           "it cannot receive the handover",
+                           "the new kernel is built without CONFIG_KEXEC_HANDOVER "
+                           f"({ctx.next_config_source}): it cannot receive the handover",
                            "load a kernel built with CONFIG_KEXEC_HANDOVER=y"))
     release = _release_of(ctx.kernel_version)
     running = ctx.kho_abi
@@ -379,7 +380,8 @@ def check_plan(ctx: CheckContext) -> list[Finding]:
         where = "the scratch regions" if ctx.kho_enabled else "System RAM"
         return [Finding("segments-fit", OK, f"every segment fits in {where}")]
     return [Finding("segments-fit", FAIL,
-                    f"{ctx.plan_errno}: {ctx.plan_failure}" if ctx.plan_errno else (ctx.plan_failure or "the load would fail"),
+                    f"{ctx.plan_errno}: {ctx.plan_failure}" if ctx.plan_errno
+                    else (ctx.plan_failure or "the load would fail"),
                     ctx.plan_failure_fix)]
 
 

@@ -106,8 +106,10 @@ class ConfirmLoadScreen(_TypedConfirm):
     def body(self) -> Content:
         p = self.plan
         rows: list[Content] = []
-        files = p.files or [(p.request.kernel, "", None)] + ([(p.request.initrd, "", None)] if p.request.initrd else [])
-        for (path, sha, size), what in zip(files, ("kernel", "initrd")):
+        files = p.files or ([(p.request.kernel, "", None)]
+                            + ([(p.request.initrd, "", None)] if p.request.initrd else []))
+        # the kernel, then the initrd when there is one: zip stops at the shorter on purpose
+        for (path, sha, size), what in zip(files, ("kernel", "initrd"), strict=False):
             rows.append(Content.from_markup("[b $secondary]$w[/] $p [dim]$z[/]", w=f"{what:<8}",
                                             p=self.shown(path), z=fmt.size(size)))
             rows.append(Content.from_markup("[dim]$s[/]", s=f"{'sha256':<8} {sha or '?'}"))

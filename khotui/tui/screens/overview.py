@@ -191,7 +191,8 @@ def scratch_content(rows: list[ScratchRegion] | Problem) -> Content | Problem:
         return rows
     if not rows:
         return Content.from_markup("[dim]no scratch regions (KHO off): the kernel walks System RAM[/]")
-    head = Content.from_markup("[b]$h[/]", h=f"{'#':>2} {'kind':<8} {'node':>4} {'address':>14} {'end':>14} {'size':>9}")
+    head = Content.from_markup(
+        "[b]$h[/]", h=f"{'#':>2} {'kind':<8} {'node':>4} {'address':>14} {'end':>14} {'size':>9}")
     lines = [head]
     for r in rows:
         node = "" if r.node is None else str(r.node)

@@ -131,7 +131,8 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
 
     def _show_selection(self) -> None:
         shown = self.khotui.source.shown
-        rows = [("kernel", shown(self.kernel) if self.kernel else Content.from_markup("[$warning]none chosen[/]")),
+        none_chosen = Content.from_markup("[$warning]none chosen[/]")
+        rows = [("kernel", shown(self.kernel) if self.kernel else none_chosen),
                 ("initrd", shown(self.initrd) if self.initrd else "none (KEXEC_FILE_NO_INITRAMFS)")]
         self.query_one("#selection", Static).update(fmt.kv(rows, 8))
 

@@ -32,7 +32,8 @@ class ResultScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         r = self.result
         with Vertical() as v:
-            v.border_title = r.title + (" — DRY RUN" if r.dry_run and "dry run" not in r.title.lower() else "") + " — enter closes"
+            dry = " — DRY RUN" if r.dry_run and "dry run" not in r.title.lower() else ""
+            v.border_title = r.title + dry + " — enter closes"
             with VerticalScroll(can_focus=True, id="result-body"):
                 yield Static(result_content(r), id="result-text")
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from khotui.errors import KhotuiError, Problem
@@ -27,11 +27,12 @@ from khotui.types import Finding, ScratchRegion, Status, worst
 
 if TYPE_CHECKING:
     from khotui.load.audit import AuditSink
+
     # re-exported for the screens' annotations: they reach the core only through here
     from khotui.load.session import LoadSession as LoadSession
     from khotui.load.syscall import Syscalls as Syscalls
-    from khotui.plan import PlanResult
     from khotui.placement.core import Segment
+    from khotui.plan import PlanResult
     from khotui.plan.status import HostStatus
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ class IomemLine:
     end: int
     name: str
     depth: int
-    children: list["IomemLine"] = field(default_factory=list)
+    children: list[IomemLine] = field(default_factory=list)
 
     @property
     def has_children(self) -> bool:
@@ -157,7 +158,7 @@ class FdtNodeView:
 
     def __init__(self, name: str, path: str, *, child_count: int,
                  load_properties: Callable[[], list[FdtProperty]],
-                 load_children: Callable[[], list["FdtNodeView"]]) -> None:
+                 load_children: Callable[[], list[FdtNodeView]]) -> None:
         self.name = name
         self.path = path
         self.child_count = child_count
@@ -173,14 +174,14 @@ class FdtNodeView:
         return self._properties
 
     @property
-    def children(self) -> list["FdtNodeView"]:
+    def children(self) -> list[FdtNodeView]:
         if self._children is None:
             self._children = self._load_children() if self.child_count else []
         return self._children
 
     @classmethod
     def plain(cls, name: str, path: str, properties: list[FdtProperty],
-              children: list["FdtNodeView"] | None = None) -> "FdtNodeView":
+              children: list[FdtNodeView] | None = None) -> FdtNodeView:
         kids = children or []
         return cls(name, path, child_count=len(kids), load_properties=lambda: properties,
                    load_children=lambda: kids)

@@ -9,17 +9,28 @@ called: the session answers with its plan as a dry run.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from khotui.errors import KhotuiError
-from khotui.tui.viewmodel import (Choices, CmdlinePreview, Finding, KernelChoice, LoadResult,
-                                  Plan, PlanInput, Problem, SegmentDiffRow, _guard, segment_rows)
+from khotui.tui.viewmodel import (
+    Choices,
+    CmdlinePreview,
+    Finding,
+    KernelChoice,
+    LoadResult,
+    Plan,
+    PlanInput,
+    Problem,
+    SegmentDiffRow,
+    _guard,
+    segment_rows,
+)
 
 if TYPE_CHECKING:
+    from khotui.image.inspect import KernelImage
     from khotui.load.audit import AuditSink
     from khotui.load.commit import CommitResult
     from khotui.load.session import LoadSession
-    from khotui.image.inspect import KernelImage
     from khotui.load.syscall import Syscalls
     from khotui.plan import PlanRequest, PlanResult
     from khotui.tui.viewmodel import Source
@@ -28,7 +39,7 @@ if TYPE_CHECKING:
 # -- prepare -----------------------------------------------------------------------------------
 
 
-def choices(src: "Source") -> Choices:
+def choices(src: Source) -> Choices:
     from khotui.cmdline import next_cmdline
     from khotui.host.boot import read_boot
     boot = _guard(lambda: read_boot(src.sysroot))
@@ -40,7 +51,7 @@ def choices(src: "Source") -> Choices:
                    suggested_cmdline=next_cmdline(current), browse_root=start)
 
 
-def _kernels(src: "Source") -> list[KernelChoice]:
+def _kernels(src: Source) -> list[KernelChoice]:
     from khotui.host.kernels import find_kernels
     out = []
     for k in find_kernels(src.sysroot):
@@ -53,10 +64,10 @@ def _kernels(src: "Source") -> list[KernelChoice]:
     return out
 
 
-_image_cache: dict[tuple[str, int, int], "KernelImage | None"] = {}
+_image_cache: dict[tuple[str, int, int], KernelImage | None] = {}
 
 
-def _image(kernel: str | None) -> "KernelImage | None":
+def _image(kernel: str | None) -> KernelImage | None:
     """The inspected kernel (khotui.image.inspect), cached by path, size and mtime: the preview runs
     on every keystroke. None when there is no kernel or it cannot be read."""
     if not kernel:
@@ -75,7 +86,7 @@ def _image(kernel: str | None) -> "KernelImage | None":
     return _image_cache[key]
 
 
-def cmdline_preview(src: "Source", current: str, new: str, kernel: str | None) -> CmdlinePreview:
+def cmdline_preview(src: Source, current: str, new: str, kernel: str | None) -> CmdlinePreview:
     """The token diff, and the plan's own command-line checks (cmdline_findings): the
     same kho=on rule and image limit as `khotui plan`, shown while the operator types."""
     from khotui.cmdline import accepted_length, diff_cmdline
@@ -95,7 +106,7 @@ def cmdline_preview(src: "Source", current: str, new: str, kernel: str | None) -
 # -- plan --------------------------------------------------------------------------------------
 
 
-def plan(src: "Source", request: PlanInput) -> Plan:
+def plan(src: Source, request: PlanInput) -> Plan:
     result = _guard(lambda: _plan_load(src, request))
     if isinstance(result, Problem):
         return Plan(request=request, would_succeed=False, verdict=result.headline,
@@ -104,7 +115,7 @@ def plan(src: "Source", request: PlanInput) -> Plan:
     return _plan_of(request, result)
 
 
-def _plan_of(request: PlanInput, result: "PlanResult") -> Plan:
+def _plan_of(request: PlanInput, result: PlanResult) -> Plan:
     """A `PlanResult` as the Plan screen shows it."""
     ok = bool(result.would_succeed)
     findings = list(result.findings)
@@ -121,13 +132,13 @@ def _plan_of(request: PlanInput, result: "PlanResult") -> Plan:
                 handle=result)
 
 
-def _request(request: PlanInput) -> "PlanRequest":
+def _request(request: PlanInput) -> PlanRequest:
     from khotui.plan import PlanRequest
     # the editor always holds the whole next command line (never None: nothing to append to)
     return PlanRequest(kernel=request.kernel, initrd=request.initrd, cmdline=request.cmdline)
 
 
-def _plan_load(src: "Source", request: PlanInput) -> "PlanResult":
+def _plan_load(src: Source, request: PlanInput) -> PlanResult:
     from khotui.plan import plan_load
     return plan_load(src.root, _request(request), status=src.status())
 
@@ -146,12 +157,12 @@ def _verdict(ok: bool, findings: list[Finding], message: str | None = None) -> s
 # same `khotui load` follows; this part only maps its answers onto the screens.
 
 
-def _sink(src: "Source") -> "AuditSink":
+def _sink(src: Source) -> AuditSink:
     from khotui.load.audit import DEFAULT_SINK
     return DEFAULT_SINK if src.sink is None else src.sink
 
 
-def _syscalls(src: "Source") -> "Syscalls":
+def _syscalls(src: Source) -> Syscalls:
     if src.syscalls is not None:
         given: Syscalls = src.syscalls
         return given
@@ -159,7 +170,7 @@ def _syscalls(src: "Source") -> "Syscalls":
     return real_syscalls()
 
 
-def open_files(src: "Source", plan: Plan) -> tuple["LoadSession", list[tuple[str, str, int | None]]]:
+def open_files(src: Source, plan: Plan) -> tuple[LoadSession, list[tuple[str, str, int | None]]]:
     """Open and hash the files once and plan again on those descriptors, against a fresh read
     of the host (it may have changed since the plan: a load, a hotplug): the confirmation shows
     these hashes, the load commits this session."""
@@ -170,7 +181,7 @@ def open_files(src: "Source", plan: Plan) -> tuple["LoadSession", list[tuple[str
     return session, [(f.path, f.sha256, f.size) for f in session.facts.files]
 
 
-def load(src: "Source", plan: Plan, files: "LoadSession | None" = None, *,
+def load(src: Source, plan: Plan, files: LoadSession | None = None, *,
          force: bool = False) -> LoadResult:
     """Commit the session `open_files()` prepared (or prepare one now): the syscalls are
     opened only when the session would reach the kernel, after the operator confirmed."""
@@ -193,7 +204,7 @@ def _first_fix(plan: Plan) -> str | None:
     return next((f.fix for f in plan.findings if f.status == "fail" and f.fix), None)
 
 
-def commit_result(src: "Source", plan: Plan, done: "CommitResult") -> LoadResult:
+def commit_result(src: Source, plan: Plan, done: CommitResult) -> LoadResult:
     """A session's `CommitResult` as the result screen shows it; `plan` is the session's."""
     from khotui.load import commit
     predicted = plan.segments
@@ -236,7 +247,7 @@ def commit_result(src: "Source", plan: Plan, done: "CommitResult") -> LoadResult
                       diffs=diffs, overridden=overridden, next_steps=steps)
 
 
-def unload(src: "Source") -> LoadResult:
+def unload(src: Source) -> LoadResult:
     from khotui.load import commit, session
     try:
         done = session.unload(syscalls=None if src.dry_run else _syscalls(src),

@@ -47,7 +47,7 @@ LABEL_W = 8
 
 def legend() -> Content:
     parts = []
-    for kind, (ch, style, _, name) in KINDS.items():
+    for ch, style, _, name in KINDS.values():
         parts.append(Content.from_markup(f"[{style}]$c[/] $n", c=ch, n=name))
     return Content("  ").join(parts)
 
@@ -276,7 +276,7 @@ class MemoryBands(Widget, can_focus=True):
             index = self._index.get(layer) or RangeIndex([])
             if len(self.bands) > 1 and band in self.bands:
                 overlap = index.per_band(self.bands)   # all bands at once: overview of nodes
-                for b, hits in zip(self.bands, overlap):
+                for b, hits in zip(self.bands, overlap, strict=True):   # one entry per band
                     self._hits[(b, layer)] = hits
             else:
                 self._hits[(band, layer)] = index.overlapping(band.start, band.end)
@@ -320,7 +320,7 @@ class MemoryBands(Widget, can_focus=True):
         layer = self.rows[row - 1]
         text, spans = self._row(band, layer)
         if bi == self.band_index and (self.has_focus or layer == self.rows[0]):
-            spans = spans + [Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse")]
+            spans = [*spans, Span(LABEL_W + self.cursor, LABEL_W + self.cursor + 1, "reverse")]
         return Content(text, spans=spans)
 
     def render_line(self, y: int) -> Strip:

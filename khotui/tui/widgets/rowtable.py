@@ -58,7 +58,8 @@ class RowTable(ScrollView, can_focus=True):
                   for i, c in enumerate(columns)]
 
         def line(cells: list[str]) -> str:
-            padded = [_pad(c, w) for c, w in zip(cells, widths)]
+            # a short row (a message line) leaves the widths it does not reach unused
+            padded = [_pad(c, w) for c, w in zip(cells, widths, strict=False)]
             return " " + (GAP.join(padded).rstrip() if len(cells) > 1 else "".join(cells))
 
         self.header = line(columns)
