@@ -1,9 +1,10 @@
-"""The host status: everything `khotui status` shows, and everything planning reads of the host.
+"""The host status: everything `khotui status` shows of a host.
 
 `host_status(root)` reads a live host or a snapshot once: the boot (cmdline, release, config,
 meminfo), KHO (debugfs, decoded FDTs), the kexec state and /proc/iomem. Each source is read
-independently: one that is missing or unreadable becomes a `Problem` on that part (and a finding), not a failure of the whole, so an
-operator without root still gets a partial view that says what needs root. What only a plan
+independently: one that is missing or unreadable becomes a `Problem` on that part (and a
+finding), not a failure of the whole, so an operator without root still gets a partial view
+that says what needs root. What only a plan
 needs (the kernel log, the running FDT, the next kernel's config) is read by
 khotui.plan.dryrun.read_plan_inputs(), so the Overview's refresh stays cheap.
 """
