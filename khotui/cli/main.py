@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from khotui import __version__
 from khotui.errors import KhotuiError
@@ -111,7 +111,7 @@ def _root_of(args: argparse.Namespace) -> Path:
 JSON_CHUNK = 64 << 10
 
 
-def _print_json(obj: Any) -> None:
+def _print_json(obj: object) -> None:
     # In 64 KiB pieces: json.dump() writes every token separately (200,000 writes for the
     # status of a 10,000-node KHO FDT), each a syscall when stdout is unbuffered
     # (PYTHONUNBUFFERED, python -u); json.dumps() would hold the whole text at once.

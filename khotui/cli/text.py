@@ -6,7 +6,7 @@ Addresses in hex, sizes in binary units, one finding per line with its fix under
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from khotui.plan import HostStatus, PlanResult
 from khotui.types import Finding
@@ -56,7 +56,7 @@ def print_status(status: HostStatus, out: TextIO | None = None) -> None:
     _findings(status.findings, out)
 
 
-def _yn(value: Any) -> str:
+def _yn(value: object) -> str:
     return "?" if value is None else ("yes" if value else "no")
 
 

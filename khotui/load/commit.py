@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from khotui.errors import Problem
 from khotui.host.kernellog import LoggedLoad, parse_kernel_log_all, read_kernel_log
@@ -22,7 +22,7 @@ from khotui.load.audit import DEFAULT_SINK, AuditSink
 from khotui.load.explain import ExplainContext, Explanation, explain
 from khotui.load.opened import OpenedFiles, run_load
 from khotui.plan import PlanResult
-from khotui.types import Finding
+from khotui.types import Finding, JsonDict
 
 
 class PredictedSegment(Protocol):
@@ -48,7 +48,7 @@ class SegmentDiff:
     def same(self) -> bool:
         return (self.predicted_mem, self.predicted_memsz) == (self.actual_mem, self.actual_memsz)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         return {"name": self.name, "predicted_mem": self.predicted_mem,
                 "predicted_memsz": self.predicted_memsz, "actual_mem": self.actual_mem,
                 "actual_memsz": self.actual_memsz, "same": self.same}
@@ -94,7 +94,7 @@ class CommitResult:
             return None
         return all(d.same for d in self.diffs)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         """The `load` object of `khotui load --json` (warnings as their one-line text)."""
         ex = self.explanation
         return {

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from khotui.cmdline import next_cmdline
 from khotui.errors import KhotuiError, Problem
@@ -31,7 +31,7 @@ from khotui.placement.x86_64 import X86Kernel, X86PlanInput, X86Setup, plan_x86_
 from khotui.plan import checks
 from khotui.plan.checks import CheckContext
 from khotui.plan.status import HostStatus, context_for, host_status
-from khotui.types import DEFAULT_PURGATORY, FAIL, DtbSize, Finding, Purgatory
+from khotui.types import DEFAULT_PURGATORY, FAIL, DtbSize, Finding, JsonDict, Purgatory
 
 
 @dataclass
@@ -102,7 +102,7 @@ class PlanResult:
     def segments(self) -> list[Segment]:
         return [] if self.plan is None else list(self.plan.segments)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         kho = self.status.kho_dict()
         return {
             "arch": self.arch,

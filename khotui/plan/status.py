@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from khotui.errors import KhotuiError, Problem
 from khotui.fdt import KhoFdt, decode_kho_fdt
@@ -24,7 +23,7 @@ from khotui.host.state import KexecState, read_kexec_state
 from khotui.host.sysroot import Sysroot
 from khotui.plan import checks
 from khotui.plan.checks import CheckContext
-from khotui.types import FAIL, WARN, Finding
+from khotui.types import FAIL, WARN, Finding, JsonDict
 
 
 @dataclass
@@ -55,8 +54,8 @@ class HostStatus:
     def failed(self) -> bool:
         return any(f.status == FAIL for f in self.findings)
 
-    def kho_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def kho_dict(self) -> JsonDict:
+        out: JsonDict = {
             "enabled": self.kho.enabled,
             "abi": self.kho_abi,
             "layout": self.kho.layout,
@@ -74,7 +73,7 @@ class HostStatus:
         out["in_sub_fdts"] = sorted(self.kho.in_sub_fdts)
         return out
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonDict:
         return {
             "root": self.root,
             "live": self.live,
@@ -90,7 +89,7 @@ class HostStatus:
         }
 
 
-def _fdt_summary(kho_fdt: KhoFdt, raw: bytes | None) -> dict[str, Any]:
+def _fdt_summary(kho_fdt: KhoFdt, raw: bytes | None) -> JsonDict:
     tree = kho_fdt.tree
     return {
         "compatible": kho_fdt.compatible,
@@ -104,7 +103,7 @@ def _fdt_summary(kho_fdt: KhoFdt, raw: bytes | None) -> dict[str, Any]:
     }
 
 
-def _kexec_dict(k: KexecState) -> dict[str, Any]:
+def _kexec_dict(k: KexecState) -> JsonDict:
     return {
         "loaded": k.loaded,
         "crash_loaded": k.crash_loaded,
