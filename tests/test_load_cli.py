@@ -47,7 +47,7 @@ def host(tmp_path, shared, monkeypatch):
     """A capture's sysroot treated as the live host, with a fake kernel."""
     def make(capture: str, fail: int | None = None):
         root = tmp_path / capture
-        shutil.copytree(CAPTURES / capture / "sysroot", root)
+        shutil.copytree(CAPTURES / capture / "sysroot", root, symlinks=True)
         fake = FakeKernel(root, CAPTURES / capture / "load" / "kernel.log", fail)
         monkeypatch.setattr(cli_load, "_is_live", lambda r: True)
         monkeypatch.setattr(cli_load, "syscalls_factory", lambda: fake)
