@@ -250,3 +250,40 @@ def test_scratch_regions_grow_linearly(tmp_path):
         roots.append(Sysroot(tmp_path / str(n)))
     ratio = _growth(lambda: read_scratch(roots[0]), lambda: read_scratch(roots[1]))
     assert ratio < MAX_GROWTH, f"34 -> 340 scratch regions: {ratio:.1f}x the time"
+
+
+# --- bench/ reads the captures where the tests do ---------------------------------------------------
+
+
+def test_bench_honours_khotui_shared(tmp_path):
+    """bench/ and the tests find the captures and the kernel in the same place: $KHOTUI_SHARED,
+    else ../shared (gen_sysroot.py and scale.py once hard-coded ../shared)."""
+    probe = ("import sys; sys.path[:0] = ['bench', 'bench/fuzz', '.']\n"
+             "import gen_sysroot, scale, linked_shared, seeds\n"
+             "from tests.bad_inputs import TWO\n"
+             "print(gen_sysroot.CAPTURE); print(scale.KERNEL); print(linked_shared.SHARED)\n"
+             "print(TWO)\n")
+    env = dict(os.environ, KHOTUI_SHARED=str(tmp_path / "elsewhere"))
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [str(tmp_path / "elsewhere/kho/two-nodes/sysroot"),
+                   str(tmp_path / "elsewhere/vm/bzImage-kho-7.3.4"), str(tmp_path / "elsewhere"),
+                   str(tmp_path / "elsewhere/kho/two-nodes/sysroot")]
+
+
+def test_no_bench_script_names_shared_itself():
+    """Only tests/fixtures/where.py turns $KHOTUI_SHARED or ../shared into a path."""
+    import ast
+    naming = []
+    for path in sorted((REPO / "bench").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr)
+                      and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in docstrings
+                    and (node.value == "shared" or node.value.startswith("shared/"))):
+                naming.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert naming == [], f"use tests.fixtures.where.SHARED / CAPTURES / VM: {naming}"
