@@ -52,14 +52,14 @@ def khotui_imports() -> dict[str, list[str]]:
     return found
 
 
-def test_every_runtime_dependency_is_imported_by_khotui():
+def test_every_runtime_dependency_is_imported_by_khotui() -> None:
     imported = khotui_imports()
     unused = [d for d in runtime_dependencies() if import_name(d) not in imported]
     assert unused == [], (f"runtime dependencies no module of khotui/ imports: {unused}; a "
                           "test-only package belongs in [project.optional-dependencies] test")
 
 
-def test_every_third_party_import_is_a_runtime_dependency():
+def test_every_third_party_import_is_a_runtime_dependency() -> None:
     declared = {import_name(d) for d in runtime_dependencies()}
     undeclared = {m: files for m, files in khotui_imports().items()
                   if m != "khotui" and m not in sys.stdlib_module_names and m not in declared
@@ -67,7 +67,7 @@ def test_every_third_party_import_is_a_runtime_dependency():
     assert undeclared == {}, f"imported by khotui/ but not in [project] dependencies: {undeclared}"
 
 
-def test_pyfdt_is_for_tests_only():
+def test_pyfdt_is_for_tests_only() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "pyfdt" not in runtime_dependencies()
     assert any(s.startswith("pyfdt") for s in project["optional-dependencies"]["test"])

@@ -107,7 +107,7 @@ def _big(blocks: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_20000_nested_lines_parse_whole():
+def test_20000_nested_lines_parse_whole() -> None:
     iomem = parse_iomem(_big(5000))
     assert len(iomem.flat) == 20000
     assert [r.depth for r in iomem.flat[:4]] == [0, 1, 2, 1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -114,7 +115,7 @@ def test_pyudev_path_equals_file_path_on_this_machine(monkeypatch):
     assert blocks_udev == blocks_files and blocks_udev
 
 
-def test_summary_opens_no_memory_block(tmp_path, monkeypatch):
+def test_summary_opens_no_memory_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The summary lists the node directories only: a huge host has ~200,000 memory block
     directories, and opening each costs seconds. (How its time grows with the blocks is in
     tests/test_scale.py, marked perf.)"""
@@ -132,7 +133,8 @@ def test_summary_opens_no_memory_block(tmp_path, monkeypatch):
     for name in ("listdir", "read_optional_text", "read_attribute", "is_dir", "exists"):
         real = getattr(Sysroot, name)
 
-        def spy(self, host_path, *a, _real=real, **k):
+        def spy(self: Sysroot, host_path: str, *a: object, _real: Callable[..., object] = real,
+                **k: object) -> object:
             touched.append(host_path)
             return _real(self, host_path, *a, **k)
         monkeypatch.setattr(Sysroot, name, spy)

@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -276,7 +277,7 @@ def test_scratch_regions_grow_linearly(tmp_path):
 BOUNDED = 3
 
 
-def _repeat(fn, times: int):
+def _repeat(fn: Callable[[], object], times: int) -> Callable[[], None]:
     """fn called `times` times: one sample long enough (milliseconds) to time steadily."""
     def run() -> None:
         for _ in range(times):
@@ -284,7 +285,7 @@ def _repeat(fn, times: int):
     return run
 
 
-def _rejected(data: bytes):
+def _rejected(data: bytes) -> Callable[[], None]:
     def parse() -> None:
         with pytest.raises(KhotuiError):
             parse_fdt(data, "/sys/kernel/debug/kho/out/fdt")
@@ -292,7 +293,7 @@ def _rejected(data: bytes):
 
 
 @pytest.mark.perf
-def test_an_enormous_totalsize_costs_what_an_honest_one_does():
+def test_an_enormous_totalsize_costs_what_an_honest_one_does() -> None:
     """A 40-byte file whose header claims 4 GiB is refused as fast as one claiming its 40
     bytes: nothing is allocated or read for the claimed size."""
     fields = (0xD00DFEED, 0xFFFFFFFF, 0x38, 0x40, 0x28, 17, 16, 0, 0x10, 0x10)
@@ -304,7 +305,7 @@ def test_an_enormous_totalsize_costs_what_an_honest_one_does():
 
 
 @pytest.mark.perf
-def test_a_deeper_depth_bomb_costs_no_more():
+def test_a_deeper_depth_bomb_costs_no_more() -> None:
     """Nesting past MAX_DEPTH is reported, not followed: 100,000 levels cost what 10,000 do."""
     bombs = [blob(begin("") + begin("d") * n) for n in (10_000, 100_000)]
     ratio = _growth(_repeat(lambda: parse_fdt(bombs[0], "a"), 50),
@@ -313,7 +314,7 @@ def test_a_deeper_depth_bomb_costs_no_more():
 
 
 @pytest.mark.perf
-def test_a_larger_token_flood_costs_no_more():
+def test_a_larger_token_flood_costs_no_more() -> None:
     """Reading stops after MAX_TOKENS: a flood of 20x the cap costs what 2x the cap does."""
     floods = [blob(begin("") + tok(FDT_NOP) * (k * MAX_TOKENS) + tok(FDT_END_NODE, FDT_END))
               for k in (2, 20)]
@@ -370,7 +371,7 @@ def timing_unit_tests(path: Path) -> list[str]:
             if name.startswith("test_") and not _is_perf(functions[name], module_perf)]
 
 
-def test_no_unit_test_times_anything():
+def test_no_unit_test_times_anything() -> None:
     found = []
     for path in sorted((REPO / "tests").rglob("test_*.py")):
         rel = str(path.relative_to(REPO))
@@ -380,7 +381,7 @@ def test_no_unit_test_times_anything():
                          f"here that asserts a ratio to a baseline: {found}")
 
 
-def test_the_timing_lint_sees_helpers_and_marks(tmp_path):
+def test_the_timing_lint_sees_helpers_and_marks(tmp_path: Path) -> None:
     sample = tmp_path / "test_sample.py"
     sample.write_text(
         "import time\nimport pytest\nfrom time import perf_counter\n"
@@ -398,7 +399,7 @@ def test_the_timing_lint_sees_helpers_and_marks(tmp_path):
 # --- bench/ reads the captures where the tests do ---------------------------------------------------
 
 
-def test_bench_honours_khotui_shared(tmp_path):
+def test_bench_honours_khotui_shared(tmp_path: Path) -> None:
     """bench/ and the tests find the captures and the kernel in the same place: $KHOTUI_SHARED,
     else ../shared (gen_sysroot.py and scale.py once hard-coded ../shared)."""
     probe = ("import sys; sys.path[:0] = ['bench', 'bench/fuzz', '.']\n"
@@ -414,7 +415,7 @@ def test_bench_honours_khotui_shared(tmp_path):
                    str(tmp_path / "elsewhere/kho/two-nodes/sysroot")]
 
 
-def test_no_bench_script_names_shared_itself():
+def test_no_bench_script_names_shared_itself() -> None:
     """Only tests/fixtures/where.py turns $KHOTUI_SHARED or ../shared into a path."""
     import ast
     naming = []

@@ -38,7 +38,7 @@ def _sysfs_loop(root: Path, nodes: int = 2, blocks_per_node: int = 8) -> Path:
     return root
 
 
-def test_a_sysfs_link_loop_is_copied_as_links(tmp_path):
+def test_a_sysfs_link_loop_is_copied_as_links(tmp_path: Path) -> None:
     src = _sysfs_loop(tmp_path / "src")
     # a copy following the links would recurse 16 ways per level until ELOOP: a hang, not a fail
     with time_limit(30):
@@ -51,7 +51,7 @@ def test_a_sysfs_link_loop_is_copied_as_links(tmp_path):
     assert memory.read_topology(Sysroot(dest)).as_dict() == memory.read_topology(Sysroot(src)).as_dict()
 
 
-def test_a_link_leading_out_of_the_copy_is_named(tmp_path):
+def test_a_link_leading_out_of_the_copy_is_named(tmp_path: Path) -> None:
     src = _sysfs_loop(tmp_path / "src")
     outside = tmp_path / "host-file"
     outside.write_text("not the test's to read\n")
@@ -67,7 +67,7 @@ def test_a_link_leading_out_of_the_copy_is_named(tmp_path):
     assert (tmp_path / "copy/sys/devices/system/node/etc").is_symlink()
 
 
-def test_links_leaving_judges_dangling_and_chained_links_by_where_they_end(tmp_path):
+def test_links_leaving_judges_dangling_and_chained_links_by_where_they_end(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     os.symlink("missing-inside", root / "dangling-in")
@@ -78,7 +78,7 @@ def test_links_leaving_judges_dangling_and_chained_links_by_where_they_end(tmp_p
     assert [p.name for p, _ in links_leaving(root)] == ["dangling-out", "via"]
 
 
-def test_add_sysfs_links_turns_flattened_links_into_symlinks(tmp_path, shared):
+def test_add_sysfs_links_turns_flattened_links_into_symlinks(tmp_path: Path, shared: Path) -> None:
     capture = CAPTURES / "two-nodes" / "sysroot"
     root = copy_tree(capture, tmp_path / "sysroot")
     assert add_sysfs_links(root) == 32
@@ -88,7 +88,7 @@ def test_add_sysfs_links_turns_flattened_links_into_symlinks(tmp_path, shared):
     assert links_leaving(root) == []
 
 
-def test_add_sysfs_links_refuses_a_flattened_file_naming_another_target(tmp_path):
+def test_add_sysfs_links_refuses_a_flattened_file_naming_another_target(tmp_path: Path) -> None:
     node = tmp_path / "sys/devices/system/node/node0"
     node.mkdir(parents=True)
     (tmp_path / "sys/devices/system/memory/memory1").mkdir(parents=True)
@@ -98,7 +98,7 @@ def test_add_sysfs_links_refuses_a_flattened_file_naming_another_target(tmp_path
 
 
 @pytest.mark.parametrize("name", capture_names())
-def test_readers_see_a_linked_capture_as_its_flattened_form(tmp_path, name):
+def test_readers_see_a_linked_capture_as_its_flattened_form(tmp_path: Path, name: str) -> None:
     """Real sysfs has links where the captures have files: every memory reader must give the
     same model on both."""
     flat = Sysroot(CAPTURES / name / "sysroot")
@@ -138,7 +138,7 @@ def _copytree_calls(path: Path) -> list[tuple[int, bool]]:
     return calls
 
 
-def test_every_copytree_keeps_links():
+def test_every_copytree_keeps_links() -> None:
     """A copytree of a capture must not follow links: use tests.fixtures.trees.copy_tree(), or
     pass symlinks=True where the helper cannot be imported (e.g. inside the VM guest)."""
     following = []
@@ -153,7 +153,7 @@ def test_every_copytree_keeps_links():
     assert following == [], f"copytree following links (use copy_tree()): {following}"
 
 
-def test_the_lint_catches_a_copytree_that_follows_links(tmp_path):
+def test_the_lint_catches_a_copytree_that_follows_links(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import shutil\nfrom shutil import copytree as ct\n"
                    "shutil.copytree('a', 'b')\nct('a', 'b')\n"
