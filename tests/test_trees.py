@@ -17,7 +17,8 @@ from khotui.host import memory
 from khotui.host.sysroot import Sysroot
 from tests.bad_inputs import time_limit
 from tests.conftest import REPO, capture_names
-from tests.fixtures.trees import LinkLeavesTree, add_sysfs_links, copy_tree, links_leaving
+from tests.fixtures.trees import (LinkLeavesTree, add_sysfs_links, copy_tree, flatten_sysfs_links,
+                                  links_leaving)
 from tests.fixtures.where import CAPTURES
 
 
@@ -79,13 +80,17 @@ def test_links_leaving_judges_dangling_and_chained_links_by_where_they_end(tmp_p
 
 
 def test_add_sysfs_links_turns_flattened_links_into_symlinks(tmp_path: Path, shared: Path) -> None:
-    capture = CAPTURES / "two-nodes" / "sysroot"
-    root = copy_tree(capture, tmp_path / "sysroot")
+    # the capture as stored (flattened), whether or not $KHOTUI_SHARED is a linked copy
+    root = copy_tree(CAPTURES / "two-nodes" / "sysroot", tmp_path / "sysroot")
+    flatten_sysfs_links(root)
+    link = root / "sys/devices/system/node/node1/memory12"
+    assert not link.is_symlink() and link.read_text() == "../../memory/memory12"
     assert add_sysfs_links(root) == 32
-    assert os.readlink(root / "sys/devices/system/node/node1/memory12") == "../../memory/memory12"
+    assert os.readlink(link) == "../../memory/memory12"
     assert os.readlink(root / "sys/devices/system/memory/memory12/node1") == "../../node/node1"
     assert add_sysfs_links(root) == 0                  # already linked
     assert links_leaving(root) == []
+    assert flatten_sysfs_links(root) == 32 and link.read_text() == "../../memory/memory12"
 
 
 def test_add_sysfs_links_refuses_a_flattened_file_naming_another_target(tmp_path: Path) -> None:
@@ -101,10 +106,11 @@ def test_add_sysfs_links_refuses_a_flattened_file_naming_another_target(tmp_path
 def test_readers_see_a_linked_capture_as_its_flattened_form(tmp_path: Path, name: str) -> None:
     """Real sysfs has links where the captures have files: every memory reader must give the
     same model on both."""
-    flat = Sysroot(CAPTURES / name / "sysroot")
-    root = copy_tree(CAPTURES / name / "sysroot", tmp_path / "sysroot")
-    assert add_sysfs_links(root) > 0
-    linked = Sysroot(root)
+    flat_root = copy_tree(CAPTURES / name / "sysroot", tmp_path / "flat")
+    flatten_sysfs_links(flat_root)
+    linked_root = copy_tree(flat_root, tmp_path / "linked")
+    assert add_sysfs_links(linked_root) > 0
+    flat, linked = Sysroot(flat_root), Sysroot(linked_root)
     assert memory.read_topology(linked).as_dict() == memory.read_topology(flat).as_dict()
     assert ([b.as_dict() for b in memory.read_memory_blocks(linked)]
             == [b.as_dict() for b in memory.read_memory_blocks(flat)])
