@@ -11,7 +11,7 @@ with the attribute files the captures have, and the `nodeN/memoryM` entries), a 
 under kho/out/sub_fdts. 1x and 10x are proportionally smaller. Everything else (config.gz,
 cmdline with kho=on, meminfo, kexec state, lockdown) is as in the `two-nodes` capture.
 
-Layout choices, all as in the captures (../shared/kho/two-nodes/sysroot):
+Layout choices, all as in the captures ($KHOTUI_SHARED or ../shared: kho/two-nodes/sysroot):
 * sysfs links (`nodeN/memoryM`, `memoryM/nodeN`) are small files holding the link target;
 * no `node/has_memory` (the captures have none), so readers fall back to the node listings;
 * files with equal contents (`online`, `state`, ...) are hard links to one inode per ~60,000
@@ -38,11 +38,15 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from khotui.host.memory import _ranges
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from khotui.host.memory import _ranges  # noqa: E402
+from tests.fixtures.where import CAPTURES  # noqa: E402  ($KHOTUI_SHARED, else ../shared)
 
 GENERATOR_VERSION = 1
 CACHE_BASE = Path(os.environ.get("KHOTUI_BENCH_CACHE", "/tmp/khotui-bench"))
-CAPTURE = Path(__file__).resolve().parent.parent.parent / "shared/kho/two-nodes/sysroot"
+CAPTURE = CAPTURES / "two-nodes" / "sysroot"
 
 MiB, GiB, TiB = 1 << 20, 1 << 30, 1 << 40
 BLOCK_SIZE = 128 * MiB

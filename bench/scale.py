@@ -36,8 +36,9 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import gen_sysroot  # noqa: E402
+from tests.fixtures.where import VM  # noqa: E402  ($KHOTUI_SHARED, else ../shared)
 
-KERNEL = REPO.parent / "shared/vm/bzImage-kho-7.3.4"
+KERNEL = VM / "bzImage-kho-7.3.4"
 INITRD_SIZE = 8 << 20
 
 
@@ -226,7 +227,8 @@ def main() -> int:
                     help="run children as the environment says (e.g. without bytecode caching)")
     args = ap.parse_args()
     if not KERNEL.exists():
-        raise SystemExit(f"no kernel at {KERNEL}: the plan needs ../shared/vm/bzImage-kho-7.3.4")
+        raise SystemExit(f"no kernel at {KERNEL}: the plan needs bzImage-kho-7.3.4 in "
+                         "$KHOTUI_SHARED/vm (default ../shared/vm)")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     rows = table(args.runs, sizes, args.no_pyc)
     print_tables(rows, args.runs)

@@ -17,7 +17,6 @@ import contextlib
 import gzip
 import json
 import os
-import shutil
 import signal
 import struct
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from tests.conftest import CAPTURES, VM
+from tests.fixtures.trees import copy_tree
 
 KHO_OUT = "sys/kernel/debug/kho/out"
 TWO = CAPTURES / "two-nodes" / "sysroot"
@@ -100,11 +100,17 @@ def mutate(seed: bytes, edits) -> bytes:
     return bytes(data)
 
 
+class Hung(BaseException):
+    """Raised by time_limit(). Not a TimeoutError: that is an OSError, which khotui turns into a
+    KhotuiError (an accepted answer here) and shutil.copytree collects and goes on after; not
+    an Exception either, which `except Exception` would swallow."""
+
+
 @contextlib.contextmanager
 def time_limit(seconds: int):
-    """Fail (TimeoutError) instead of hanging: SIGALRM after `seconds` (main thread only)."""
+    """Fail (Hung) instead of hanging: SIGALRM after `seconds` (main thread only)."""
     def _alarm(signum, frame):
-        raise TimeoutError(f"no answer after {seconds} s: a parser hangs")
+        raise Hung(f"no answer after {seconds} s: it hangs")
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(seconds)
     try:
@@ -143,12 +149,7 @@ class BadInput:
 
 
 def sysroot_copy(tmp: Path, src: Path = TWO) -> Path:
-    dest = tmp / "sysroot"
-    shutil.copytree(src, dest, symlinks=True)
-    for p in dest.rglob("*"):
-        if not p.is_symlink():
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    return dest
+    return copy_tree(src, tmp / "sysroot", writable=True)
 
 
 def status(root: Path, names: str) -> Cli:

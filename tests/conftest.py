@@ -6,15 +6,13 @@ ground truth: each is a sysroot recorded from a KHO kernel plus the kernel's own
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("KHOTUI_SHARED", REPO.parent / "shared"))
-CAPTURES = SHARED / "kho"
-VM = SHARED / "vm"
+from tests.fixtures.where import CAPTURES, REPO, SHARED, VM
+
+__all__ = ["CAPTURES", "REPO", "SHARED", "VM", "capture_names"]
 
 
 def capture_names() -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CAPTURES, REPO, VM
+from tests.fixtures.trees import copy_tree
 
 TWO = CAPTURES / "two-nodes" / "sysroot"
 KERNEL = VM / "bzImage-kho-7.3.4"
@@ -27,11 +28,7 @@ def run_cli(*args: str, **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def sysroot(tmp_path, shared) -> Path:
-    dest = tmp_path / "sysroot"
-    shutil.copytree(TWO, dest)
-    for p in dest.rglob("*"):
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    return dest
+    return copy_tree(TWO, tmp_path / "sysroot", writable=True)
 
 
 def plan(root: Path, kernel: Path | str = KERNEL, *extra: str) -> subprocess.CompletedProcess:

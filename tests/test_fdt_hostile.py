@@ -1,15 +1,18 @@
-"""Broken and hostile input: a KhotuiError or a result with warnings, never anything else, fast."""
+"""Broken and hostile input: a KhotuiError or a result with warnings, never anything else.
+
+That the work stays bounded by the reader's caps, not by what a hostile header claims, is
+measured in tests/test_scale.py (marked perf)."""
 
 from __future__ import annotations
 
 import struct
-import time
 
 import pytest
 
 from khotui.errors import KhotuiError
 from khotui.fdt import decode_kho_fdt, decode_sub_blob, parse_fdt, to_dts
-from khotui.fdt.reader import FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_NOP, FDT_PROP, MAX_DEPTH
+from khotui.fdt.reader import (FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_NOP, FDT_PROP, MAX_DEPTH,
+                               MAX_TOKENS)
 
 from tests.fixtures.fdt_blobs import begin, blob, prop, tok
 
@@ -52,9 +55,7 @@ def test_short_header():
 def test_enormous_totalsize_in_a_40_byte_file():
     data = struct.pack(">10I", 0xD00DFEED, 0xFFFFFFFF, 0x38, 0x40, 0x28, 17, 16, 0, 0x10, 0x10)
     assert len(data) == 40
-    start = time.monotonic()
     expect_error(data, "past the end")
-    assert time.monotonic() - start < 0.5
 
 
 def test_enormous_totalsize_reports_truncation_not_allocation():
@@ -143,11 +144,9 @@ def test_nops_are_skipped():
     assert tree.complete and not tree.warnings
 
 
-def test_depth_bomb_stops_at_the_limit_quickly():
+def test_depth_bomb_stops_at_the_limit():
     structure = begin("") + begin("d") * 100_000
-    start = time.monotonic()
     tree = parse_fdt(blob(structure), NAME)
-    assert time.monotonic() - start < 2
     assert any(f"deeper than {MAX_DEPTH}" in w for w in tree.warnings)
     deepest = max(n.path.count("/") for n in tree.nodes())
     assert deepest == MAX_DEPTH - 1
@@ -155,12 +154,10 @@ def test_depth_bomb_stops_at_the_limit_quickly():
     tree.as_dict()
 
 
-def test_token_flood_is_bounded():
+def test_token_flood_stops_at_the_token_limit():
     structure = begin("") + tok(FDT_NOP) * 500_000 + tok(FDT_END_NODE, FDT_END)
-    start = time.monotonic()
     tree = parse_fdt(blob(structure), NAME)
-    assert time.monotonic() - start < 3
-    assert any("tokens" in w for w in tree.warnings)
+    assert any(f"more than {MAX_TOKENS} tokens" in w for w in tree.warnings)
 
 
 def test_reserve_map_runs_off_the_end():

@@ -131,11 +131,10 @@ def test_kho_on_is_read_as_the_kernel_reads_it(cmdline, expected):
 
 def test_plan_with_kho_off_and_an_all_zero_iomem_does_not_fail_placement(tmp_path, shared):
     # as non-root, plan reported EADDRNOTAVAIL 'fits in no System RAM range: System RAM 0x0-0x0'
-    import shutil
     from khotui.plan import PlanRequest, plan_load
     from tests.bad_inputs import KERNEL, KOFF
-    root = tmp_path / "sysroot"
-    shutil.copytree(KOFF, root)
+    from tests.fixtures.trees import copy_tree
+    root = copy_tree(KOFF, tmp_path / "sysroot")
     iomem = root / "proc/iomem"
     iomem.chmod(0o644)
     iomem.write_text("".join(_zero_line(line) for line in iomem.read_text().splitlines(True)))

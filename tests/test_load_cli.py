@@ -19,6 +19,7 @@ import pytest
 from khotui.cli import load as cli_load
 from khotui.cli import main as cli
 from tests.conftest import CAPTURES, VM
+from tests.fixtures.trees import copy_tree
 from tests.fakes import FakeKernel, logs_like
 
 
@@ -27,7 +28,7 @@ def host(tmp_path, shared):
     """A capture's sysroot and a fake kernel standing for its kernel."""
     def make(capture: str, fail: int = 0) -> tuple[Path, FakeKernel]:
         root = tmp_path / capture
-        shutil.copytree(CAPTURES / capture / "sysroot", root)
+        copy_tree(CAPTURES / capture / "sysroot", root)
         return root, FakeKernel(fail, on_load=logs_like(capture, root))
     return make
 

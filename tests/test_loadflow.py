@@ -19,6 +19,7 @@ from khotui.load.syscall import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS
 from khotui.plan import PlanRequest
 from tests.conftest import CAPTURES, VM
 from tests.fakes import FakeKernel, logs_like
+from tests.fixtures.trees import copy_tree
 from tests.fakes import FakeKernel as RecordingSyscalls
 
 
@@ -276,10 +277,7 @@ def _initrd(tmp_path, size):
 
 
 def _copy(capture, tmp_path):
-    import shutil
-    root = tmp_path / capture
-    shutil.copytree(CAPTURES / capture / "sysroot", root)
-    return root
+    return copy_tree(CAPTURES / capture / "sysroot", tmp_path / capture)
 
 
 def test_session_on_a_snapshot_is_a_dry_run_that_never_touches_the_syscalls(shared, tmp_path):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 import subprocess
 import sys
 
 from khotui.image.inspect import inspect_kernel
 from tests.conftest import CAPTURES, REPO, VM
+from tests.fixtures.trees import copy_tree
 
 
 def signed_copy(tmp_path):
@@ -35,7 +35,7 @@ def test_unsigned_and_signed_bzimage(tmp_path, shared):
 
 def test_lockdown_accepts_a_signed_image(tmp_path, shared):
     root = tmp_path / "root"
-    shutil.copytree(CAPTURES / "two-nodes" / "sysroot", root)
+    copy_tree(CAPTURES / "two-nodes" / "sysroot", root)
     lock = root / "sys/kernel/security/lockdown"
     lock.chmod(0o644)
     lock.write_text("none [integrity] confidentiality\n")
