@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test lint venv bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m khotui --demo
 
-test: venv
+# Static checks first (seconds), then the tests: strict mypy and ruff, configured in pyproject.
+lint: venv
+	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff check khotui tests bench screenshots
+
+test: lint
 	$(PY) -m pytest -q
 
 bench: venv

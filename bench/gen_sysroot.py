@@ -41,8 +41,8 @@ from pathlib import Path
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from khotui.host.memory import _ranges  # noqa: E402
-from tests.fixtures.where import CAPTURES  # noqa: E402  ($KHOTUI_SHARED, else ../shared)
+from khotui.host.memory import _ranges
+from tests.fixtures.where import CAPTURES
 
 GENERATOR_VERSION = 1
 CACHE_BASE = Path(os.environ.get("KHOTUI_BENCH_CACHE", "/tmp/khotui-bench"))
@@ -55,8 +55,8 @@ HIGH_RAM_START = 4 * GiB
 LINK_CHUNK = 60_000            # hard links per source inode (ext4: at most 65,000)
 
 # The largest host (100x); smaller scales divide these.
-FULL = dict(nodes=32, blocks=24 * TiB // BLOCK_SIZE, iomem_lines=20_000, fdt_nodes=10_000,
-            sub_blobs=500)
+FULL = {"nodes": 32, "blocks": 24 * TiB // BLOCK_SIZE, "iomem_lines": 20_000, "fdt_nodes": 10_000,
+            "sub_blobs": 500}
 
 
 @dataclass(frozen=True)
@@ -481,7 +481,7 @@ def _write_blocks(args: tuple[str, list[tuple[int, int]]]) -> int:
 
 def _write_node_links(args: tuple[str, int, list[int]]) -> int:
     """nodeN/memoryM entries (files holding the link target, as in the captures)."""
-    node_dir, nid, blocks = args
+    node_dir, _nid, blocks = args
     for index in blocks:
         fd = os.open(f"{node_dir}/memory{index}", os.O_WRONLY | os.O_CREAT, 0o444)
         os.write(fd, f"../../memory/memory{index}".encode())

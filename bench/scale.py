@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import gen_sysroot  # noqa: E402
+
 from tests.fixtures.where import VM  # noqa: E402  ($KHOTUI_SHARED, else ../shared)
 
 KERNEL = VM / "bzImage-kho-7.3.4"

@@ -33,7 +33,7 @@ import os
 import re
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,10 +84,8 @@ class FrameMeter:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     def take(self) -> float:
         s, self.stall = self.stall, 0.0
@@ -97,7 +95,7 @@ class FrameMeter:
 class Walker:
     """Press keys, wait for the app, and keep the worst numbers per screen."""
 
-    def __init__(self, pilot, meter: FrameMeter) -> None:  # noqa: ANN001
+    def __init__(self, pilot, meter: FrameMeter) -> None:
         self.pilot = pilot
         self.app = pilot.app
         self.meter = meter
@@ -167,7 +165,7 @@ class Walker:
 
 
 @asynccontextmanager
-async def metered(app, size: tuple[int, int]):  # noqa: ANN001
+async def metered(app, size: tuple[int, int]):
     meter = FrameMeter()
     async with app.run_test(size=size) as pilot:
         meter.start()
@@ -252,7 +250,7 @@ async def walk_baseline(size: tuple[int, int] = (120, 40)) -> ScreenTimes:
     from textual.widgets import Footer, Static
 
     class Plain(Screen):
-        def compose(self):  # noqa: ANN202
+        def compose(self):
             yield Static("baseline " * 200)
             yield Footer()
 

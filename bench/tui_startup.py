@@ -14,6 +14,8 @@ the floor that Python + Textual start-up costs on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import pty
 import select
@@ -22,7 +24,6 @@ import statistics
 import struct
 import sys
 import termios
-import fcntl
 import textwrap
 import time
 from pathlib import Path
@@ -86,10 +87,8 @@ class Pty:
         os.write(self.fd, data.encode())
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         os.waitpid(self.pid, 0)
         os.close(self.fd)
 
@@ -144,7 +143,8 @@ def main() -> None:
           f"{k_bytes:8.0f} bytes   (+{(k_t - b_t) * 1000:.0f} ms over baseline)")
     print(f"  walk through every screen: {walk_total} bytes "
           + "(" + ", ".join(f"{k}: {n}" for k, n in walk) + ")")
-    print(f"  at 56 kbit/s: start-up {k_bytes * 8 / 56000:.1f} s, walk {walk_total * 8 / 56000:.1f} s of transfer")
+    print(f"  at 56 kbit/s: start-up {k_bytes * 8 / 56000:.1f} s, "
+          f"walk {walk_total * 8 / 56000:.1f} s of transfer")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ SHOTS = [
 ]
 
 
-async def settle(pilot, app) -> None:  # noqa: ANN001
+async def settle(pilot, app) -> None:
     from textual.widgets import DirectoryTree
     for _ in range(3):
         await pilot.pause()

@@ -19,9 +19,9 @@ import json
 import os
 import signal
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tests.conftest import CAPTURES, VM
 from tests.fixtures.trees import copy_tree
@@ -311,8 +311,8 @@ def _blocks_record(edit: Callable[[list], list] | Callable[[bytes], bytes], *, r
     lines (header, runs) to new ones, or with `raw` its bytes to new bytes."""
     def build(tmp: Path) -> Cli | Call:
         from khotui.host.memory import read_memory_blocks, read_topology
-        from khotui.host.sysroot import Sysroot
         from khotui.host.snapshot import write_snapshot
+        from khotui.host.sysroot import Sysroot
         root = tmp / "snap"
         write_snapshot(Sysroot(TWO), root)
         path = root / BLOCKS_RECORD

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 
@@ -27,7 +27,7 @@ class File:
 
 KERNEL = File("/boot/vmlinuz", "/boot/vmlinuz-7.3.4-amd64", "ab" * 32, 12_000_000)
 INITRD = File("/boot/initrd.img", "/boot/initrd.img-7.3.4-amd64", "cd" * 32, 64 << 20)
-WHEN = datetime(2026, 7, 1, 12, 30, 5, tzinfo=timezone.utc)
+WHEN = datetime(2026, 7, 1, 12, 30, 5, tzinfo=UTC)
 ENV = {"SUDO_USER": "alice", "SUDO_UID": "1000", "SSH_CONNECTION": "10.0.0.5 5555 10.0.0.1 22"}
 
 

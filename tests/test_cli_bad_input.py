@@ -36,7 +36,7 @@ def plan(root: Path, kernel: Path | str = KERNEL, *extra: str) -> subprocess.Com
 
 
 def finding(result: subprocess.CompletedProcess, check_id: str) -> dict:
-    return [c for c in json.loads(result.stdout)["checks"] if c["id"] == check_id][0]
+    return next(c for c in json.loads(result.stdout)["checks"] if c["id"] == check_id)
 
 
 def test_missing_kernel_names_the_file_and_exits_2(shared, tmp_path):
@@ -142,7 +142,7 @@ def test_non_root_on_the_live_host_gets_a_partial_view(tmp_path):
     if result.returncode == 2 and "Permission denied" in result.stderr:
         pytest.skip("the checkout is not readable by nobody here")
     status = json.loads(result.stdout)
-    priv = [c for c in status["checks"] if c["id"] == "privileges"][0]
+    priv = next(c for c in status["checks"] if c["id"] == "privileges")
     assert priv["status"] == "fail" and "root" in priv["message"]
 
 

@@ -47,10 +47,7 @@ def make_initrd(size: int, dest: Path) -> Path:
 def plan_args(capture: str, tmp_path: Path, request) -> list[str]:
     cap = CAPTURES / capture
     scenario = (cap / "scenario.txt").read_text()
-    if "arm64" in capture:
-        kernel = request.getfixturevalue("arm64_image")
-    else:
-        kernel = VM / "bzImage-kho-7.3.4"
+    kernel = request.getfixturevalue("arm64_image") if "arm64" in capture else VM / "bzImage-kho-7.3.4"
     args = ["plan", "--json", "--root", str(cap / "sysroot"), "--kernel", str(kernel),
             "--cmdline", (cap / "load" / "cmdline").read_text()]
     m = re.search(r"^initrd: (\d+) bytes", scenario, re.M)
@@ -81,7 +78,7 @@ def test_plan_reproduces_the_kernels_placement(capture, tmp_path, request):
         assert plan["fits"] is False and plan["errno"] == errno
         failed = [s for s in plan["segments"] if s["mem"] is None]
         assert failed, "the segment that fits nowhere has mem null"
-        fail = [c for c in plan["checks"] if c["id"] == "segments-fit"][0]
+        fail = next(c for c in plan["checks"] if c["id"] == "segments-fit")
         assert fail["status"] == "fail" and errno in fail["message"]
         assert failed[0]["name"] in fail["message"]
         # what the kernel did place before it gave up matches too (x86 logs Loaded lines)
@@ -96,7 +93,7 @@ def test_kho_off_capture_says_why_and_still_predicts(tmp_path, request):
     result = run_cli(*plan_args("kho-off", tmp_path, request))
     plan = json.loads(result.stdout)
     assert plan["kho"]["enabled"] is False
-    kho = [c for c in plan["checks"] if c["id"] == "kho-enabled"][0]
+    kho = next(c for c in plan["checks"] if c["id"] == "kho-enabled")
     assert kho["status"] == "warn" and "kho=off" in kho["message"]
     assert plan["fits"] is True and all(s["region"].startswith("System RAM") for s in plan["segments"])
 
@@ -106,7 +103,8 @@ def test_status_json_contract(shared):
     assert result.returncode == 0
     status = json.loads(result.stdout)
     assert status["kho"]["enabled"] is True and status["kho"]["abi"] == "kho-v4"
-    phys = [int(x, 16) for x in (CAPTURES / "two-nodes/sysroot/sys/kernel/debug/kho/out/scratch_phys").read_text().split()]
+    scratch_phys = CAPTURES / "two-nodes/sysroot/sys/kernel/debug/kho/out/scratch_phys"
+    phys = [int(x, 16) for x in scratch_phys.read_text().split()]
     assert [r["addr"] for r in status["kho"]["scratch"]] == phys
     assert [r["kind"] for r in status["kho"]["scratch"]] == ["lowmem", "global", "node", "node"]
     assert status["kho"]["out_fdt"]["truncated"] is True
@@ -118,5 +116,5 @@ def test_arm64_image_release_is_read_for_the_abi_check(tmp_path, request):
     result = run_cli(*plan_args("two-nodes-arm64", tmp_path, request))
     plan = json.loads(result.stdout)
     assert plan["kernel"]["version"].startswith("7.3.4 ")
-    abi = [c for c in plan["checks"] if c["id"] == "next-abi"][0]
+    abi = next(c for c in plan["checks"] if c["id"] == "next-abi")
     assert abi["status"] == "ok" and "kho-v4" in abi["message"]

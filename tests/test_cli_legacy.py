@@ -20,7 +20,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def check(doc: dict, check_id: str) -> dict:
-    return [c for c in doc["checks"] if c["id"] == check_id][0]
+    return next(c for c in doc["checks"] if c["id"] == check_id)
 
 
 @pytest.mark.parametrize("kernel,finalized", [("6.18", False), ("6.18", True), ("7.0", False)])

@@ -7,10 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from khotui.fdt import (
+    BlobKind,
+    KhoLayout,
+    cross_check_sub_blobs,
+    decode_kho_fdt,
+    decode_sub_blob,
+    describe_property,
+    parse_fdt,
+    to_dts,
+)
 from tests.conftest import CAPTURES
 from tests.fixtures.pyfdt_shape import our_shape, pyfdt_header, pyfdt_shape
-from khotui.fdt import (BlobKind, KhoLayout, cross_check_sub_blobs, decode_kho_fdt,
-                        decode_sub_blob, describe_property, parse_fdt, to_dts)
 
 KHO = Path("sys/kernel/debug/kho")
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyfdt.pyfdt import Fdt, FdtNode as PyNode, FdtPropertyBytes, FdtPropertyStrings
+from pyfdt.pyfdt import Fdt, FdtPropertyBytes, FdtPropertyStrings
+from pyfdt.pyfdt import FdtNode as PyNode
 
-from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError
 from khotui.fdt import decode_kho_fdt, decode_sub_blob, describe_property, parse_fdt, to_dts
+from tests.conftest import CAPTURES
 from tests.fixtures.pyfdt_shape import our_shape, pyfdt_shape
 
 KHO = "sys/kernel/debug/kho"
@@ -136,7 +138,5 @@ def test_valid_trees_match_pyfdt(root):
     assert our_shape(tree.root) == pyfdt_shape(data)
     # any cut of a valid tree still behaves
     for cut in (len(data) - 1, len(data) // 2, 41):
-        try:
+        with contextlib.suppress(KhotuiError):
             parse_fdt(data[:cut], "cut")
-        except KhotuiError:
-            pass

@@ -11,9 +11,7 @@ import pytest
 
 from khotui.errors import KhotuiError
 from khotui.fdt import decode_kho_fdt, decode_sub_blob, parse_fdt, to_dts
-from khotui.fdt.reader import (FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_NOP, FDT_PROP, MAX_DEPTH,
-                               MAX_TOKENS)
-
+from khotui.fdt.reader import FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_NOP, FDT_PROP, MAX_DEPTH, MAX_TOKENS
 from tests.fixtures.fdt_blobs import begin, blob, prop, tok
 
 NAME = "/sys/kernel/debug/kho/out/fdt"

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.legacy_kho import (MEMORY_MAP_PHYS, RESERVE_MEM, SUB_FDT_PHYS, build_kho_v1_root,
-                                 make_legacy_sysroot)
 from khotui.fdt import BlobKind, KhoLayout, decode_kho_fdt, decode_sub_blob, to_dts
+from tests.fixtures.legacy_kho import (
+    MEMORY_MAP_PHYS,
+    RESERVE_MEM,
+    SUB_FDT_PHYS,
+    build_kho_v1_root,
+    make_legacy_sysroot,
+)
 
 OUT = "sys/kernel/debug/kho/out"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from khotui.fdt import FdtNode, FdtProp, decode_sub_blob, describe_property, hexdump, parse_fdt, to_dts
-from tests.fixtures.fdt_blobs import begin, blob, prop, tok
 from khotui.fdt.reader import FDT_END, FDT_END_NODE
+from tests.fixtures.fdt_blobs import begin, blob, prop, tok
 
 
 def test_hexdump_is_bounded_and_says_how_much_is_left():

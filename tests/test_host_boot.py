@@ -6,12 +6,11 @@ import gzip
 
 import pytest
 
-from tests.conftest import CAPTURES
-from khotui.errors import KhotuiError
 from khotui.cmdline import kstrtobool
-from khotui.host.boot import (cmdline_param, cmdline_tokens, parse_config, read_boot,
-                              read_running_fdt)
+from khotui.errors import KhotuiError
+from khotui.host.boot import cmdline_param, cmdline_tokens, parse_config, read_boot, read_running_fdt
 from khotui.host.sysroot import Sysroot
+from tests.conftest import CAPTURES
 
 
 def capture(name: str) -> Sysroot:

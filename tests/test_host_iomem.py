@@ -4,12 +4,16 @@ How parse time grows with the lines is measured in tests/test_scale.py (marked p
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
-from tests.conftest import CAPTURES
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from khotui.errors import KhotuiError
 from khotui.host.iomem import RamRange, parse_iomem, read_iomem
 from khotui.host.sysroot import Sysroot
+from tests.conftest import CAPTURES
 
 
 def capture(name: str) -> Sysroot:
@@ -46,7 +50,7 @@ def test_find_by_name_or_address_in_file_order_with_a_limit():
 def test_efi_capture_has_split_system_ram():
     ram = read_iomem(capture("efi-two-nodes/sysroot")).system_ram()
     assert len(ram) == 7 and ram[-1] == RamRange(0x7F7FF000, 0x7FF4FFFF)
-    assert all(a.end < b.start for a, b in zip(ram, ram[1:]))
+    assert all(a.end < b.start for a, b in itertools.pairwise(ram))
 
 
 def test_arm64_capture():
@@ -67,7 +71,8 @@ def test_driver_managed_ram_is_marked():
             "100000000-1ffffffff : Soft Reserved\n"
             "  100000000-1ffffffff : dax0.0\n"
             "    100000000-1ffffffff : System RAM (kmem)\n")
-    assert parse_iomem(text).system_ram() == [RamRange(0, 0x7FFFFFFF), RamRange(0x100000000, 0x1FFFFFFFF, True)]
+    assert parse_iomem(text).system_ram() == [RamRange(0, 0x7FFFFFFF),
+                                              RamRange(0x100000000, 0x1FFFFFFFF, True)]
 
 
 def test_empty_name():
@@ -113,8 +118,6 @@ def test_20000_nested_lines_parse_whole() -> None:
     assert [r.depth for r in iomem.flat[:4]] == [0, 1, 2, 1]
     assert len(iomem.system_ram()) == 5000
 
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)

@@ -6,14 +6,24 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError, explain_os_error
 from khotui.host import kho as kho_mod
-from khotui.host.kho import (LAYOUT_LEGACY, LAYOUT_STATELESS, OFF_CMDLINE, OFF_DEBUGFS_NOT_MOUNTED,
-                             OFF_DEFAULT, OFF_NO_DEBUGFS_CONFIG, OFF_NOT_BUILT, OFF_PERMISSION,
-                             read_kho)
+from khotui.host.kho import (
+    LAYOUT_LEGACY,
+    LAYOUT_STATELESS,
+    OFF_CMDLINE,
+    OFF_DEBUGFS_NOT_MOUNTED,
+    OFF_DEFAULT,
+    OFF_NO_DEBUGFS_CONFIG,
+    OFF_NOT_BUILT,
+    OFF_PERMISSION,
+    read_kho,
+)
 from khotui.host.sysroot import Sysroot
+from tests.conftest import CAPTURES
 
 
 def all_sysroots() -> list[Path]:
@@ -146,7 +156,8 @@ def test_mismatched_scratch_line_counts(tmp_path):
 
 
 def test_non_hex_scratch(tmp_path):
-    root = write(tmp_path, {**BASE, "/sys/kernel/debug/kho/out/scratch_phys": "0x7c000000\nbanana\n0x1\n0x2\n"})
+    root = write(tmp_path, {**BASE, "/sys/kernel/debug/kho/out/scratch_phys":
+                            "0x7c000000\nbanana\n0x1\n0x2\n"})
     with pytest.raises(KhotuiError) as err:
         read_kho(Sysroot(root))
     assert err.value.path.endswith("scratch_phys") and "line 2" in err.value.message
@@ -174,7 +185,8 @@ def test_node_ids_follow_n_memory_order_with_gaps(tmp_path):
 
 def test_node_ids_from_node_dirs_without_has_memory(tmp_path):
     files = {k: v for k, v in BASE.items() if "has_memory" not in k}
-    files.update({"/sys/devices/system/node/node0/memory0": "", "/sys/devices/system/node/node1/cpulist": "0\n",
+    files.update({"/sys/devices/system/node/node0/memory0": "",
+                  "/sys/devices/system/node/node1/cpulist": "0\n",
                   "/sys/devices/system/node/node2/memory8": ""})
     # node1 has no memory blocks: it is not in N_MEMORY
     assert [s.node for s in read_kho(Sysroot(write(tmp_path, files))).scratch] == [None, None, 0, 2]
@@ -237,7 +249,7 @@ def test_off_no_kho_on_and_default_off(tmp_path):
 
 
 def test_off_default_on_but_kho_off(tmp_path):
-    state = _off(tmp_path, "kho=on quiet kho=0", FULL[:-1] + ["CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y"])
+    state = _off(tmp_path, "kho=on quiet kho=0", [*FULL[:-1], "CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y"])
     assert state.off_reason == OFF_CMDLINE  # the last kho= wins
 
 
@@ -305,8 +317,6 @@ def test_unreadable_blob_is_a_khotui_error(tmp_path, monkeypatch):
         read_kho(Sysroot(root))
     assert err.value.path.endswith("out/fdt")
 
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)

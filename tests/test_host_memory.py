@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from tests.conftest import CAPTURES
 from khotui.errors import KhotuiError
 from khotui.host.memory import parse_list, read_memory_blocks, read_topology
 from khotui.host.sysroot import Sysroot
+from tests.conftest import CAPTURES
 
 GiB = 1 << 30
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CAPTURES
 from khotui.host.state import parse_cap_eff, parse_lockdown, read_kexec_state
 from khotui.host.sysroot import Sysroot
+from tests.conftest import CAPTURES
 
 
 def capture(name: str) -> Sysroot:
@@ -40,7 +40,8 @@ def _write(root, files):
 
 
 def test_falls_back_to_sys_kernel_kexec(tmp_path):
-    sysroot = _write(tmp_path, {"sys/kernel/kexec/loaded": "1\n", "sys/kernel/kexec/crash_size": "268435456\n",
+    sysroot = _write(tmp_path, {"sys/kernel/kexec/loaded": "1\n",
+                                "sys/kernel/kexec/crash_size": "268435456\n",
                                 "proc/sys/kernel/kexec_load_disabled": "1\n",
                                 "proc/sys/kernel/kexec_load_limit_reboot": "3\n",
                                 "sys/kernel/security/lockdown": "none [integrity] confidentiality\n"})
@@ -62,7 +63,8 @@ def test_garbage_sysctl_is_unknown_not_a_crash(tmp_path):
 
 
 def test_parse_lockdown():
-    assert parse_lockdown("[none] integrity confidentiality\n") == ("none", ["none", "integrity", "confidentiality"])
+    assert parse_lockdown("[none] integrity confidentiality\n") == \
+        ("none", ["none", "integrity", "confidentiality"])
     assert parse_lockdown("none integrity")[0] is None
 
 

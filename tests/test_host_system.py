@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CAPTURES
 from khotui.host.sysroot import Sysroot
 from khotui.host.system import read_system
+from tests.conftest import CAPTURES
 
 
 def test_capture_has_memory_but_no_uptime():

@@ -11,6 +11,7 @@ covered there.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import struct
 import tracemalloc
@@ -20,16 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from khotui.cmdline import diff_cmdline, next_cmdline, split_cmdline
+from khotui.cmdline import diff_cmdline, kstrtobool, next_cmdline, split_cmdline
 from khotui.errors import KhotuiError
-from khotui.cmdline import kstrtobool
 from khotui.host.boot import cmdline_param, cmdline_tokens, parse_config, parse_meminfo
 from khotui.host.iomem import parse_iomem
+from khotui.host.kernellog import learn_purgatory, parse_kernel_log, parse_kernel_log_all
 from khotui.host.kernels import parse_bls_entry, version_key
 from khotui.host.kho import parse_scratch_lines
 from khotui.host.memory import parse_list
 from khotui.image.inspect import inspect_initrd, inspect_kernel
-from khotui.host.kernellog import learn_purgatory, parse_kernel_log, parse_kernel_log_all
 from tests.bad_inputs import SEEDS, mutate, mutations, time_limit
 
 HOSTILE = settings(max_examples=200, deadline=timedelta(seconds=5), derandomize=False,
@@ -126,7 +126,7 @@ def test_read_scratch_pairs(tmp_path_factory, phys, length):
     (out / "scratch_len").write_text(length)
     result = only_khotui_error(read_scratch, Sysroot(root))
     if result is not None:
-        regions, notes = result
+        _regions, notes = result
         assert all(isinstance(n, str) for n in notes)
 
 
@@ -146,7 +146,7 @@ def _inspect_all_ways(data: bytes, tmp_path_factory=None):
     if tmp_path_factory is not None:
         path = tmp_path_factory.mktemp("img") / "vmlinuz"
         path.write_bytes(data)
-        for fn, r in zip((inspect_kernel, inspect_initrd), results):
+        for fn, r in zip((inspect_kernel, inspect_initrd), results, strict=True):
             r2 = only_khotui_error(fn, str(path), name="fuzz-image")
             # the file and the in-memory reader must agree
             assert (r is None) == (r2 is None)
@@ -511,4 +511,4 @@ def test_block_record_cut_or_mutated_is_a_clear_error(runs, data):
                             BLOCK_READ, 1 << 27)
     if got is not None:                     # what parses is bounded and ordered
         assert sum(r.count for r in got) <= 1 << 22
-        assert all(a.first + a.count <= b.first for a, b in zip(got, got[1:]))
+        assert all(a.first + a.count <= b.first for a, b in itertools.pairwise(got))

@@ -51,6 +51,7 @@ def _cpio_header(filesize: bytes, namesize: bytes = b"0000000B") -> bytes:
 def test_cpio_size_fields_are_strict_hex(field):
     # int(b'-0000010', 16) is -16: the walk went backwards (and a BytesIO seek(-n) raised)
     import io
+
     from khotui.image.inspect import inspect_initrd
     data = _cpio_header(field) + b"TRAILER!!!\0" + b"\0" * 100
     info = inspect_initrd(io.BytesIO(data), name="initrd")
@@ -60,6 +61,7 @@ def test_cpio_size_fields_are_strict_hex(field):
 def test_lzma_header_asking_for_a_4gib_dictionary_does_not_allocate_it():
     import io
     import tracemalloc
+
     from khotui.image.inspect import inspect_kernel
     data = b"\x5d\x00\x00\xff\xff" + b"\xff" * 8 + b"\0" * 64
     tracemalloc.start()
@@ -76,6 +78,7 @@ def test_lzma_header_asking_for_a_4gib_dictionary_does_not_allocate_it():
 def test_node_list_naming_billions_of_ids_is_refused_not_expanded(text):
     # parse_list('0-20000000') built a 20-million-int list (3.7 GB RSS)
     import tracemalloc
+
     from khotui.host.memory import parse_list
     tracemalloc.start()
     try:

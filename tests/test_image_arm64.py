@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import gzip
 import struct
-from pathlib import Path
 
 import pytest
 
-from khotui.image.arm64 import (Arm64Running, LINUX_PE_MAGIC, parse_arm64_image,
-                                probe_arm64_image)
+from khotui.image.arm64 import LINUX_PE_MAGIC, Arm64Running, parse_arm64_image, probe_arm64_image
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import signal
 
 import pytest
 
-from khotui.host.sysroot import Sysroot
 from khotui.host.kernellog import (
     DEFAULT_PURGATORY,
     learn_purgatory,
@@ -19,6 +18,7 @@ from khotui.host.kernellog import (
     read_kernel_log,
     read_kmsg,
 )
+from khotui.host.sysroot import Sysroot
 from tests.conftest import CAPTURES
 
 SEGMENT = re.compile(r"segment\[(\d+)\]: buf=\S+ bufsz=0x([0-9a-f]+) mem=0x([0-9a-f]+) "

@@ -17,10 +17,15 @@ import pytest
 from khotui.errors import KhotuiError
 from khotui.load import kexec, syscall
 from khotui.load.explain import ExplainContext, explain
-from khotui.load.syscall import (KEXEC_FILE_DEBUG, KEXEC_FILE_NO_CMA, KEXEC_FILE_NO_INITRAMFS,
-                                 KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD, LibcSyscalls,
-                                 RealSyscallForbidden)
-
+from khotui.load.syscall import (
+    KEXEC_FILE_DEBUG,
+    KEXEC_FILE_NO_CMA,
+    KEXEC_FILE_NO_INITRAMFS,
+    KEXEC_FILE_ON_CRASH,
+    KEXEC_FILE_UNLOAD,
+    LibcSyscalls,
+    RealSyscallForbidden,
+)
 
 
 class FakeSyscall:
@@ -111,7 +116,7 @@ def test_cmdline_is_utf8_and_len_counts_bytes():
 def test_no_initrd_passes_minus_one_and_no_initramfs():
     fake = FakeSyscall()
     result = kexec.load(5, None, "", syscalls=LibcSyscalls(fake, machine="aarch64"))
-    nr, kfd, ifd, cmdline_len, cmdline, flags = values(fake.calls[0])
+    nr, _kfd, ifd, cmdline_len, cmdline, flags = values(fake.calls[0])
     assert nr == 294
     assert ifd == -1
     assert flags & KEXEC_FILE_NO_INITRAMFS
@@ -179,7 +184,7 @@ def test_wrapper_raises_oserror_with_errno():
 def test_unload_passes_no_files_and_no_cmdline():
     fake = FakeSyscall()
     result = kexec.unload(LibcSyscalls(fake, machine="x86_64"))
-    nr, kfd, ifd, cmdline_len, cmdline, flags = values(fake.calls[0])
+    _nr, kfd, ifd, cmdline_len, cmdline, flags = values(fake.calls[0])
     assert (kfd, ifd, cmdline_len, cmdline) == (-1, -1, 0, None)
     assert flags == KEXEC_FILE_UNLOAD
     assert result.action == "unload"

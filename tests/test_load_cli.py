@@ -19,8 +19,8 @@ import pytest
 from khotui.cli import load as cli_load
 from khotui.cli import main as cli
 from tests.conftest import CAPTURES, VM
-from tests.fixtures.trees import copy_tree
 from tests.fakes import FakeKernel, logs_like
+from tests.fixtures.trees import copy_tree
 
 
 @pytest.fixture
@@ -67,7 +67,8 @@ def test_load_yes_loads_and_compares_with_the_kernels_own_placement(host, tmp_pa
 
 def test_load_json_reports_actual_placement(host, tmp_path, capsys):
     root, fake = host("two-nodes")
-    code, out, _ = run(["load", "--yes", "--json", "--root", str(root), "--kernel", str(VM / "bzImage-kho-7.3.4"),
+    code, out, _ = run(["load", "--yes", "--json", "--root", str(root),
+                        "--kernel", str(VM / "bzImage-kho-7.3.4"),
                         "--initrd", str(initrd(tmp_path, 8 << 20)),
                         "--cmdline", (CAPTURES / "two-nodes/load/cmdline").read_text(),
                         "--log", str(tmp_path / "log")], capsys, fake)
@@ -85,7 +86,7 @@ def test_failing_check_refuses_without_force(host, tmp_path, capsys):
             "--log", str(tmp_path / "log")]
     code, out, _ = run(args, capsys, fake)
     assert code == 1 and fake.calls == [] and "refused" in out
-    code, out, _ = run(args + ["--force"], capsys, fake)
+    code, out, _ = run([*args, "--force"], capsys, fake)
     assert code == 1 and len(fake.calls) == 1
     assert "--force: overriding segments-fit" in out
     assert "EADDRNOTAVAIL" in out and "initrd" in out and "kho_scratch" in out
@@ -140,7 +141,7 @@ def test_file_warnings_are_printed_before_the_load_and_kept_in_the_json(host, tm
     assert out.index(line) < out.index("loaded.")
     assert line == (f"warning: {kernel}: the kernel is world-writable (mode 0666): anyone could "
                     f"change it before it is loaded. Fix: chmod o-w {kernel}")
-    code, out, _ = run(args + ["--json"], capsys, fake)
+    code, out, _ = run([*args, "--json"], capsys, fake)
     warnings = json.loads(out)["load"]["warnings"]
     assert line.removeprefix("warning: ") in warnings
 

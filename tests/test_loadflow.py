@@ -19,8 +19,8 @@ from khotui.load.syscall import KEXEC_FILE_DEBUG, KEXEC_FILE_NO_INITRAMFS
 from khotui.plan import PlanRequest
 from tests.conftest import CAPTURES, VM
 from tests.fakes import FakeKernel, logs_like
-from tests.fixtures.trees import copy_tree
 from tests.fakes import FakeKernel as RecordingSyscalls
+from tests.fixtures.trees import copy_tree
 
 
 @pytest.fixture
@@ -170,9 +170,8 @@ def test_dry_run_switch_stops_a_load_through_the_libc_wrapper(images, tmp_path):
     called = []
     sc = syscall.LibcSyscalls(lambda *a: called.append(a) or 0, machine="x86_64")
     syscall.forbid_real_syscalls()
-    with opened.open_for_load(kernel) as files:
-        with pytest.raises(syscall.RealSyscallForbidden):
-            opened.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
+    with opened.open_for_load(kernel) as files, pytest.raises(syscall.RealSyscallForbidden):
+        opened.run_load(files, "", syscalls=sc, **quiet(log_path=tmp_path / "l"))
     assert called == []
     assert not (tmp_path / "l").exists()  # nothing was attempted, nothing recorded
 

@@ -105,7 +105,7 @@ def plan_input(capture: Path, image) -> Arm64PlanInput:
         cmdline=(capture / "load/cmdline").read_bytes(),
         kho=kho_out.is_dir(),
         scratch=scratch(list(zip(hex_lines(kho_out / "scratch_phys"),
-                                 hex_lines(kho_out / "scratch_len")))),
+                                 hex_lines(kho_out / "scratch_len"), strict=True))),
         kexec_handover="CONFIG_KEXEC_HANDOVER" in options,
         ima_kexec="CONFIG_IMA_KEXEC" in options,
         rng_initialized="random: crng init done" in log,
@@ -128,7 +128,7 @@ def test_two_nodes_reproduces_every_segment(shared, image):
     assert plan.fits and plan.errno is None and plan.exact
     assert ERRNO[int((cap / "load/errno").read_text())] is None
     assert [s.name for s in plan.segments] == ["kho-scratch", "kernel", "initrd", "dtb"]
-    for seg, want in zip(plan.segments, expected):
+    for seg, want in zip(plan.segments, expected, strict=True):
         assert (seg.name, seg.mem, seg.memsz, seg.bufsz) == \
             (seg.name, want["mem"], want["memsz"], want["bufsz"])
     assert all(s.region == "lowmem" for s in plan.segments)
@@ -149,7 +149,7 @@ def test_dtb_is_what_the_next_kernel_booted_with(shared, image):
     """The next kernel's /sys/firmware/fdt is the DTB segment: same size, same blocks."""
     cap = capture(shared, "two-nodes-arm64")
     booted = (cap / "next-kernel/sysroot/sys/firmware/fdt").read_bytes()
-    total, off_struct, off_strings, off_rsv, _v, _l, _c, size_strings, size_struct = \
+    total, off_struct, _off_strings, off_rsv, _v, _l, _c, size_strings, _size_struct = \
         struct.unpack_from(">9I", booted, 4)
     plan = plan_arm64(plan_input(cap, image))
     assert plan.dtb.totalsize == total == len(booted)

@@ -42,7 +42,7 @@ def read_scratch(sysroot: Path) -> list[ScratchRegion]:
     lens = [int(x, 16) for x in (out / "scratch_len").read_text().split()]
     kinds = ["lowmem", "global"]
     return [ScratchRegion(i, kinds[i] if i < 2 else "node", None if i < 2 else i - 2, a, s)
-            for i, (a, s) in enumerate(zip(phys, lens))]
+            for i, (a, s) in enumerate(zip(phys, lens, strict=True))]
 
 
 def read_system_ram(sysroot: Path) -> list[tuple[int, int]]:
@@ -147,7 +147,7 @@ def test_every_segment_matches_the_kernel_log(name, bzimage, tmp_path):
     log = kernel_log(name)
     assert plan.fits is True and plan.errno is None, plan.message
     assert log.nr_segments == len(log.segments) == len(plan.segments)
-    for seg, logged in zip(plan.segments, log.segments):
+    for seg, logged in zip(plan.segments, log.segments, strict=True):
         assert (seg.name, seg.mem, seg.memsz, seg.bufsz) == \
                (logged.name, logged.mem, logged.memsz, logged.bufsz), (name, seg)
 

@@ -25,25 +25,25 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from tests.conftest import REPO, VM
 
 sys.path.insert(0, str(REPO / "bench"))
-import gen_sysroot  # noqa: E402
+import gen_sysroot
 
-from khotui.errors import KhotuiError  # noqa: E402
-from khotui.fdt import decode_kho_fdt, decode_sub_blob, parse_fdt  # noqa: E402
-from khotui.fdt.reader import FDT_END, FDT_END_NODE, FDT_NOP, MAX_TOKENS  # noqa: E402
-from khotui.host import memory  # noqa: E402
-from khotui.host.iomem import parse_iomem  # noqa: E402
-from khotui.host.kho import read_scratch  # noqa: E402
-from khotui.host.sysroot import Sysroot  # noqa: E402
-from tests.fixtures.fdt_blobs import begin, blob, tok  # noqa: E402
+from khotui.errors import KhotuiError
+from khotui.fdt import decode_kho_fdt, decode_sub_blob, parse_fdt
+from khotui.fdt.reader import FDT_END, FDT_END_NODE, FDT_NOP, MAX_TOKENS
+from khotui.host import memory
+from khotui.host.iomem import parse_iomem
+from khotui.host.kho import read_scratch
+from khotui.host.sysroot import Sysroot
+from tests.fixtures.fdt_blobs import begin, blob, tok
 
 KERNEL = VM / "bzImage-kho-7.3.4"
 

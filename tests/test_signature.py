@@ -42,5 +42,5 @@ def test_lockdown_accepts_a_signed_image(tmp_path, shared):
     out = subprocess.run([sys.executable, "-m", "khotui", "plan", "--json", "--root", str(root),
                           "--kernel", str(signed_copy(tmp_path)), "--append", "x=1"],
                          cwd=REPO, capture_output=True, text=True)
-    lockdown = [c for c in json.loads(out.stdout)["checks"] if c["id"] == "lockdown"][0]
+    lockdown = next(c for c in json.loads(out.stdout)["checks"] if c["id"] == "lockdown")
     assert lockdown["status"] == "ok" and "signature" in lockdown["message"]

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CAPTURES, REPO
 from khotui.errors import KhotuiError
+from khotui.host.blockrecord import RECORD
 from khotui.host.boot import read_boot
 from khotui.host.iomem import read_iomem
 from khotui.host.kernels import find_kernels
 from khotui.host.kho import read_kho
-from khotui.host.blockrecord import RECORD
 from khotui.host.memory import BLOCK_READ, memory_node_ids, read_memory_blocks, read_topology
+from khotui.host.snapshot import MANIFEST, read_kmsg, write_snapshot
 from khotui.host.state import read_kexec_state
 from khotui.host.sysroot import Sysroot
 from khotui.host.system import read_system
-from khotui.host.snapshot import MANIFEST, read_kmsg, write_snapshot
+from tests.conftest import CAPTURES, REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-import gen_sysroot  # noqa: E402
+import gen_sysroot
 
 RECORD_REL = RECORD.lstrip("/")
 

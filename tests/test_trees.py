@@ -17,8 +17,13 @@ from khotui.host import memory
 from khotui.host.sysroot import Sysroot
 from tests.bad_inputs import time_limit
 from tests.conftest import REPO, capture_names
-from tests.fixtures.trees import (LinkLeavesTree, add_sysfs_links, copy_tree, flatten_sysfs_links,
-                                  links_leaving)
+from tests.fixtures.trees import (
+    LinkLeavesTree,
+    add_sysfs_links,
+    copy_tree,
+    flatten_sysfs_links,
+    links_leaving,
+)
 from tests.fixtures.where import CAPTURES
 
 

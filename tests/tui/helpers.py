@@ -13,13 +13,13 @@ KERNEL = VM / "bzImage-kho-7.3.4"
 MAKE_INITRD = CAPTURES / "make-initrd"
 
 
-def screen_text(app) -> str:  # noqa: ANN001
+def screen_text(app) -> str:
     """What the terminal shows now, as text (the top screen, modals included)."""
     from khotui.tui._hooks import screen_lines
     return "\n".join(screen_lines(app.screen))
 
 
-async def settle(pilot, app) -> None:  # noqa: ANN001
+async def settle(pilot, app) -> None:
     """Let workers finish and the screen repaint: no sleeps that guess."""
     from textual.widgets import DirectoryTree
     for _ in range(3):
@@ -31,13 +31,13 @@ async def settle(pilot, app) -> None:  # noqa: ANN001
     await pilot.pause()
 
 
-async def press(pilot, app, *keys: str) -> None:  # noqa: ANN001
+async def press(pilot, app, *keys: str) -> None:
     for key in keys:
         await pilot.press(key)
         await settle(pilot, app)
 
 
-async def type_text(pilot, app, text: str) -> None:  # noqa: ANN001
+async def type_text(pilot, app, text: str) -> None:
     await pilot.press(*list(text))
     await settle(pilot, app)
 

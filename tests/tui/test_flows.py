@@ -144,7 +144,7 @@ async def test_cmdline_without_kho_on_warns_and_the_plan_fails(demo):
         assert "cmdline-kho" in screen_text(app) and "fix" in screen_text(app)
 
 
-async def _pick_files(pilot, app, kernel: Path, initrd: Path | None) -> None:  # noqa: ANN001
+async def _pick_files(pilot, app, kernel: Path, initrd: Path | None) -> None:
     await press(pilot, app, "4", "o")
     await type_text(pilot, app, str(kernel))
     await press(pilot, app, "enter")

@@ -58,7 +58,7 @@ async def test_with_the_hooks_off_the_operator_sees_the_same_app(tmp_path):
     demo = copy_demo(tmp_path)
     off = await _walk(demo, textual_hooks=False)
     on = await _walk(demo, textual_hooks=True)
-    for (keys, _), a, b in zip(WALK, on, off):
+    for (keys, _), a, b in zip(WALK, on, off, strict=True):
         assert a == b, f"after {keys} the screen differs with the hooks off"
 
 

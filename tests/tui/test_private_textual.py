@@ -95,8 +95,8 @@ def our_files() -> list[Path]:
 
 
 def _imports_textual(tree: ast.AST) -> bool:
-    return any(isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "textual"
-               or isinstance(n, ast.Import) and any(a.name.split(".")[0] == "textual" for a in n.names)
+    return any((isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "textual")
+               or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "textual" for a in n.names))
                for n in ast.walk(tree))
 
 

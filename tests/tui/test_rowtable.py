@@ -12,7 +12,7 @@ pytestmark = pytest.mark.asyncio
 
 
 class OneTable(App):
-    def compose(self):  # noqa: ANN201
+    def compose(self):
         yield RowTable(id="t")
 
 

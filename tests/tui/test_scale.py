@@ -12,15 +12,14 @@ unless they hold the GIL long enough to block it, which counts too.
 
 from __future__ import annotations
 
-import pytest
-
 import re
 import statistics
 import sys
 
+import pytest
+
 from bench.gen_sysroot import cached
 from bench.tui_scale import BASELINE_APP, VERDICT, first_overview, walk_baseline, walk_khotui
-
 
 # On the 2-core development VM the bare app's slowest frame (switching between two screens with
 # a Static and a Footer) is 35-55 ms and khotui's is 35-60 ms on 10x (below 100 ms on 100x).

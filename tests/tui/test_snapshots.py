@@ -38,7 +38,7 @@ def _app(demo: Path) -> KhotuiApp:
 
 
 def _run_before(keys: list[str]):
-    async def run_before(pilot) -> None:  # noqa: ANN001
+    async def run_before(pilot) -> None:
         app = pilot.app
         await settle(pilot, app)
         for key in keys:

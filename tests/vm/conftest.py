@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import guest  # noqa: E402
+import guest
 
 
 def pytest_collection_modifyitems(config, items):

@@ -25,6 +25,7 @@ the command line the next kernel must get for the init script to find its stage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -34,10 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -232,7 +233,7 @@ def missing_prerequisite() -> str | None:
 # the CLI under test (it lands in pieces: a test needing a missing command skips with this reason)
 
 
-@lru_cache(maxsize=None)
+@cache
 def khotui_command_missing(cmd: str) -> str | None:
     """Why `python -m khotui CMD` cannot be used yet (None when `CMD --help` works in the venv)."""
     env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
@@ -293,7 +294,8 @@ step() {  # step INDEX COMMAND
     printf '%s\n' "$cmd" > "$D/$i.cmd"
     say "stage $STAGE step $i: $cmd"
     t0=$(date +%s.%N)
-    ( cd "$KHOTUI_REPO" && timeout -k 5 @STEP_TIMEOUT@ bash -c "$cmd" ) > "$D/$i.out" 2> "$D/$i.err" < /dev/null
+    ( cd "$KHOTUI_REPO" && timeout -k 5 @STEP_TIMEOUT@ bash -c "$cmd" ) \
+        > "$D/$i.out" 2> "$D/$i.err" < /dev/null
     rc=$?
     t1=$(date +%s.%N)
     echo "$rc" > "$D/$i.rc"
@@ -466,7 +468,7 @@ def _collect(d: Path, stage: int, cmds) -> list[Step]:
         if not Path(f"{base}.cmd").exists():
             break
 
-        def rd(ext: str) -> str:
+        def rd(ext: str, base: Path = base) -> str:
             p = Path(f"{base}.{ext}")
             return p.read_text(errors="replace") if p.exists() else ""
 
@@ -486,11 +488,9 @@ def _record_timing(run: GuestRun) -> None:
             "stage_uptime": {}}
     for s in range(1, run.nstages + 1):
         d = run.out / f"stage{s}"
-        try:
+        with contextlib.suppress(OSError, ValueError, IndexError):
             info["stage_uptime"][s] = [float((d / f).read_text().split()[0])
                                        for f in ("uptime-start", "uptime-end")]
-        except (OSError, ValueError, IndexError):
-            pass
     (run.run_dir / "timing.json").write_text(json.dumps(info, indent=1) + "\n")
     log = os.environ.get("KHOTUI_VM_TIMINGS")
     if log:

@@ -108,7 +108,7 @@ def scratch() -> int:
             return [int(x, 16) for x in f.read().split()]
 
     phys, lens = hexes("scratch_phys"), hexes("scratch_len")
-    print(json.dumps([{"phys": p, "len": n} for p, n in zip(phys, lens)]))
+    print(json.dumps([{"phys": p, "len": n} for p, n in zip(phys, lens, strict=True)]))
     return 0
 
 

@@ -28,9 +28,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import guest
+import pytest
 from guest import GuestError, require_khotui
 
 pytestmark = pytest.mark.vm
@@ -225,7 +224,7 @@ def test_plan_then_load_places_as_predicted(request):
     assert actual == predicted, "placement differs from the prediction:\n" + "\n".join(
         f"  [{i}] predicted {p and tuple(map(hex, p))}  actual {a and tuple(map(hex, a))}"
         for i, (p, a) in enumerate(zip(predicted + [None] * len(actual),
-                                       actual + [None] * len(predicted)))
+                                       actual + [None] * len(predicted), strict=True))
         if p or a)
     # ... and both are what the kernel itself logged (KEXEC_FILE_DEBUG), not just each other.
     kernel = [(s["mem"], s["memsz"], s["bufsz"]) for s in guest.kexec_segments(run.kmsg(1))]

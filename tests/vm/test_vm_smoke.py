@@ -8,9 +8,8 @@ Stage 2 (the kexec'ed kernel): KHO handed over: kho/in/fdt exists, `KHO restore 
 
 from __future__ import annotations
 
-import pytest
-
 import guest
+import pytest
 
 pytestmark = pytest.mark.vm
 
