@@ -187,14 +187,26 @@ def block_states(src: Source) -> list[BlockRun]:
         from khotui.host.memory import read_memory_blocks
         return _runs(read_memory_blocks(src.sysroot, topo, attributes=("state",)))
     import json
+    import os
     import subprocess
     import sys
-    # a fresh interpreter, not multiprocessing: no fork of a threaded app, and no re-import of
-    # whatever the main module is
-    child = subprocess.run(
-        [sys.executable, "-c", "from khotui.tui.viewmodel.memory import state_runs_child; "
-                               "state_runs_child()", str(src.root)],
-        capture_output=True, text=True, check=False)
+
+    import khotui
+    # A fresh interpreter, not multiprocessing: no fork of a threaded app, and no re-import of
+    # whatever the main module is. It runs as root, so nothing of the caller's may choose its
+    # code: `-c` puts the current directory first on sys.path (a `json.py` there would run as
+    # root), and PYTHONPATH/PYTHONSTARTUP/PYTHONHOME would too. `-I` (isolated mode: no cwd or
+    # script directory on the path, PYTHON* variables and the user site ignored), cwd "/" and an
+    # empty environment close all three. khotui itself is found by the directory this very
+    # khotui was imported from, passed as an argument (never spliced into the code), so the
+    # child runs the parent's code even when that came from a checkout on PYTHONPATH.
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(khotui.__file__)))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from khotui.tui.viewmodel.memory import state_runs_child; state_runs_child()")
+    # the root absolute: the child's cwd is "/", where a relative `--root snap` means /snap
+    root = os.path.abspath(src.root)
+    child = subprocess.run([sys.executable, "-I", "-c", code, package_dir, root],
+                           capture_output=True, text=True, check=False, cwd="/", env={})
     try:
         answer = json.loads(child.stdout)
     except ValueError:
@@ -208,14 +220,15 @@ def block_states(src: Source) -> list[BlockRun]:
 
 
 def state_runs_child() -> None:
-    """The child's side of block_states(): the runs of `sys.argv[1]` as JSON on stdout."""
+    """The child's side of block_states(): the runs of the root `sys.argv[2]` as JSON on stdout
+    (`sys.argv[1]` is where khotui was imported from)."""
     import json
     import sys
 
     from khotui.host.memory import read_memory_blocks
     from khotui.host.sysroot import Sysroot
     try:
-        runs = _runs(read_memory_blocks(Sysroot(sys.argv[1]), attributes=("state",)))
+        runs = _runs(read_memory_blocks(Sysroot(sys.argv[2]), attributes=("state",)))
         answer: JsonDict = {"runs": [[r.node, r.first, r.last, r.start, r.end, r.state] for r in runs]}
     except KhotuiError as exc:
         answer = {"error": [exc.message, exc.path, exc.fix]}
