@@ -3,7 +3,6 @@ nothing of the caller's (current directory, PYTHON* variables) may choose its co
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from tests.tui.helpers import copy_demo
 
 # Each planted module leaves a marker when imported, then fails the import loudly.
 PLANT = "open({marker!r}, 'w').write(__file__)\nraise SystemExit('planted {name} ran')\n"
-NAMES = ("json", "khotui", "sitecustomize", "usercustomize", "encodings")
+NAMES = ("json", "khotui", "sitecustomize", "usercustomize")
 
 
 def _plant(where: Path, marker: Path) -> None:
@@ -23,26 +22,40 @@ def _plant(where: Path, marker: Path) -> None:
         (where / f"{name}.py").write_text(PLANT.format(marker=str(marker), name=name))
 
 
-def test_planted_modules_in_the_cwd_and_pythonpath_are_not_imported(tmp_path, monkeypatch):
+def test_planted_modules_in_the_cwd_are_not_imported(tmp_path, monkeypatch):
+    # the attack as reported: a json.py in the operator's current directory ran as root
     root = copy_demo(tmp_path)
     expected = Source(root, demo=True).block_states()
-    marker = tmp_path / "pwned"
-    cwd, env_dir = tmp_path / "cwd", tmp_path / "pythonpath"
+    marker, cwd = tmp_path / "pwned", tmp_path / "cwd"
     _plant(cwd, marker)
-    _plant(env_dir, marker)
     monkeypatch.chdir(cwd)
-    monkeypatch.setenv("PYTHONPATH", str(env_dir))
-    monkeypatch.setenv("PYTHONSTARTUP", str(env_dir / "json.py"))
     monkeypatch.setattr(vm_memory, "STATES_IN_CHILD", 0)     # what a >20,000-block host does
-    # relative, as `khotui --root sysroot` from the snapshot's parent would give it: the child's
-    # cwd is "/", so the parent must hand over the absolute path
-    os.chdir(tmp_path)
-    got = Source(Path("sysroot"), demo=True).block_states()
-    os.chdir(cwd)
-    got_in_cwd = Source(root, demo=True).block_states()
+    got = Source(root, demo=True).block_states()
     assert not marker.exists(), f"a planted module ran in the child: {marker.read_text()}"
-    assert got == expected and got_in_cwd == expected
-    assert isinstance(got, list) and got
+    assert isinstance(got, list) and got == expected
+
+
+def test_planted_modules_on_pythonpath_are_not_imported(tmp_path, monkeypatch):
+    root = copy_demo(tmp_path)
+    expected = Source(root, demo=True).block_states()
+    marker, env_dir = tmp_path / "pwned", tmp_path / "pythonpath"
+    _plant(env_dir, marker)
+    monkeypatch.setenv("PYTHONPATH", str(env_dir))
+    monkeypatch.setattr(vm_memory, "STATES_IN_CHILD", 0)
+    got = Source(root, demo=True).block_states()
+    assert not marker.exists(), f"a planted module ran in the child: {marker.read_text()}"
+    assert got == expected
+
+
+def test_a_relative_root_still_reads_the_same_snapshot(tmp_path, monkeypatch):
+    # `khotui --root sysroot` from the snapshot's parent: the child's cwd is "/", so the parent
+    # must hand over the absolute path
+    copy_demo(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    expected = Source(Path("sysroot"), demo=True).block_states()
+    monkeypatch.setattr(vm_memory, "STATES_IN_CHILD", 0)
+    got = Source(Path("sysroot"), demo=True).block_states()
+    assert isinstance(got, list) and got == expected
 
 
 @pytest.mark.parametrize("var", ["PYTHONPATH", "PYTHONHOME", "PYTHONINSPECT"])
