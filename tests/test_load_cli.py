@@ -40,7 +40,9 @@ def initrd(tmp_path: Path, size: int) -> Path:
 
 
 def run(argv: list[str], capsys, syscalls: FakeKernel | None = None) -> tuple[int, str, str]:
-    code = cli.main(argv, syscalls=syscalls)
+    # the fake stands for the kernel of the --root capture: say so (without it, a snapshot
+    # root is a dry run that never reaches the fake)
+    code = cli.main(argv, syscalls=syscalls, root_is_live=syscalls is not None)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

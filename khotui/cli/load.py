@@ -8,7 +8,8 @@ the host name unless --yes, and only then are the real syscalls opened. Executin
 separate, explicitly confirmed step (--exec), through `systemctl kexec` when systemd is the init.
 
 `syscalls` (from `cli.main.main`) replaces the real kernel for tests: given, it stands for the
-kernel of `root`, so the load is not a dry run even on a snapshot.
+kernel of `root`, so the load is not a dry run even on a snapshot. cli.main passes one only
+for the live host (or a test's explicit `root_is_live`), and decides `unload`'s `live` too.
 """
 
 from __future__ import annotations
@@ -142,18 +143,28 @@ def _execute(root: Path, out: TextIO, syscalls: Syscalls | None) -> int:
 
 
 def unload(args: argparse.Namespace, out: TextIO | None = None, *,
-           syscalls: Syscalls | None = None) -> int:
+           syscalls: Syscalls | None = None, live: bool = True, where: str = "a snapshot") -> int:
+    """`live` False (a snapshot or the demo, `where`; decided by cli.main): a dry run, like
+    `load` there: no confirmation, no syscall, no audit record, and it says so."""
     out = out or sys.stdout
-    if not args.yes:
+    if live and not args.yes:
         host = session.this_host_name()
         if not _confirm(f"Unload the loaded kexec image? Type the host name ({host}): ", host, out):
             out.write("not confirmed; nothing was unloaded\n")
             return EXIT_FAILED
-    done = session.unload(syscalls=syscalls or real_syscalls(), sink=AuditSink(log_path=args.log))
+    done = session.unload(syscalls=(syscalls or real_syscalls()) if live else None, live=live,
+                          sink=AuditSink(log_path=args.log))
+    note = (f"dry run: the host state comes from {where}, so nothing was unloaded"
+            if done.dry_run else None)
     if args.json:
-        json.dump({"ok": done.ok, "errno": done.errno or "",
-                   "warnings": [warning_text(w) for w in done.warnings]}, out, indent=2)
+        obj: dict[str, object] = {"ok": done.ok, "errno": done.errno or "",
+                                  "warnings": [warning_text(w) for w in done.warnings]}
+        if note:
+            obj.update(dry_run=True, note=note)
+        json.dump(obj, out, indent=2)
         out.write("\n")
+    elif note:
+        out.write(note + "\n")
     elif done.ok:
         out.write("unloaded: no kexec image is loaded now\n")
     elif done.explanation is not None:

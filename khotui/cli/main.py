@@ -5,6 +5,12 @@ The forms and exit codes are a contract for scripts:
   1  the load would fail: a failing check, or a segment that fits nowhere
   2  bad usage or unreadable input
 Every error reaches the user as one message naming the file and the fix; never a traceback.
+
+Which host a command acts on is decided here, once (`select_target`): the live host only when
+neither --root nor --demo is given; on anything else every command, `load` and `unload`
+included, is a dry run with the real syscalls switched off. An empty --root, a --root that is
+`/`, and two different hosts before and after the command are usage errors, never a silent
+fall-back to the live host. No option may be abbreviated (`--y` is not `--yes`).
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from khotui import __version__
 from khotui.errors import KhotuiError
@@ -28,7 +35,15 @@ EXIT_OK, EXIT_WOULD_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits 2 with our one-line style (it already uses 2 for usage errors)."""
+    """argparse that exits 2 with our one-line style (it already uses 2 for usage errors), and
+    takes only whole option names: by default argparse accepts any unique prefix, so `--y`,
+    `--e` and `--f` would mean `--yes`, `--exec` and `--force` (a typo that confirms a load).
+    Subparsers are made by this class too (`parser_class`), so the rule holds for every command.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -41,7 +56,8 @@ def _add_root(p: argparse.ArgumentParser, prefix: str = "") -> None:
     # overwrite values given before the command (`khotui --root X status`).
     src = p.add_mutually_exclusive_group()
     src.add_argument("--root", metavar="DIR", dest=prefix + "root", default=None,
-                     help="read the host state below DIR (a snapshot) instead of /")
+                     help="read the host state below DIR (a snapshot) instead of /; "
+                          "nothing is loaded or unloaded (a dry run)")
     src.add_argument("--demo", action="store_true", dest=prefix + "demo",
                      help="read the bundled demo snapshot (a real KHO capture)")
 
@@ -88,24 +104,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--log", metavar="FILE", default="/var/log/khotui.log")
+    _add_root(p)
     return parser
 
 
-def _is_demo(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "demo", False) or getattr(args, "top_demo", False))
+@dataclass(frozen=True)
+class Target:
+    """The host a command acts on: the live host only when neither --root nor --demo is given.
+
+    Decided here, once, for every command: on anything but the live host the real kexec and
+    reboot syscalls are switched off before the command runs, so `load`, `unload` and the app
+    are dry runs there whatever path they take."""
+
+    root: Path
+    demo: bool
+    live: bool
 
 
-def _root_of(args: argparse.Namespace) -> Path:
-    if _is_demo(args):
+def _level(args: argparse.Namespace, prefix: str) -> tuple[str | None, bool]:
+    return getattr(args, prefix + "root", None), bool(getattr(args, prefix + "demo", False))
+
+
+def _describe(root: str | None, demo: bool) -> str:
+    return "--demo" if demo else f"--root {root}"
+
+
+def select_target(args: argparse.Namespace) -> Target:
+    """--root/--demo before and after the command, checked and reduced to one `Target`."""
+    top, sub = _level(args, "top_"), _level(args, "")
+    for root, _ in (top, sub):
+        if root is not None and not root.strip():
+            # `--root "$SNAP"` with SNAP unset: the empty string must not mean "/" (the live host)
+            raise KhotuiError(
+                "--root is empty (an unset shell variable?); refusing rather than reading, "
+                "loading or unloading the live host",
+                fix="give the snapshot directory made by `khotui snapshot`, or leave out --root "
+                    "to act on this host")
+    top_given = top[0] is not None or top[1]
+    sub_given = sub[0] is not None or sub[1]
+    if top_given and sub_given and top != sub:
+        raise KhotuiError(
+            f"two hosts given: {_describe(*top)} before the command and {_describe(*sub)} "
+            "after it",
+            fix="give --root or --demo once, either before or after the command")
+    root, demo = sub if sub_given else top
+    if demo:
         from khotui.demo import demo_root
-        return demo_root()
-    root = getattr(args, "root", None) or getattr(args, "top_root", None)
+        return Target(demo_root(), demo=True, live=False)
     if root is None:
-        return Path("/")
-    if not Path(root).is_dir():
+        return Target(Path("/"), demo=False, live=True)
+    path = Path(root)
+    if not path.is_dir():
         raise KhotuiError("not a directory", path=root,
                           fix="give a snapshot directory made by `khotui snapshot`, or omit --root")
-    return Path(root)
+    try:
+        is_slash = path.resolve() == Path("/")
+    except OSError:
+        is_slash = False
+    if is_slash:
+        # `--root "$SNAP/"` with SNAP unset: a --root always names a snapshot; the live host
+        # is reached only by leaving --root out, so a typo cannot turn a dry run into a load
+        raise KhotuiError("--root names this host's own / (an unset shell variable?), not a "
+                          "snapshot", path=root,
+                          fix="leave out --root to act on this host, or give the snapshot "
+                              "directory made by `khotui snapshot`")
+    return Target(path, demo=False, live=False)
 
 
 JSON_CHUNK = 64 << 10
@@ -126,10 +189,10 @@ def _print_json(obj: object) -> None:
     out.write("".join(parts))
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, target: Target) -> int:
     from khotui.cli import text
     from khotui.plan import host_status
-    status = host_status(_root_of(args))
+    status = host_status(target.root)
     if args.json:
         _print_json(status.as_dict())
     else:
@@ -143,10 +206,10 @@ def _plan_request(args: argparse.Namespace) -> PlanRequest:
                        append=args.append)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: argparse.Namespace, target: Target) -> int:
     from khotui.cli import text
     from khotui.plan import plan_load
-    result = plan_load(_root_of(args), _plan_request(args))
+    result = plan_load(target.root, _plan_request(args))
     if args.json:
         _print_json(result.as_dict())
     else:
@@ -154,10 +217,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK if result.would_succeed else EXIT_WOULD_FAIL
 
 
-def cmd_snapshot(args: argparse.Namespace) -> int:
+def cmd_snapshot(args: argparse.Namespace, target: Target) -> int:
     from khotui.host.snapshot import write_snapshot
     from khotui.host.sysroot import Sysroot
-    skipped = write_snapshot(Sysroot(_root_of(args)), Path(args.out),
+    skipped = write_snapshot(Sysroot(target.root), Path(args.out),
                              progress=lambda note: print(f"khotui: {note}", file=sys.stderr))
     print(f"khotui: wrote a snapshot to {args.out}; review it with: khotui --root {args.out}")
     if skipped:
@@ -168,48 +231,66 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_load(args: argparse.Namespace, syscalls: Syscalls | None = None) -> int:
+def cmd_load(args: argparse.Namespace, target: Target, syscalls: Syscalls | None = None) -> int:
     from khotui.cli import load
-    return load.load(args, _root_of(args), syscalls=syscalls)
+    # `syscalls` only on the live host (or a test's stand-in for it): on a snapshot load.load()
+    # gets none, and its session is a dry run that never asks for a kernel
+    return load.load(args, target.root, syscalls=syscalls if target.live else None)
 
 
-def cmd_unload(args: argparse.Namespace, syscalls: Syscalls | None = None) -> int:
+def cmd_unload(args: argparse.Namespace, target: Target, syscalls: Syscalls | None = None) -> int:
     from khotui.cli import load
+    if not target.live:
+        return load.unload(args, syscalls=None, live=False,
+                           where="the demo snapshot" if target.demo else f"snapshot {target.root}")
     return load.unload(args, syscalls=syscalls)
 
 
-def cmd_tui(args: argparse.Namespace) -> int:
+def cmd_tui(args: argparse.Namespace, target: Target) -> int:
     try:
         from khotui.tui.app import run_app
     except ImportError as exc:  # the TUI is optional for scripts; say what is missing
         raise KhotuiError(f"the interactive app is not available: {exc}",
                           fix="use `khotui status` or `khotui plan`, or reinstall khotui") from None
-    return run_app(root=_root_of(args), demo=_is_demo(args))
+    return run_app(root=target.root, demo=target.demo)
 
 
 # Commands that only read: the real kexec syscalls are switched off before they run, so not even
 # a bug can reach kexec_file_load from them (tests/test_invariants.py proves it with seccomp).
 DRY_RUN_COMMANDS = {"status", "plan", "snapshot"}
 
-COMMANDS = {"status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot,
-            "load": cmd_load, "unload": cmd_unload}
+COMMANDS: dict[str, Callable[[argparse.Namespace, Target], int]] = {
+    "status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot}
 
 
-def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,
+         root_is_live: bool = False) -> int:
     """`syscalls`: the kernel `load`/`unload` talk to instead of this host's (tests pass a
-    fake; see khotui.cli.load)."""
+    fake; see khotui.cli.load). It is reached only on the live host: with --root or --demo the
+    command is a dry run and never calls it, unless a test says `root_is_live=True` (the --root
+    snapshot then stands for a live host whose kernel is `syscalls`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = COMMANDS.get(args.command, cmd_tui)
     if args.command in DRY_RUN_COMMANDS:
         from khotui.load.syscall import forbid_real_syscalls
         forbid_real_syscalls()
     try:
+        target = select_target(args)
+        if root_is_live:
+            if syscalls is None or target.demo:
+                raise KhotuiError("root_is_live needs a stand-in kernel and a --root snapshot",
+                                  fix="this is a test bug: pass syscalls= and --root")
+            target = Target(target.root, demo=False, live=True)
+        if not target.live:
+            # every command on a snapshot or the demo: no real kexec or reboot syscall from here
+            # on (tests/test_invariants.py proves it for unload and load under seccomp)
+            from khotui.load.syscall import forbid_real_syscalls
+            forbid_real_syscalls()
         if args.command == "load":
-            return cmd_load(args, syscalls)
+            return cmd_load(args, target, syscalls)
         if args.command == "unload":
-            return cmd_unload(args, syscalls)
-        return handler(args)
+            return cmd_unload(args, target, syscalls)
+        return COMMANDS.get(args.command, cmd_tui)(args, target)
     except KhotuiError as exc:
         print(f"khotui: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -46,14 +46,24 @@ def print_status(status: HostStatus, out: TextIO | None = None) -> None:
             out.write("         incoming handover present (kho/in): this kernel was booted through KHO\n")
     else:
         out.write(f"KHO      off: {status.kho.off_message or 'no kho/ in debugfs'}\n")
-    lim = k.kexec_load_limit_reboot
     out.write(f"kexec    loaded={_yn(k.loaded)} crash_loaded={_yn(k.crash_loaded)} "
               f"load_disabled={_yn(k.kexec_load_disabled)} "
-              f"limit={'unlimited' if lim == -1 else lim} lockdown={k.lockdown or '?'}\n")
+              f"limit={load_limit(k.kexec_load_limit_reboot)} lockdown={k.lockdown or '?'}\n")
     for source, problem in status.errors.items():
         out.write(f"error    {source}: {problem}\n")
     out.write("checks\n")
     _findings(status.findings, out)
+
+
+def load_limit(limit: int | None) -> str:
+    """`kernel.kexec_load_limit_reboot` as the kernel means it (kernel/kexec_core.c,
+    kexec_load_permitted(), Linux 6.6+): -1 unlimited, N loads left (0: none, EPERM); None when
+    the file was not read (a kernel before 6.6 has no limit, or the snapshot lacks the file)."""
+    if limit is None:
+        return "unknown"
+    if limit < 0:
+        return "unlimited"
+    return str(limit)
 
 
 def _yn(value: object) -> str:
