@@ -334,7 +334,8 @@ def _open_out(source: Sysroot, out: Path) -> int:
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
+            # Linux answers ENOTDIR, not ELOOP, for a link opened O_DIRECTORY|O_NOFOLLOW
+            if exc.errno == errno.ELOOP or os.path.islink(absolute):
                 raise KhotuiError("is a symbolic link; a snapshot is only written into a real "
                                   "directory, never through a link", path=out,
                                   fix=new_or_empty) from None
