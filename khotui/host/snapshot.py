@@ -348,6 +348,11 @@ def _open_out(source: Sysroot, out: Path) -> int:
         os.close(parent_fd)
     try:
         _check_out_fd(fd, out, created=created, fix=new_or_empty)
+    except OSError as exc:   # fstat, chmod (e.g. EPERM on a filesystem without modes), listdir
+        os.close(fd)
+        raise KhotuiError(f"cannot make the snapshot directory private (0700): "
+                          f"{exc.strerror or exc}", path=out,
+                          fix="choose a location on a local filesystem you own") from None
     except BaseException:
         os.close(fd)
         raise
@@ -383,7 +388,12 @@ def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str], *,
     out = Path(out_dir)
     target = _Out(out, _open_out(sysroot, out))
     try:
-        return _copy(sysroot, _Copier(sysroot, target), progress)
+        try:
+            return _copy(sysroot, _Copier(sysroot, target), progress)
+        except OSError as exc:   # what _Out does not name itself (fchmod, fstat, EMFILE)
+            raise KhotuiError(f"cannot write the snapshot: {exc.strerror or exc}",
+                              path=exc.filename, fix="free space or choose a writable location") \
+                from None
     except KhotuiError as exc:
         # Never a traceback, nor a partial snapshot that looks whole: say where it stopped.
         fix = f"remove it (rm -r -- {out}) and take the snapshot again into a new directory"
