@@ -223,6 +223,8 @@ def cmd_snapshot(args: argparse.Namespace, target: Target) -> int:
     skipped = write_snapshot(Sysroot(target.root), Path(args.out),
                              progress=lambda note: print(f"khotui: {note}", file=sys.stderr))
     print(f"khotui: wrote a snapshot to {args.out}; review it with: khotui --root {args.out}")
+    # it holds the physical memory map, the kernel log, the command line and the KHO data
+    print(f"khotui: {args.out} is readable by its owner only (0700); share it with care")
     if skipped:
         # what the snapshot lacks, and why (e.g. debugfs as non-root): the review must know
         print(f"khotui: {len(skipped)} not copied:", file=sys.stderr)

@@ -12,12 +12,20 @@ to directories are recorded as small files holding the link target. The kernel l
 the live host, copied from `<root>/dmesg` from a snapshot.
 
 Read-only on the source. A file that cannot be read is skipped and reported, not fatal.
+
+Written as the euid's alone (`_open_out`, `_Out`): OUT is new, or an empty real directory the
+euid owns; it ends up 0700, every directory below 0700 and every file 0600, since it holds the
+real iomem addresses, the kernel log, the command line and the KHO data. Every create goes
+through a descriptor of a directory khotui made, refusing links and existing names, so an entry
+planted in OUT (root writes snapshots) stops the copy instead of being written through. A
+failure halfway is an error naming OUT as incomplete, never a partial snapshot that looks whole.
 Installed kernel images are not copied (only BLS entries and the build config); a snapshot's
 `find_kernels` therefore lists only what was in the BLS entries' own directory, without sizes.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -69,27 +77,145 @@ TREES = (
 DIRS = ("/sys/firmware/efi", "/sys/kernel/debug")
 
 
+# What a snapshot holds is what an attacker wants (the real physical addresses of /proc/iomem,
+# the kernel log, the command line, the KHO data), and root writes it: it is its owner's alone.
+# The modes are set with fchmod(2) after each create, so the umask neither widens nor narrows
+# them (open(2) and mkdir(2) apply `mode & ~umask`).
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+# Every create is relative to a descriptor of a directory khotui made inside OUT, never by path.
+# O_NOFOLLOW makes open(2) fail with ELOOP when the last component is a symbolic link, and
+# O_CREAT|O_EXCL fails with EEXIST on any existing name, a dangling link included (open(2),
+# POSIX): an entry someone else put in OUT stops the snapshot instead of being written through.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# The trees khotui copies are a few levels deep (devicetree chosen/, KHO's debugfs, setup_data);
+# one deeper than this is not sysfs, and is cut here with the reason, not walked down to
+# Python's recursion limit or PATH_MAX.
+MAX_TREE_DEPTH = 64
+
+
+def _plain(host: str) -> bool:
+    """`host` is an absolute path of plain names: no '.', '..', empty part or NUL, so the same
+    relative path cannot climb out of the source on reading nor out of OUT on writing."""
+    parts = host.lstrip("/").split("/")
+    return host.startswith("/") and all(p not in ("", ".", "..") and "\0" not in p for p in parts)
+
+
+class _Out:
+    """OUT, written only through descriptors: each directory made with mkdirat(2) and opened
+    again with O_NOFOLLOW (and checked to be the euid's), each file created O_EXCL|O_NOFOLLOW."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.euid = os.geteuid()
+        self._made: set[str] = set()
+        self._written: set[str] = set()
+        self._parent: tuple[str, int] | None = None   # the last directory written to, kept open
+
+    def close(self) -> None:
+        if self._parent is not None:
+            os.close(self._parent[1])
+            self._parent = None
+        os.close(self.fd)
+
+    def _foreign(self, rel: str) -> KhotuiError:
+        return KhotuiError("appeared inside the snapshot while it was being written and is not "
+                           "what khotui made there (a link or an entry someone else created); "
+                           "nothing was written through it",
+                           path=self.path / rel,
+                           fix=f"check who else can write to {self.path}")
+
+    def _error(self, rel: str, exc: OSError) -> KhotuiError:
+        return KhotuiError(f"cannot write: {exc.strerror or exc}", path=self.path / rel,
+                           fix="free space or choose a writable location")
+
+    def _open_dir(self, parts: list[str]) -> int:
+        """A new descriptor of OUT/parts, making what this snapshot has not made yet."""
+        cur = os.dup(self.fd)
+        try:
+            for i, name in enumerate(parts):
+                rel = "/".join(parts[: i + 1])
+                made = rel not in self._made
+                try:
+                    if made:
+                        os.mkdir(name, DIR_MODE, dir_fd=cur)
+                        self._made.add(rel)
+                    nxt = os.open(name, _DIR_FLAGS, dir_fd=cur)
+                except (FileExistsError, FileNotFoundError, NotADirectoryError):
+                    raise self._foreign(rel) from None
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        raise self._foreign(rel) from None
+                    raise self._error(rel, exc) from None
+                os.close(cur)
+                cur = nxt
+                st = os.fstat(cur)
+                if st.st_uid != self.euid:
+                    raise self._foreign(rel)
+                if made and stat.S_IMODE(st.st_mode) != DIR_MODE:
+                    os.fchmod(cur, DIR_MODE)
+            return cur
+        except BaseException:
+            os.close(cur)
+            raise
+
+    def _dir_fd(self, parts: list[str]) -> int:
+        rel = "/".join(parts)
+        if self._parent is not None and self._parent[0] == rel:
+            return self._parent[1]
+        fd = self._open_dir(parts)
+        if self._parent is not None:
+            os.close(self._parent[1])
+        self._parent = (rel, fd)
+        return fd
+
+    def mkdir(self, rel: str) -> None:
+        self._dir_fd(rel.split("/"))
+
+    def write(self, rel: str, data: bytes) -> None:
+        if rel in self._written:   # a path named twice (FILES and a tree): written once
+            return
+        *parents, name = rel.split("/")
+        parent = self._dir_fd(parents)
+        try:
+            fd = os.open(name, _FILE_FLAGS, FILE_MODE, dir_fd=parent)
+        except FileExistsError:
+            raise self._foreign(rel) from None
+        except OSError as exc:
+            raise (self._foreign(rel) if exc.errno == errno.ELOOP else self._error(rel, exc)) from None
+        self._written.add(rel)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            raise self._error(rel, exc) from None
+        finally:
+            os.close(fd)
+
+
 class _Copier:
-    def __init__(self, source: Sysroot, out: Path) -> None:
+    def __init__(self, source: Sysroot, out: _Out) -> None:
         self.source = source
         self.out = out
         self.copied = 0
         self.skipped: list[str] = []
 
-    def _dest(self, host: str) -> Path:
-        return self.out / host.lstrip("/")
-
     def _skip(self, host: str, reason: str) -> None:
         self.skipped.append(f"{host}: {reason}")
 
     def _write(self, host: str, data: bytes) -> None:
-        dest = self._dest(host)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
+        self.out.write(host.lstrip("/"), data)
         self.copied += 1
 
     def file(self, host: str, *, limit: int | None = None) -> None:
         """Copy one file if it exists; a link to a directory is recorded as its target."""
+        if not _plain(host):
+            self._skip(host, "not a plain path ('.', '..', an empty name or NUL); not copied")
+            return
         real = self.source.path(host)
         try:
             st = os.lstat(real)
@@ -121,55 +247,133 @@ class _Copier:
         real = self.source.path(host)
         if real.is_symlink():
             try:
-                self._write(host, os.readlink(real).encode())
+                target = os.readlink(real)
             except OSError as exc:
                 self._skip(host, exc.strerror or str(exc))
+                return
+            self._write(host, target.encode())
         elif real.is_dir():
             self.dir(host)
         elif real.exists():
             self.file(host)
 
     def dir(self, host: str) -> None:
-        self._dest(host).mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(host.lstrip("/"))
 
     def tree(self, host: str, *, limit: int | None = None) -> None:
-        """Copy a directory tree; links to directories are recorded, not followed."""
+        """Copy a directory tree; links to directories are recorded, not followed. A walk with
+        its own stack: a hostile tree thousands of levels deep cannot exhaust Python's."""
         real = self.source.path(host)
-        if not real.is_dir() or real.is_symlink():
+        if not _plain(host) or not real.is_dir() or real.is_symlink():
             return
-        self.dir(host)
-        try:
-            names = self.source.listdir(host)
-        except KhotuiError as exc:
-            self._skip(host, exc.message)
-            return
-        for name in names:
-            child = f"{host.rstrip('/')}/{name}"
-            path = self.source.path(child)
-            if path.is_symlink():
-                if path.is_dir():
-                    self.link(child)
+        pending = [host]
+        while pending:
+            current = pending.pop()
+            if current.count("/") > MAX_TREE_DEPTH:
+                self._skip(current, f"more than {MAX_TREE_DEPTH} directories deep, which no "
+                           "host tree khotui reads is; not copied below here")
+                continue
+            self.dir(current)
+            try:
+                names = self.source.listdir(current)
+            except KhotuiError as exc:
+                self._skip(current, exc.message)
+                continue
+            subtrees = []
+            for name in names:
+                child = f"{current.rstrip('/')}/{name}"
+                path = self.source.path(child)
+                if path.is_symlink():
+                    if path.is_dir():
+                        self.link(child)
+                    else:
+                        self.file(child, limit=limit)
+                elif path.is_dir():
+                    subtrees.append(child)
                 else:
                     self.file(child, limit=limit)
-            elif path.is_dir():
-                self.tree(child, limit=limit)
-            else:
-                self.file(child, limit=limit)
+            pending.extend(reversed(subtrees))   # depth first, in name order
 
 
-def _check_out_dir(source: Sysroot, out: Path) -> None:
-    if out.exists():
-        if not out.is_dir():
-            raise KhotuiError("exists and is not a directory", path=out,
-                              fix="give a new or empty directory for the snapshot")
-        if any(out.iterdir()):
-            raise KhotuiError("is not empty; a snapshot is only written into an empty directory",
-                              path=out, fix="give a new or empty directory, or remove this one first")
+def _open_out(source: Sysroot, out: Path) -> int:
+    """A descriptor of OUT, a directory of the euid's own, mode 0700 and empty.
+
+    A new OUT is made here, mode 0700. An existing one must be a real directory (opened with
+    O_NOFOLLOW) owned by the euid: another user's directory is refused, since its owner can put
+    links in it at any time, or chmod it open again. One of our own that others could write
+    to (e.g. 0775 under a umask of 002) is made 0700, then checked empty a second time: only
+    we could have changed it after that, and nobody else can undo the chmod. Nothing changes
+    on a refusal but in that race."""
     if not source.is_live:
         src, dst = source.root.resolve(), out.resolve()
         if dst == src or src in dst.parents:
             raise KhotuiError("lies inside the snapshot being copied; the source is never written to",
                               path=out, fix="write the snapshot outside the source directory")
+    absolute = Path(os.path.abspath(out))
+    parent, name = absolute.parent, absolute.name
+    new_or_empty = "give a new directory (khotui creates it, mode 0700) or an empty one you own"
+    if not name:
+        raise KhotuiError("is not empty; a snapshot is only written into an empty directory",
+                          path=out, fix=new_or_empty)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise KhotuiError(f"cannot create the snapshot directory here: {exc.strerror or exc}",
+                          path=parent, fix="choose a writable location") from None
+    try:
+        created = False
+        try:
+            os.mkdir(name, DIR_MODE, dir_fd=parent_fd)
+            created = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise KhotuiError(f"cannot create the snapshot directory: {exc.strerror or exc}",
+                              path=out, fix="choose a writable location") from None
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            # Linux answers ENOTDIR, not ELOOP, for a link opened O_DIRECTORY|O_NOFOLLOW
+            if exc.errno == errno.ELOOP or os.path.islink(absolute):
+                raise KhotuiError("is a symbolic link; a snapshot is only written into a real "
+                                  "directory, never through a link", path=out,
+                                  fix=new_or_empty) from None
+            if exc.errno == errno.ENOTDIR:
+                raise KhotuiError("exists and is not a directory", path=out,
+                                  fix=new_or_empty) from None
+            raise KhotuiError(f"cannot open the snapshot directory: {exc.strerror or exc}",
+                              path=out, fix=new_or_empty) from None
+    finally:
+        os.close(parent_fd)
+    try:
+        _check_out_fd(fd, out, created=created, fix=new_or_empty)
+    except OSError as exc:   # fstat, chmod (e.g. EPERM on a filesystem without modes), listdir
+        os.close(fd)
+        raise KhotuiError(f"cannot make the snapshot directory private (0700): "
+                          f"{exc.strerror or exc}", path=out,
+                          fix="choose a location on a local filesystem you own") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_out_fd(fd: int, out: Path, *, created: bool, fix: str) -> None:
+    st = os.fstat(fd)
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise KhotuiError(f"is owned by uid {st.st_uid}, not by uid {euid} who takes the "
+                          "snapshot; its owner could put links in it while the snapshot is "
+                          "written, and read what it holds", path=out, fix=fix)
+    if not created and os.listdir(fd):
+        raise KhotuiError("is not empty; a snapshot is only written into an empty directory",
+                          path=out, fix="give a new or empty directory, or remove this one first")
+    if stat.S_IMODE(st.st_mode) != DIR_MODE:
+        os.fchmod(fd, DIR_MODE)
+        if os.listdir(fd):   # written to by someone else before the chmod closed it
+            raise KhotuiError("was written to by someone else while khotui made it private",
+                              path=out, fix=fix)
 
 
 def read_kmsg(sysroot: Sysroot | None = None) -> str:
@@ -182,14 +386,25 @@ def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str], *,
     """Copy the host state into `out_dir`; returns what was skipped, as 'host/path: reason'.
     `progress` hears about the one long step (a big host's memory blocks: 20 s on 196,608)."""
     out = Path(out_dir)
-    _check_out_dir(sysroot, out)
+    target = _Out(out, _open_out(sysroot, out))
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise KhotuiError(f"cannot create the snapshot directory: {exc.strerror}", path=out,
-                          fix="choose a writable location") from None
-    copier = _Copier(sysroot, out)
+        try:
+            return _copy(sysroot, _Copier(sysroot, target), progress)
+        except OSError as exc:   # what _Out does not name itself (fchmod, fstat, EMFILE)
+            raise KhotuiError(f"cannot write the snapshot: {exc.strerror or exc}",
+                              path=exc.filename, fix="free space or choose a writable location") \
+                from None
+    except KhotuiError as exc:
+        # Never a traceback, nor a partial snapshot that looks whole: say where it stopped.
+        fix = f"remove it (rm -r -- {out}) and take the snapshot again into a new directory"
+        raise KhotuiError(f"{exc.problem.headline}; the snapshot stopped there and {out} is left "
+                          "incomplete", path=out,
+                          fix=f"{exc.fix}; then {fix}" if exc.fix else fix) from None
+    finally:
+        target.close()
 
+
+def _copy(sysroot: Sysroot, copier: _Copier, progress: Callable[[str], None] | None) -> list[str]:
     for host in FILES:
         copier.file(host, limit=MAX_BLOB_BYTES if host == "/sys/firmware/fdt" else None)
     for host in DIRS:
@@ -215,7 +430,7 @@ def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str], *,
     manifest = {"source": str(sysroot.root), "live": sysroot.is_live,
                 "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": copier.copied,
                 "skipped": copier.skipped}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    copier.out.write(MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return copier.skipped
 
 
