@@ -23,6 +23,13 @@ from tests.fakes import FakeKernel as RecordingSyscalls
 from tests.fixtures.trees import copy_tree
 
 
+@pytest.fixture(autouse=True)
+def private_lock(tmp_path, monkeypatch):
+    """Each test its own load lock directory: a session a test leaves open (a dialog never
+    answered) must not hold the lock of the next test, nor this machine's /run/khotui."""
+    from khotui.load import lock
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path / "run-khotui"))
+
 @pytest.fixture
 def images(tmp_path):
     kernel = tmp_path / "vmlinuz-7.3.4"
