@@ -501,3 +501,13 @@ def test_the_fifo_kernel_never_blocks(tmp_path):
     with pytest.raises(KhotuiError, match="FIFO"):
         opened.open_one(fifo, "kernel")
     assert errno.ENXIO  # no writer was ever needed
+
+
+def test_unload_pointed_at_a_snapshot_is_a_dry_run(tmp_path, capsys, monkeypatch):
+    import argparse
+    monkeypatch.setattr(cli_load, "real_syscalls", lambda: pytest.fail("reached the kernel"))
+    args = argparse.Namespace(yes=True, json=False, log=str(tmp_path / "log"),
+                              no_audit_log=False)
+    assert cli_load.unload(args, root=CAPTURES / "two-nodes" / "sysroot") == 0
+    assert "nothing was unloaded" in capsys.readouterr().out
+    assert not (tmp_path / "log").exists()

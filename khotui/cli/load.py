@@ -252,8 +252,19 @@ def _execute(s: LoadSession, done: CommitResult, out: TextIO, syscalls: Syscalls
 
 
 def unload(args: argparse.Namespace, out: TextIO | None = None, *,
-           syscalls: Syscalls | None = None) -> int:
+           syscalls: Syscalls | None = None, root: Path | None = None) -> int:
+    """`root`: the host the command was pointed at (None: this one). Anything but the live
+    host is a dry run: nothing is unloaded there, and the lock and the log are not touched."""
     out = out or sys.stdout
+    if syscalls is None and root is not None and not Sysroot(root).is_live:
+        note = (f"dry run: {root} is a snapshot, not the live host, so nothing was unloaded")
+        if args.json:
+            json.dump({"ok": True, "dry_run": True, "errno": "", "warnings": [], "note": note},
+                      out, indent=2)
+            out.write("\n")
+        else:
+            out.write(note + "\n")
+        return EXIT_OK
     state = UnloadState()
     with terminating():
         try:
