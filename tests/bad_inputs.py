@@ -404,10 +404,10 @@ BAD_INPUTS: list[BadInput] = [
     BadInput("kernel-changes-while-read", _changing_kernel, fragment="changed while khotui read it"),
     BadInput("kernel-world-writable", lambda tmp: _file(
         "vmlinuz-ww", KERNEL.read_bytes(), mode=0o666)(tmp),
-             exit=0, finding="file-writable", status="warn", fragment="world-writable"),
+             exit=1, finding="file-writable", status="fail", fragment="world-writable"),
     BadInput("kernel-owned-by-another-user", lambda tmp: _file(
         "vmlinuz-nobody", KERNEL.read_bytes(), uid=65534)(tmp),
-             exit=0, finding="file-writable", status="warn", fragment="owned by", needs_root=True),
+             exit=1, finding="file-writable", status="fail", fragment="owned by", needs_root=True),
     # -- initrds
     BadInput("initrd-zero-length", _initrd(b""), exit=2, fragment="initrd file is empty"),
     BadInput("initrd-fifo", lambda tmp: (os.mkfifo(tmp / "initrd.fifo"), Cli(

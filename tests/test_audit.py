@@ -115,8 +115,8 @@ def test_syslog_line_is_one_line_with_the_essentials(tmp_path):
     assert ok and "\n" not in line
     assert line.startswith("load: result=ok by=")
     assert "(sudo from alice)" in line
-    assert "kernel=/boot/vmlinuz-7.3.4-amd64 sha256=" + "ab" * 8 in line
-    assert "initrd=/boot/initrd.img-7.3.4-amd64" in line
+    assert 'kernel="/boot/vmlinuz-7.3.4-amd64" sha256=' + "ab" * 8 in line
+    assert 'initrd="/boot/initrd.img-7.3.4-amd64"' in line
     assert "flags=0x8" in line and 'cmdline="a=1\\nb=2"' in line
 
 

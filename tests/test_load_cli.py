@@ -23,6 +23,31 @@ from tests.fakes import FakeKernel, logs_like
 from tests.fixtures.trees import copy_tree
 
 
+@pytest.fixture(autouse=True)
+def quiet_host(tmp_path, monkeypatch):
+    """The load lock in a temporary directory, syslog into a socket of the test's own
+    (`quiet_host.lines` holds what reached it): nothing of this machine's /run or /dev/log."""
+    from khotui.load import audit, lock
+    run_dir = tmp_path / "run-khotui"
+    monkeypatch.setattr(lock, "LOCK_DIR", str(run_dir))
+    sock_path = tmp_path / "devlog"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.setblocking(False)
+    monkeypatch.setattr(audit, "SYSLOG_SOCKET", str(sock_path))
+
+    class Syslog:
+        def lines(self) -> list[str]:
+            out = []
+            while True:
+                try:
+                    out.append(sock.recv(65536).decode())
+                except BlockingIOError:
+                    return out
+    yield Syslog()
+    sock.close()
+
+
 @pytest.fixture
 def host(tmp_path, shared):
     """A capture's sysroot and a fake kernel standing for its kernel."""
@@ -136,8 +161,13 @@ def test_file_warnings_are_printed_before_the_load_and_kept_in_the_json(host, tm
             "--initrd", str(initrd(tmp_path, 8 << 20)),
             "--cmdline", (CAPTURES / "two-nodes/load/cmdline").read_text(),
             "--log", str(tmp_path / "log")]
+    # a file others can write is a failing check (file-writable): refused unless --force
+    code, out, _ = run(args, capsys, fake)
+    assert code == 1 and not fake.calls and "refused" in out
+    args.append("--force")
     code, out, _ = run(args, capsys, fake)
     assert code == 0
+    assert "--force: overriding file-writable" in out
     (line,) = [ln for ln in out.splitlines()
                if ln.startswith("warning:") and "world-writable" in ln]  # once, with the plan
     assert out.index(line) < out.index("loaded.")
@@ -154,7 +184,7 @@ def test_unload_yes(tmp_path, capsys):
     assert code == 0 and "unloaded" in out
     (call,) = fake.calls
     assert call.flags == 0x1 and call.kernel_fd == -1  # KEXEC_FILE_UNLOAD
-    assert json.loads((tmp_path / "log").read_text())["action"] == "unload"
+    assert json.loads((tmp_path / "log").read_text().splitlines()[-1])["action"] == "unload"
 
 
 def test_unload_refused_is_explained_and_exits_1(tmp_path, capsys):

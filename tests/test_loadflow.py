@@ -23,6 +23,13 @@ from tests.fakes import FakeKernel as RecordingSyscalls
 from tests.fixtures.trees import copy_tree
 
 
+@pytest.fixture(autouse=True)
+def private_lock(tmp_path, monkeypatch):
+    """Each test its own load lock directory: a session a test leaves open (a dialog never
+    answered) must not hold the lock of the next test, nor this machine's /run/khotui."""
+    from khotui.load import lock
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path / "run-khotui"))
+
 @pytest.fixture
 def images(tmp_path):
     kernel = tmp_path / "vmlinuz-7.3.4"
@@ -89,7 +96,7 @@ def test_renaming_another_file_over_the_path_changes_nothing(images, tmp_path):
     assert call.kernel == original_kernel
     assert call.initrd == original_initrd
     assert call.cmdline == b"console=ttyS0 kho=on" and call.flags == KEXEC_FILE_DEBUG
-    entry = json.loads(log.read_text())
+    entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["kernel"]["sha256"] == previewed == hashlib.sha256(original_kernel).hexdigest()
     assert entry["initrd"]["sha256"] == hashlib.sha256(original_initrd).hexdigest()
 
@@ -135,17 +142,20 @@ def test_failed_load_is_returned_and_audited(images, tmp_path):
     with opened.open_for_load(kernel, initrd) as files:
         out = opened.run_load(files, "", syscalls=sc, **quiet(log_path=log))
     assert not out.result.ok and out.result.errno_name == "EADDRNOTAVAIL"
-    assert json.loads(log.read_text())["result"] == "EADDRNOTAVAIL"
+    attempt, result = (json.loads(line) for line in log.read_text().splitlines())
+    assert attempt["phase"] == "attempt" and result["phase"] == "result"
+    assert result["result"] == "EADDRNOTAVAIL"
 
 
-def test_unwritable_audit_log_only_warns(images, tmp_path):
+def test_unwritable_audit_log_refuses_the_load(images, tmp_path):
+    # issue #10: an audit log that cannot be written only warned, and the load went ahead
     kernel, _ = images
     sc = RecordingSyscalls()
-    with opened.open_for_load(kernel) as files:
-        out = opened.run_load(files, "", syscalls=sc,
-                                **quiet(log_path=tmp_path / "missing" / "khotui.log"))
-    assert out.result.ok
-    assert any("could not append the audit record" in w.message for w in out.warnings)
+    with opened.open_for_load(kernel) as files, pytest.raises(KhotuiError,
+                                                              match="cannot open the audit log"):
+        opened.run_load(files, "", syscalls=sc,
+                        **quiet(log_path=tmp_path / "missing" / "khotui.log"))
+    assert sc.calls == []
 
 
 def test_closed_files_cannot_be_loaded(images, tmp_path):
@@ -162,7 +172,9 @@ def test_unload_flow(tmp_path):
     out = opened.run_unload(syscalls=sc, **quiet(log_path=tmp_path / "l"))
     assert out.result.action == "unload"
     assert sc.calls[0].flags == syscall.KEXEC_FILE_UNLOAD
-    assert json.loads((tmp_path / "l").read_text())["action"] == "unload"
+    attempt, result = (json.loads(line) for line in (tmp_path / "l").read_text().splitlines())
+    assert attempt["action"] == result["action"] == "unload"
+    assert (attempt["phase"], result["phase"]) == ("attempt", "result")
 
 
 def test_dry_run_switch_stops_a_load_through_the_libc_wrapper(images, tmp_path):
@@ -190,7 +202,7 @@ def test_missing_initrd_closes_the_kernel(images, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "close", lambda fd: (closed.append(fd), real_close(fd)))
     with pytest.raises(KhotuiError, match="no such initrd"):
         opened.open_for_load(kernel, tmp_path / "nope")
-    assert len(closed) == 1
+    assert len(closed) == 2  # the kernel's O_PATH descriptor, then the kernel itself
 
 
 def test_fifo_is_refused_without_hanging(tmp_path):
@@ -288,7 +300,7 @@ def test_session_on_a_snapshot_is_a_dry_run_that_never_touches_the_syscalls(shar
     assert facts.kernel.sha256 == hashlib.sha256(BZIMAGE.read_bytes()).hexdigest()
     assert facts.kernel.size == BZIMAGE.stat().st_size and facts.initrd is None
     assert facts.cmdline.endswith("x=1") and facts.host_name == load_session.this_host_name()
-    done = s.commit(force=True, syscalls=fake)
+    done = s.commit(force=("segments-fit",), syscalls=fake)
     assert done.dry_run and done.ok and not done.reached_kernel and done.overridden == ()
     assert fake.calls == [] and s.files.closed
 
@@ -301,17 +313,17 @@ def test_session_refuses_a_failing_check_and_forced_names_what_it_overrode(share
     sink = AuditSink(tmp_path / "log", None)
     with LoadSession.prepare(root, request, live=True, sink=sink) as s:
         assert [f.id for f in s.facts.failing] == ["segments-fit"]
-        refused = s.precheck(force=False)
+        refused = s.precheck(force=())
         assert refused is not None and refused.refused and not refused.ok
-        assert s.commit(force=False, syscalls=fake) == refused
-    assert fake.calls == [] and not (tmp_path / "log").exists()  # nothing attempted
+        assert s.commit(force=(), syscalls=fake) == refused
+    assert fake.calls == [] and (tmp_path / "log").read_text() == ""  # nothing attempted
     with LoadSession.prepare(root, request, live=True, sink=sink) as s:
-        assert s.precheck(force=True) is None
-        done = s.commit(force=True, syscalls=fake)
+        assert s.precheck(force=s.failing_ids) is None
+        done = s.commit(force=s.failing_ids, syscalls=fake)
     assert len(fake.calls) == 1 and not done.ok and done.errno == "EADDRNOTAVAIL"
     assert [f.id for f in done.overridden] == ["segments-fit"]
     assert done.explanation.cause.startswith("initrd (64 MiB) fits in no scratch region: lowmem")
-    assert json.loads((tmp_path / "log").read_text())["result"] == "EADDRNOTAVAIL"
+    assert json.loads((tmp_path / "log").read_text().splitlines()[-1])["result"] == "EADDRNOTAVAIL"
 
 
 def test_session_plans_and_loads_the_descriptors_it_hashed(shared, tmp_path):
@@ -327,7 +339,7 @@ def test_session_plans_and_loads_the_descriptors_it_hashed(shared, tmp_path):
         evil.write_bytes(b"EVIL" * 10)
         os.rename(evil, kernel)                       # the path moves on after the preview
         assert s.plan.kernel.size == BZIMAGE.stat().st_size
-        done = s.commit(force=False, syscalls=fake)
+        done = s.commit(force=(), syscalls=fake)
     assert done.ok and done.matches_prediction is True and len(done.diffs) == 5
     assert fake.calls[0].kernel == BZIMAGE.read_bytes()
     assert hashlib.sha256(fake.calls[0].kernel).hexdigest() == previewed

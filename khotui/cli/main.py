@@ -99,11 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after a successful load, execute the kexec (asks again)")
     p.add_argument("--log", metavar="FILE", default="/var/log/khotui.log",
                    help="append a JSON line per load here (default: %(default)s)")
+    p.add_argument("--no-audit-log", action="store_true",
+                   help="load even without a JSON audit log (on purpose; see --log)")
 
     p = sub.add_parser("unload", help="unload the loaded kexec image")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--log", metavar="FILE", default="/var/log/khotui.log")
+    p.add_argument("--no-audit-log", action="store_true",
+                   help="unload even without a JSON audit log (on purpose; see --log)")
     _add_root(p)
     return parser
 

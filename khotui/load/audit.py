@@ -2,25 +2,35 @@
 
 kexec-tools leaves no record of what was loaded; kdump-config keeps the last command only. An
 operator (or the next one on call) must be able to tell which kernel, initrd and cmdline were
-loaded by whom, and what the kernel answered. Writing the record never fails the load: a log
-that cannot be written comes back as a warning (a `Problem`) for the caller to show.
+loaded by whom, and what the kernel answered.
+
+The record is not best effort: `AuditSink.open()` opens and checks the JSON log *before* the
+operator is asked to confirm (a regular file owned by root or the caller and writable by nobody
+else, opened O_APPEND|O_NOFOLLOW|O_NONBLOCK so a planted symlink is refused and a FIFO cannot
+hang the load), and refuses when it cannot, unless the operator explicitly accepted running
+without one (`--no-audit-log`: `AuditSink(log_path=None)`). Each load writes an "attempt"
+record before the syscall and a "result" record after it, each fsynced (fsync(2)): a crash or
+a power cut right after a load still leaves the attempt on disk. An attempt that cannot be
+written refuses the load. Syslog goes through our own socket to /dev/log, so a missing syslog
+is a warning shown before the confirmation, never a silent drop (syslog(3) drops silently).
 `AuditSink` says where the records go; tests pass one that writes to a temporary file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pwd
 import socket
-import syslog as _syslog
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, Required, TypedDict
 
-from khotui.errors import Problem
+from khotui.errors import KhotuiError, Problem
 from khotui.load.kexec import LoadResult
 from khotui.load.syscall import flag_names
 
@@ -78,6 +88,7 @@ class AuditEntry(TypedDict, total=False):
     sudo_uid: str
     ssh_from: str
     action: Required[str]
+    phase: str                   # "attempt" (before the syscall) or "result" (after)
     dry_run: Required[bool]
     kernel: Required[FileRecord | None]
     initrd: Required[FileRecord | None]
@@ -98,13 +109,33 @@ class AuditOutcome:
     warnings: list[Problem] = field(default_factory=list)
 
 
+SYSLOG_SOCKET = "/dev/log"
+# RFC 3164 priority: facility authpriv (10) << 3 | severity notice (5) / err (3)
+_AUTHPRIV, _NOTICE, _ERR = 10, 5, 3
+
+
 def default_syslog(line: str, ok: bool) -> None:
-    facility = getattr(_syslog, "LOG_AUTHPRIV", _syslog.LOG_USER)
-    _syslog.openlog("khotui", _syslog.LOG_PID, facility)
+    """One datagram to /dev/log, raising OSError when it cannot be delivered (syslog(3) would
+    drop it silently: no /dev/log, a full socket buffer)."""
+    pri = _AUTHPRIV << 3 | (_NOTICE if ok else _ERR)
+    data = f"<{pri}>khotui[{os.getpid()}]: {line}".encode("utf-8", "backslashreplace")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.connect(SYSLOG_SOCKET)
+        sock.send(data)
+
+
+def syslog_problem() -> Problem | None:
+    """Why the default syslog cannot take a record now (None: /dev/log is a socket)."""
     try:
-        _syslog.syslog(_syslog.LOG_NOTICE if ok else _syslog.LOG_ERR, line)
-    finally:
-        _syslog.closelog()
+        st = os.stat(SYSLOG_SOCKET)
+    except OSError as exc:
+        return Problem(f"no syslog socket ({exc.strerror}): the audit record goes to the JSON "
+                       "log only", SYSLOG_SOCKET, "start systemd-journald or rsyslog")
+    if not stat.S_ISSOCK(st.st_mode):
+        return Problem("is not a socket: the audit record goes to the JSON log only",
+                       SYSLOG_SOCKET, "start systemd-journald or rsyslog")
+    return None
 
 
 @dataclass(frozen=True)
@@ -115,8 +146,133 @@ class AuditSink:
     log_path: str | os.PathLike[str] | None = DEFAULT_LOG_PATH
     syslog: Callable[[str, bool], None] | None = default_syslog
 
+    def open(self) -> AuditLog:
+        """Open and check the JSON log now, before any confirmation (module docstring).
+        Raises KhotuiError naming the file and the fix when it cannot be used."""
+        fd = None if self.log_path is None else open_log(self.log_path)
+        warnings: list[Problem] = []
+        if self.log_path is None:
+            warnings.append(Problem("no audit log: the operator chose --no-audit-log, so no JSON "
+                                    "record of this change is kept"))
+        if self.syslog is default_syslog:
+            problem = syslog_problem()
+            if problem is not None:
+                warnings.append(problem)
+        return AuditLog(fd, self.log_path, self.syslog, warnings)
+
 
 DEFAULT_SINK = AuditSink()
+
+NO_LOG_FIX = ("pass --log FILE with a root-owned regular file (mode 0600), or --no-audit-log "
+              "to run without an audit log on purpose")
+
+
+def open_log(path: str | os.PathLike[str]) -> int:
+    """The audit log opened for appending, checked: O_NOFOLLOW (no planted symlink),
+    O_NONBLOCK (a FIFO must not hang us; a regular file ignores the flag), then fstat: a
+    regular file (not /dev/full, a FIFO or a tty), owned by root or the caller, not writable
+    by group or others (they could forge or truncate the record)."""
+    shown = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_NOCTTY, 0o600)
+    except OSError as exc:
+        raise KhotuiError(f"cannot open the audit log ({exc.strerror or exc}); refusing to change "
+                          "the host without a record", path=shown, fix=NO_LOG_FIX) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KhotuiError("the audit log is not a regular file; refusing to change the host "
+                              "without a record", path=shown, fix=NO_LOG_FIX)
+        if st.st_uid not in (0, os.geteuid()):
+            raise KhotuiError(f"the audit log is owned by uid {st.st_uid}, not root: its owner "
+                              "could rewrite the record", path=shown,
+                              fix=f"chown root {shown}, or " + NO_LOG_FIX)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise KhotuiError(f"the audit log is writable by others (mode "
+                              f"{stat.S_IMODE(st.st_mode):04o}): they could forge records",
+                              path=shown, fix=f"chmod go-w {shown}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_record(fd: int, entry: AuditEntry) -> None:
+    """One JSON line, whole (O_APPEND: concurrent writers never interleave inside a line),
+    then fsync(2): on disk before the caller goes on."""
+    data = (json.dumps(entry, ensure_ascii=True) + "\n").encode("utf-8")
+    written = os.write(fd, data)
+    if written != len(data):
+        raise OSError(f"short write ({written} of {len(data)} bytes)")
+    os.fsync(fd)
+
+
+class AuditLog:
+    """The opened audit log of one load or unload (`AuditSink.open()`); `warnings` are what
+    the operator must see before confirming (no syslog, no JSON log)."""
+
+    def __init__(self, fd: int | None, path: str | os.PathLike[str] | None,
+                 syslog: Callable[[str, bool], None] | None, warnings: list[Problem]) -> None:
+        self.fd = fd
+        self.path = path
+        self.syslog = syslog
+        self.warnings = warnings
+        self._syslog_said = False
+
+    def attempt(self, pending: LoadResult, *, kernel: AuditedFile | None = None,
+                initrd: AuditedFile | None = None) -> AuditOutcome:
+        """The record written before the syscall. Raises KhotuiError when the JSON log cannot
+        take it: then nothing is loaded."""
+        entry = build_entry(pending, kernel=kernel, initrd=initrd)
+        entry["phase"] = "attempt"
+        entry["result"] = "attempt"
+        entry.pop("errno", None)
+        entry.pop("strerror", None)
+        line = format_syslog(entry)
+        if self.fd is not None:
+            try:
+                write_record(self.fd, entry)
+            except OSError as exc:
+                raise KhotuiError(f"cannot write the audit record ({exc.strerror or exc}); "
+                                  "refusing to load without a record, nothing was loaded",
+                                  path=os.fspath(self.path or ""), fix=NO_LOG_FIX) from None
+        return AuditOutcome(entry, line, self._syslog(line, True))
+
+    def result(self, result: LoadResult, *, kernel: AuditedFile | None = None,
+               initrd: AuditedFile | None = None) -> AuditOutcome:
+        """The record of what the kernel answered. The change is made by now: a log that
+        fails here comes back as a warning."""
+        entry = build_entry(result, kernel=kernel, initrd=initrd)
+        line = format_syslog(entry)
+        warnings = self._syslog(line, result.ok)
+        if self.fd is not None:
+            try:
+                write_record(self.fd, entry)
+            except OSError as exc:
+                warnings.append(Problem(f"could not append the audit record of the result "
+                                        f"({exc.strerror or exc}); the attempt is recorded",
+                                        os.fspath(self.path or ""), NO_LOG_FIX))
+        return AuditOutcome(entry, line, warnings)
+
+    def _syslog(self, line: str, ok: bool) -> list[Problem]:
+        if self.syslog is None:
+            return []
+        try:
+            self.syslog(line, ok)
+        except Exception as exc:  # the JSON log has the record; say syslog did not, once
+            if self._syslog_said:
+                return []
+            self._syslog_said = True
+            return [Problem(f"could not write the audit record to syslog: {exc}",
+                            fix="check that syslog runs (journalctl -u systemd-journald)")]
+        return []
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
 
 
 class _User(TypedDict, total=False):
@@ -170,6 +326,7 @@ def build_entry(result: LoadResult, *, kernel: AuditedFile | None = None,
         "hostname": hostname or socket.gethostname(),
         **_user(env),
         "action": result.action,
+        "phase": "result",
         "dry_run": dry_run,
         "kernel": _file(kernel),
         "initrd": _file(initrd),
@@ -185,13 +342,15 @@ def build_entry(result: LoadResult, *, kernel: AuditedFile | None = None,
 def format_syslog(entry: AuditEntry) -> str:
     """One line: who, what, which files (short hash), the answer."""
     who = entry["user"] + (f" (sudo from {entry['sudo_user']})" if entry.get("sudo_user") else "")
-    parts = [f"{entry['action']}{' (dry run)' if entry.get('dry_run') else ''}:",
+    phase = " attempt" if entry.get("phase") == "attempt" else ""
+    parts = [f"{entry['action']}{phase}{' (dry run)' if entry.get('dry_run') else ''}:",
              f"result={entry['result']}", f"by={who}", f"uid={entry['uid']}"]
     if entry.get("ssh_from"):
         parts.append(f"ssh_from={entry['ssh_from']}")
     for key, f in (("kernel", entry["kernel"]), ("initrd", entry["initrd"])):
         if f:
-            parts.append(f"{key}={f['resolved']} sha256={f['sha256'][:16]}")
+            # quoted: a file name holding a newline must not forge a second syslog record
+            parts.append(f"{key}={json.dumps(f['resolved'])} sha256={f['sha256'][:16]}")
     parts.append(f"flags={entry['flags']}")
     if not entry["action"].startswith("unload"):
         # json.dumps keeps the line one line whatever the cmdline holds
@@ -200,15 +359,13 @@ def format_syslog(entry: AuditEntry) -> str:
 
 
 def append_json_line(path: str | os.PathLike[str], entry: AuditEntry) -> None:
-    """Append one line; O_APPEND so concurrent writers never interleave inside a line,
-    O_NOFOLLOW so root never appends through a symlink someone planted, 0600 when created."""
-    data = (json.dumps(entry, ensure_ascii=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 0o600)
+    """Append one line to the checked log (`open_log`), fsynced. Raises OSError."""
     try:
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write ({written} of {len(data)} bytes)")
+        fd = open_log(path)
+    except KhotuiError as exc:
+        raise OSError(exc.message) from None
+    try:
+        write_record(fd, entry)
     finally:
         os.close(fd)
 
@@ -240,5 +397,5 @@ def record(result: LoadResult, *, kernel: AuditedFile | None = None,
             reason = exc.strerror or str(exc)
             warnings.append(Problem(f"could not append the audit record ({reason}); the load "
                                     "itself is unaffected", os.fspath(log_path),
-                                    "run as root, or pass a writable --log path"))
+                                    NO_LOG_FIX))
     return AuditOutcome(entry, line, warnings)

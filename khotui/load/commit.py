@@ -18,7 +18,7 @@ from khotui.errors import Problem
 from khotui.host.kernellog import LoggedLoad, parse_kernel_log_all, read_kernel_log
 from khotui.host.sysroot import Sysroot
 from khotui.load import syscall
-from khotui.load.audit import DEFAULT_SINK, AuditSink
+from khotui.load.audit import DEFAULT_SINK, AuditLog, AuditSink
 from khotui.load.explain import ExplainContext, Explanation, explain
 from khotui.load.opened import OpenedFiles, run_load
 from khotui.plan import PlanResult
@@ -79,6 +79,7 @@ class CommitResult:
     diffs: tuple[SegmentDiff, ...] = ()
     warnings: tuple[Problem, ...] = ()
     failing: tuple[Finding, ...] = ()
+    unconfirmed: tuple[Finding, ...] = ()    # refused: failing checks the operator never confirmed
 
     @property
     def reached_kernel(self) -> bool:
@@ -182,6 +183,11 @@ def compare(predicted: Sequence[PredictedSegment], actual: LoggedLoad | None) ->
     return diffs
 
 
+def logged_loads(sysroot: Sysroot) -> list[LoggedLoad]:
+    """Every KEXEC_FILE_DEBUG load the kernel log shows, oldest first (empty: none/unreadable)."""
+    return _loads_in_log(sysroot)
+
+
 def _loads_in_log(sysroot: Sysroot) -> list[LoggedLoad]:
     try:
         text = read_kernel_log(sysroot)
@@ -196,14 +202,15 @@ NO_DEBUG_LOG = Problem(
 
 
 def load_opened(plan_result: PlanResult, files: OpenedFiles, *, syscalls: syscall.Syscalls,
-                sink: AuditSink = DEFAULT_SINK,
+                sink: AuditSink = DEFAULT_SINK, log: AuditLog | None = None,
                 read_log: Callable[[], list[LoggedLoad]] | None = None) -> CommitResult:
     """The syscall on the opened files, then the kernel's placement read back and compared."""
     sysroot = plan_result.status.sysroot
     read_log = read_log or (lambda: _loads_in_log(sysroot))
     before = len(read_log())
     flags = load_flags(plan_result)
-    outcome = run_load(files, plan_result.cmdline, flags=flags, syscalls=syscalls, sink=sink)
+    outcome = run_load(files, plan_result.cmdline, flags=flags, syscalls=syscalls, sink=sink,
+                       log=log)
     result = outcome.result
     warnings = list(outcome.warnings)
     if not result.ok:

@@ -10,6 +10,7 @@ errno into words.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from khotui.errors import KhotuiError
@@ -51,9 +52,17 @@ class LoadResult:
                            f"{ex.summary}: {ex.cause}", fix=ex.fix)
 
 
+Before = Callable[[LoadResult], None]
+"""Called with the pending call (`ok` False, no errno) after every check and just before the
+syscall: where the "attempt" audit record is written. Raising there stops the call."""
+
+
 def _call(syscalls: Syscalls, action: str, kernel_fd: int, initrd_fd: int, cmdline: str,
-          encoded: bytes, flags: int) -> LoadResult:
+          encoded: bytes, flags: int, before: Before | None = None) -> LoadResult:
     cmdline_len = 0 if flags & KEXEC_FILE_UNLOAD else len(encoded) + 1
+    if before is not None:
+        before(LoadResult(action, ok=False, flags=flags, cmdline=cmdline, cmdline_len=cmdline_len,
+                          kernel_fd=kernel_fd, initrd_fd=initrd_fd))
     try:
         syscalls.kexec_file_load(kernel_fd, initrd_fd, encoded, flags)
     except RealSyscallForbidden:
@@ -69,7 +78,7 @@ def _call(syscalls: Syscalls, action: str, kernel_fd: int, initrd_fd: int, cmdli
 
 
 def load(kernel_fd: int, initrd_fd: int | None, cmdline: str, *, flags: int = 0,
-         syscalls: Syscalls) -> LoadResult:
+         syscalls: Syscalls, before: Before | None = None) -> LoadResult:
     """Load a kernel for the next kexec (or, with ON_CRASH, the crash kernel).
 
     `initrd_fd` None adds `KEXEC_FILE_NO_INITRAMFS` and passes -1. Bad input raises
@@ -96,11 +105,12 @@ def load(kernel_fd: int, initrd_fd: int | None, cmdline: str, *, flags: int = 0,
                           fix="open the initrd first, or load without one")
     encoded = cmdline.encode("utf-8")
     action = "load-crash" if flags & KEXEC_FILE_ON_CRASH else "load"
-    return _call(syscalls, action, kernel_fd, initrd_fd, cmdline, encoded, flags)
+    return _call(syscalls, action, kernel_fd, initrd_fd, cmdline, encoded, flags, before)
 
 
-def unload(syscalls: Syscalls, *, on_crash: bool = False) -> LoadResult:
+def unload(syscalls: Syscalls, *, on_crash: bool = False,
+           before: Before | None = None) -> LoadResult:
     """Unload the loaded kexec image (or the crash image). Also consumes a load-limit count."""
     flags = KEXEC_FILE_UNLOAD | (KEXEC_FILE_ON_CRASH if on_crash else 0)
     action = "unload-crash" if on_crash else "unload"
-    return _call(syscalls, action, -1, -1, "", b"", flags)
+    return _call(syscalls, action, -1, -1, "", b"", flags, before)

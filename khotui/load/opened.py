@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
-import fcntl
 import os
 import stat
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from typing import Self
 from khotui import units
 from khotui.errors import KhotuiError, Problem, explain_os_error
 from khotui.host.ownership import writable_by_others
-from khotui.load import audit, kexec
+from khotui.load import audit, interrupts, kexec
 from khotui.load.explain import ExplainContext, explain
-from khotui.load.syscall import KEXEC_FILE_SIZE_MAX, Syscalls
+from khotui.load.syscall import KEXEC_FILE_SIZE_MAX, Syscalls, check_allowed
 
 _KIND = {
     stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
@@ -66,19 +65,34 @@ def _resolved(fd: int, path: str) -> str:
 
 def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
     """Open `path` for the kernel to read: follows symlinks (records where they led), refuses
-    anything but a non-empty regular file of at most 4 GiB, hashes it through the fd."""
+    anything but a non-empty regular file of at most 4 GiB, hashes it through the fd.
+
+    The path is first opened with O_PATH, which opens nothing behind it (no FIFO blocks, no
+    device or tty driver's open() runs: open(2)), and only a regular file is then reopened for
+    reading through /proc/self/fd, which names the very inode checked."""
     path = os.fspath(path)
     try:
-        # O_NONBLOCK: a FIFO given by mistake must not hang the open; cleared again below
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as exc:
         raise explain_os_error(exc, path, what=role) from None
     try:
-        st = os.fstat(fd)
+        st = os.fstat(pfd)
         if not stat.S_ISREG(st.st_mode):
             kind = _KIND.get(stat.S_IFMT(st.st_mode), "not a regular file")
             # kernel_read_file() answers EINVAL for anything but a regular file
             raise KhotuiError(f"the {role} is {kind}, not a regular file", path=path,
+                              fix=f"give the path of the {role} image file")
+        try:
+            fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as exc:
+            raise explain_os_error(exc, path, what=role) from None
+        resolved = _resolved(pfd, path)
+    finally:
+        os.close(pfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # cannot happen (same inode); never load it anyway
+            raise KhotuiError(f"the {role} is not a regular file", path=path,
                               fix=f"give the path of the {role} image file")
         if st.st_size == 0:
             raise KhotuiError(f"the {role} is empty", path=path,
@@ -91,8 +105,6 @@ def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
             ex = explain(_errno.EFBIG, context)
             raise KhotuiError(f"the {role} is {units.size(st.st_size)}: {ex.cause}",
                               path=path, fix=ex.fix)
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        resolved = _resolved(fd, path)
         try:
             digest = audit.sha256_fd(fd)
         except OSError as exc:
@@ -101,7 +113,7 @@ def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
                           sha256=digest, uid=st.st_uid, gid=st.st_gid, mode=st.st_mode,
                           dev=st.st_dev, ino=st.st_ino, mtime_ns=st.st_mtime_ns,
                           ctime_ns=st.st_ctime_ns,
-                          warnings=tuple(writable_by_others(role, path, st)))
+                          warnings=tuple(writable_by_others(role, path, st, fd=fd)))
     except BaseException:
         os.close(fd)
         raise
@@ -114,6 +126,10 @@ class OpenedFiles:
     kernel: OpenedFile
     initrd: OpenedFile | None = None
     closed: bool = False
+    # set inside the signal-blocked window (`run_load`), before any interrupt can be delivered:
+    # whether the syscall was made, and the kernel's answer
+    attempted: bool = False
+    result: kexec.LoadResult | None = None
 
     @property
     def initrd_fd(self) -> int | None:
@@ -199,11 +215,16 @@ class LoadOutcome:
 
 
 def run_load(files: OpenedFiles, cmdline: str, *, flags: int = 0, syscalls: Syscalls,
-             sink: audit.AuditSink = audit.DEFAULT_SINK) -> LoadOutcome:
-    """Load the opened files (same fds as hashed), then record the attempt.
+             sink: audit.AuditSink = audit.DEFAULT_SINK,
+             log: audit.AuditLog | None = None) -> LoadOutcome:
+    """Load the opened files (same fds as hashed), recorded before and after.
 
-    Refuses, before the syscall, files that changed since they were hashed. A kernel error comes
-    back in `result` (ok False); `result.error(context)` explains it.
+    Refuses, before the syscall, files that changed since they were hashed. `log` is the audit
+    log opened before the confirmation (None: opened from `sink` now). SIGINT, SIGTERM and
+    SIGHUP are blocked from the "attempt" record through the "result" record
+    (`interrupts.blocked`), and `files.attempted`/`files.result` are set inside that window:
+    an interrupt delivered afterwards finds the outcome recorded. A kernel error comes back in
+    `result` (ok False); `result.error(context)` explains it.
     """
     if files.closed:
         raise KhotuiError("the kernel and initrd were closed before the load",
@@ -213,16 +234,57 @@ def run_load(files: OpenedFiles, cmdline: str, *, flags: int = 0, syscalls: Sysc
         raise KhotuiError("; ".join(changes) + ": refusing to load what was not previewed",
                           path=files.kernel.path,
                           fix="find out who writes the file, then preview and load again")
-    result = kexec.load(files.kernel.fd, files.initrd_fd, cmdline, flags=flags,
-                        syscalls=syscalls)
-    rec = audit.record(result, kernel=files.kernel, initrd=files.initrd, log_path=sink.log_path,
-                       syslog=sink.syslog)
-    return LoadOutcome(result, rec, files.warnings + files.replaced_paths() + rec.warnings)
+    check_allowed(syscalls)
+    own = log is None
+    opened_log = sink.open() if log is None else log
+    early: list[Problem] = []
+
+    def attempt(pending: kexec.LoadResult) -> None:
+        early.extend(opened_log.attempt(pending, kernel=files.kernel,
+                                        initrd=files.initrd).warnings)
+        files.attempted = True
+
+    try:
+        with interrupts.blocked():
+            result = kexec.load(files.kernel.fd, files.initrd_fd, cmdline, flags=flags,
+                                syscalls=syscalls, before=attempt)
+            rec = opened_log.result(result, kernel=files.kernel, initrd=files.initrd)
+            files.result = result
+    finally:
+        if own:
+            opened_log.close()
+    return LoadOutcome(result, rec, files.warnings + files.replaced_paths() + early
+                       + rec.warnings)
+
+
+@dataclass
+class UnloadState:
+    """Set inside the signal-blocked window of `run_unload` (see `OpenedFiles.result`)."""
+
+    attempted: bool = False
+    result: kexec.LoadResult | None = None
 
 
 def run_unload(*, on_crash: bool = False, syscalls: Syscalls,
-               sink: audit.AuditSink = audit.DEFAULT_SINK) -> LoadOutcome:
-    """Unload (KEXEC_FILE_UNLOAD), then record the attempt."""
-    result = kexec.unload(syscalls, on_crash=on_crash)
-    rec = audit.record(result, log_path=sink.log_path, syslog=sink.syslog)
-    return LoadOutcome(result, rec, list(rec.warnings))
+               sink: audit.AuditSink = audit.DEFAULT_SINK, log: audit.AuditLog | None = None,
+               state: UnloadState | None = None) -> LoadOutcome:
+    """Unload (KEXEC_FILE_UNLOAD), recorded before and after, as `run_load`."""
+    check_allowed(syscalls)
+    own = log is None
+    opened_log = sink.open() if log is None else log
+    state = UnloadState() if state is None else state
+    early: list[Problem] = []
+
+    def attempt(pending: kexec.LoadResult) -> None:
+        early.extend(opened_log.attempt(pending).warnings)
+        state.attempted = True
+
+    try:
+        with interrupts.blocked():
+            result = kexec.unload(syscalls, on_crash=on_crash, before=attempt)
+            rec = opened_log.result(result)
+            state.result = result
+    finally:
+        if own:
+            opened_log.close()
+    return LoadOutcome(result, rec, early + list(rec.warnings))

@@ -152,6 +152,14 @@ def _guard(what: str) -> None:
             "the kernel", fix="run the load again without --dry-run")
 
 
+def check_allowed(syscalls: object) -> None:
+    """Refuse now, before anything is recorded, when `syscalls` is the libc path and this
+    process is in dry-run mode (the call itself would refuse; the audit must not first say
+    it was attempted)."""
+    if isinstance(syscalls, LibcSyscalls):
+        _guard("kexec_file_load")
+
+
 class Syscalls(Protocol):
     """What khotui asks of the kernel. Tests pass a recorder; production `real_syscalls()`."""
 

@@ -285,7 +285,10 @@ def check_image(ctx: CheckContext) -> list[Finding]:
                            f"{ctx.kernel_path}: {ctx.kernel_why_not or 'not a kernel this kernel can load'}",
                            "give the kernel image the boot loader would boot (e.g. /boot/vmlinuz-*)"))
     for problem in ctx.file_warnings:
-        out.append(Finding("file-writable", WARN, problem.headline, problem.fix))
+        # a failing check: whoever can write the file (owner, mode, ACL) or serve its bytes (a
+        # remote or FUSE filesystem) decides what the kernel loads after the hash; --force can
+        # override it once the operator has looked (khotui.host.ownership)
+        out.append(Finding("file-writable", FAIL, problem.headline, problem.fix))
     if (ctx.kernel_expected_size and ctx.kernel_size is not None
             and ctx.kernel_size < ctx.kernel_expected_size):
         # bzImage64_load() only checks the setup part; a cut payload loads fine and the new

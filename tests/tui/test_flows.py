@@ -26,6 +26,14 @@ def app_for(root: Path, **kw) -> KhotuiApp:
     return KhotuiApp(Source(root, **kw), theme="khotui")
 
 
+
+@pytest.fixture(autouse=True)
+def private_lock(tmp_path, monkeypatch):
+    """Each test its own load lock directory: a session a test leaves open (a dialog never
+    answered) must not hold the lock of the next test, nor this machine's /run/khotui."""
+    from khotui.load import lock
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path / "run-khotui"))
+
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     return copy_demo(tmp_path)
@@ -401,3 +409,45 @@ async def test_a_long_iomem_tree_follows_the_picture_and_is_shown():
         tree = app.screen.query_one("#iomem-tree")
         assert len(tree.root.children) > 40 and tree.region.height > 10
         assert tree.root.children[0].label.plain.split(" ", 1)[1] in screen_text(app)
+
+
+@pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")
+async def test_an_empty_host_name_is_never_confirmed(tmp_path, monkeypatch):
+    # issue #10: with an empty host name, typing nothing "confirmed" the load
+    root = _copy_capture("two-nodes", tmp_path)
+    initrd = make_initrd(8 << 20, tmp_path / "initrd.cpio")
+    fake = FakeKernel(on_load=logs_like("two-nodes", root))
+    monkeypatch.setattr(Source, "_read_hostname", lambda self: "")
+    app = app_for(root, syscalls=fake, dry_run=False,
+                  sink=AuditSink(tmp_path / "khotui.log", syslog=None))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await _pick_files(pilot, app, KERNEL, initrd)
+        await press(pilot, app, "p", "l")
+        await press(pilot, app, "enter")
+        assert fake.calls == []
+        assert app.screen.query_one("#confirm-yes").disabled
+
+
+@pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")
+async def test_the_force_box_overrides_only_the_checks_it_named(tmp_path):
+    # issue #10: the box named segments-fit; kexec-load-disabled began failing afterwards and
+    # was overridden too
+    root = _copy_capture("scratch-too-small", tmp_path)
+    initrd = make_initrd(64 << 20, tmp_path / "initrd64.cpio")
+    fake = FakeKernel(errno.EADDRNOTAVAIL)
+    app = app_for(root, syscalls=fake, dry_run=False,
+                  sink=AuditSink(tmp_path / "khotui.log", syslog=None))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _pick_files(pilot, app, KERNEL, initrd)
+        await press(pilot, app, "p")
+        await press(pilot, app, "l")
+        await settle(pilot, app)
+        assert "overriding segments-fit" in " ".join(screen_text(app).split())
+        await type_text(pilot, app, "scratch-too-small")
+        await press(pilot, app, "tab", "space")
+        (root / "proc/sys/kernel/kexec_load_disabled").write_text("1\n")  # after the dialog
+        await press(pilot, app, "shift+tab", "enter")
+        assert fake.calls == []
+        text = " ".join(screen_text(app).split())
+        assert not app.result.ok and "kexec-load-disabled" in text

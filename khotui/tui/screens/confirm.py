@@ -71,13 +71,17 @@ class _TypedConfirm(ModalScreen["bool | str"]):
     def on_mount(self) -> None:
         self.query_one("#confirm-host", Input).focus()
 
+    def _matches(self, typed: str) -> bool:
+        # an empty host name is never confirmed: typing nothing must not load
+        return bool(self.hostname.strip()) and typed.strip() == self.hostname.strip()
+
     @on(Input.Changed, "#confirm-host")
     def _typed(self, event: Input.Changed) -> None:
-        self.query_one("#confirm-yes", Button).disabled = event.value.strip() != self.hostname
+        self.query_one("#confirm-yes", Button).disabled = not self._matches(event.value)
 
     @on(Input.Submitted, "#confirm-host")
     def _submitted(self, event: Input.Submitted) -> None:
-        if event.value.strip() == self.hostname:
+        if self._matches(event.value):
             self.dismiss(self.confirm_value())
         else:
             self.notify(f"type {self.hostname!r} exactly to confirm, or esc to cancel",
@@ -85,7 +89,8 @@ class _TypedConfirm(ModalScreen["bool | str"]):
 
     @on(Button.Pressed, "#confirm-yes")
     def _yes(self) -> None:
-        self.dismiss(self.confirm_value())
+        if self._matches(self.query_one("#confirm-host", Input).value):
+            self.dismiss(self.confirm_value())
 
     @on(Button.Pressed, "#confirm-no")
     def _no(self) -> None:

@@ -181,22 +181,34 @@ def open_files(src: Source, plan: Plan) -> tuple[LoadSession, list[tuple[str, st
     return session, [(f.path, f.sha256, f.size) for f in session.facts.files]
 
 
+def confirmed_ids(plan: Plan, force: bool) -> tuple[str, ...]:
+    """What the force box confirmed: the failing check ids the confirmation named (the
+    ConfirmLoadScreen lists the failing findings of this very `plan`), and no others."""
+    if not force:
+        return ()
+    return tuple(dict.fromkeys(f.id for f in plan.findings if f.status == "fail"))
+
+
 def load(src: Source, plan: Plan, files: LoadSession | None = None, *,
          force: bool = False) -> LoadResult:
     """Commit the session `open_files()` prepared (or prepare one now): the syscalls are
-    opened only when the session would reach the kernel, after the operator confirmed."""
+    opened only when the session would reach the kernel, after the operator confirmed.
+    `force`: the operator ticked the box naming the failing checks of `plan`; only those are
+    overridden, a check failing at commit time that the box did not name refuses."""
     session = files
+    ids = confirmed_ids(plan, force)
     try:
         if session is None:
             session, _ = open_files(src, plan)
-        reaches_kernel = session.precheck(force=force) is None
-        done = session.commit(force=force, syscalls=_syscalls(src) if reaches_kernel else None)
+        reaches_kernel = session.precheck(force=ids) is None
+        done = session.commit(force=ids, syscalls=_syscalls(src) if reaches_kernel else None)
     except KhotuiError as exc:
-        if session is not None:
-            session.close()
         return LoadResult(ok=False, dry_run=src.dry_run, title="Not loaded",
                           message=exc.message if not exc.path else f"{exc.path}: {exc.message}",
                           fix=exc.fix, predicted=plan.segments)
+    finally:
+        if session is not None:
+            session.close()  # the files, the audit log, and the load lock
     return commit_result(src, _plan_of(plan.request, session.plan), done)
 
 
@@ -216,6 +228,13 @@ def commit_result(src: Source, plan: Plan, done: CommitResult) -> LoadResult:
                         else "The plan says the load would fail: " + plan.verdict)),
             fix=None if done.ok else _first_fix(plan), predicted=predicted,
             next_steps=["on the live host, run khotui as root and load from the Plan screen"])
+    if done.refused and done.unconfirmed and done.forced:
+        new = list(done.unconfirmed)
+        return LoadResult(
+            ok=False, dry_run=False, title="Refused: a check the confirmation did not name fails",
+            message=("nothing was loaded: the box overrode only the checks it named; now "
+                     + "; ".join(f"{f.id}: {f.message}" for f in new) + " fails too"),
+            fix=new[0].fix, predicted=predicted)
     if done.refused:
         failing = list(done.failing)
         return LoadResult(
