@@ -18,13 +18,13 @@ snapshot records.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from khotui.errors import KhotuiError, explain_os_error
+from khotui.errors import KhotuiError
 from khotui.host.blockrecord import BlockRun, Key, read_record, runs_of
 from khotui.host.sysroot import Sysroot
 from khotui.types import JsonDict
@@ -303,17 +303,8 @@ def memory_node_ids(sysroot: Sysroot) -> list[int]:
 
 def _has_memory_entry(sysroot: Sysroot, host_dir: str) -> bool:
     """Does this node directory hold any `memoryN` entry? Stops at the first one."""
-    try:
-        with os.scandir(sysroot.path(host_dir)) as it:
-            for entry in it:
-                n = entry.name
-                if n.startswith("memory") and n[6:].isdigit():
-                    return True
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as exc:
-        raise explain_os_error(exc, sysroot.display(host_dir), what="directory") from None
-    return False
+    with closing(sysroot.iter_names(host_dir)) as names:
+        return any(n.startswith("memory") and n[6:].isdigit() for n in names)
 
 
 def _flag(text: str | None) -> bool | None:
