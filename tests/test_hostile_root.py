@@ -319,3 +319,57 @@ def test_the_readers_name_the_snapshot_file_and_keep_other_sources(snap: Path, s
     status = json.loads(result.stdout)
     assert set(status["errors"]) == {"iomem"} and "leads out" in status["errors"]["iomem"]
     assert status["kernel"]["release"]
+
+
+def test_dot_dot_after_a_link_is_taken_from_the_links_target(tmp_path: Path) -> None:
+    """As the kernel resolves it: `a/..` with a -> x/y is x, not the root (both resolvers)."""
+    (tmp_path / "x/y").mkdir(parents=True)
+    (tmp_path / "x/f").write_text("in x\n")
+    (tmp_path / "f").write_text("at the root\n")
+    os.symlink("x/y", tmp_path / "a")
+    root = Sysroot(tmp_path)
+    assert root.read_text("/a/../f") == "in x\n"
+    assert root.listdir("/a/..") == ["f", "y"]
+
+
+def test_the_entry_helpers_do_not_follow_the_last_link(snap: Path, secret: Path) -> None:
+    """lstat/readlink/is_symlink look at a link itself (for the snapshot copier), its directory
+    resolved beneath the root; stat follows it, and refuses it when it leads out."""
+    _link(snap / "proc/cmdline", secret)
+    root = Sysroot(snap)
+    assert root.is_symlink("/proc/cmdline")
+    assert root.readlink("/proc/cmdline") == str(secret)
+    st = root.lstat("/proc/cmdline")
+    assert st is not None and stat.S_ISLNK(st.st_mode)
+    assert root.lstat("/proc/nothing") is None and not root.is_symlink("/proc/nothing")
+    with pytest.raises(KhotuiError, match="leads out"):
+        root.stat("/proc/cmdline")
+    assert sorted(root.iter_names("/proc")) == root.listdir("/proc")
+    assert list(root.iter_names("/proc/nothing")) == []
+
+
+def test_a_block_directory_read_once_still_refuses_links_out_and_fifos(tmp_path: Path,
+                                                                     secret: Path) -> None:
+    """block_runs() opens each memoryN/ once and reads its attributes relative to it."""
+    block = tmp_path / "root/sys/devices/system/memory/memory0"
+    block.mkdir(parents=True)
+    (block / "state").write_text("online\n")
+    os.symlink("state", block / "online")                       # inside: followed
+    os.symlink("../../../../../../secret", block / "removable")  # out: refused
+    os.mkfifo(block / "valid_zones")                            # FIFO: refused, not waited on
+    root = Sysroot(tmp_path / "root")
+    with time_limit(10), root.open_dir("/sys/devices/system/memory/memory0") as d:
+        assert d.names() == ["online", "removable", "state", "valid_zones"]
+        assert d.attribute("state") == d.attribute("online") == "online\n"
+        assert d.attribute("phys_index") is None
+        with pytest.raises(KhotuiError, match="leads out"):
+            d.attribute("removable")
+        with pytest.raises(KhotuiError, match="FIFO"):
+            d.attribute("valid_zones")
+    errors: list[str] = []
+    with time_limit(10):
+        block_runs(root, on_error=lambda host, message: errors.append(f"{host}: {message}"))
+    assert SECRET not in "".join(errors)
+    assert any("removable" in e and "leads out" in e for e in errors)
+    with root.open_dir("/sys/nothing") as d:
+        assert d.names() == [] and d.attribute("state") is None

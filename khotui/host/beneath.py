@@ -65,8 +65,9 @@ _openat2_works: bool | None = None   # None: not tried yet
 def _openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
     assert _syscall is not None
     how = _OpenHow(flags, 0, resolve)
-    fd = int(_syscall(_SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how),
-                      ctypes.sizeof(how)))
+    # syscall(2) is variadic and the kernel reads full registers: pass longs, not C ints
+    fd = int(_syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_long(dirfd), os.fsencode(path),
+                      ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))))
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), path)

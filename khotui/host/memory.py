@@ -26,7 +26,7 @@ from typing import Protocol
 
 from khotui.errors import KhotuiError
 from khotui.host.blockrecord import BlockRun, Key, read_record, runs_of
-from khotui.host.sysroot import Sysroot
+from khotui.host.sysroot import DirReader, Sysroot
 from khotui.types import JsonDict
 
 NODE_DIR = "/sys/devices/system/node"
@@ -425,21 +425,23 @@ def block_runs(sysroot: Sysroot,
                 yield index, (nodes, (), None)
                 continue
             host_dir = f"{MEMORY_DIR}/{name}"
-            entries = sysroot.listdir(host_dir)
+            # the block's directory resolved once, its entries read relative to it
+            with sysroot.open_dir(host_dir) as block:
+                entries = block.names()
+                values = tuple(_attribute(block, a, on_error) for a in BLOCK_READ)
             links = tuple(sorted({int(k.group(1)) for k in map(_NODE_RE.fullmatch, entries) if k}))
-            values = tuple(_attribute(sysroot, f"{host_dir}/{a}", on_error) for a in BLOCK_READ)
             yield index, (nodes, links, values)
     return runs_of(keyed())
 
 
-def _attribute(sysroot: Sysroot, host: str,
+def _attribute(block: DirReader, name: str,
                on_error: Callable[[str, str], None] | None) -> str | None:
     try:
-        return sysroot.read_attribute(host)
+        return block.attribute(name)
     except KhotuiError as exc:
         if on_error is None:
             raise
-        on_error(host, exc.message)
+        on_error(f"{block.host_path}/{name}", exc.message)
         return None
 
 

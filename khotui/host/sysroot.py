@@ -335,6 +335,18 @@ class Sysroot:
         except _MISSING:
             return None
 
+    def open_dir(self, host_path: str) -> DirReader:
+        """A directory opened once (beneath the root) to read many entries of it: a memory
+        block's attributes without resolving its path again for each (use it in a `with`)."""
+        try:
+            fd = (os.open(self._real(host_path), _OPEN_DIR) if self.is_live
+                  else self._open(host_path, _OPEN_DIR))
+        except _MISSING:
+            fd = None
+        except OSError as exc:
+            raise explain_os_error(exc, self.display(host_path), what="directory") from None
+        return DirReader(self, host_path, fd)
+
     def read_int(self, host_path: str, *, base: int = 0) -> int | None:
         """A file holding one integer (decimal, or hex with 0x), or None when absent/garbled."""
         text = self.read_optional_text(host_path)
@@ -344,6 +356,72 @@ class Sysroot:
             return int(text.strip(), base)
         except ValueError:
             return None
+
+
+class DirReader:
+    """Entries of one directory read relative to its descriptor (Sysroot.open_dir()). Each name
+    is one component opened with O_NOFOLLOW below a directory already resolved beneath the root,
+    so it cannot lead out; an entry that is a link (a snapshot's, not sysfs's attributes) is
+    read through the Sysroot, resolved from the root as any path."""
+
+    def __init__(self, sysroot: Sysroot, host_path: str, fd: int | None) -> None:
+        self.sysroot = sysroot
+        self.host_path = host_path
+        self.fd = fd
+
+    def __enter__(self) -> DirReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def names(self) -> list[str]:
+        """Sorted entry names; [] when the directory does not exist."""
+        if self.fd is None:
+            return []
+        try:
+            return sorted(os.listdir(self.fd))
+        except OSError as exc:
+            raise explain_os_error(exc, self.sysroot.display(self.host_path),
+                                   what="directory") from None
+
+    def attribute(self, name: str, *, limit: int = MAX_ATTRIBUTE_BYTES) -> str | None:
+        """Sysroot.read_attribute() of `<dir>/<name>`: its text, None when absent."""
+        host = f"{self.host_path.rstrip('/')}/{name}"
+        if self.fd is None:
+            return None
+        root = self.sysroot
+        if "/" in name or name in (".", ".."):
+            return root.read_attribute(host, limit=limit)
+        try:
+            if root.is_live:
+                fd = os.open(name, _OPEN_READ, dir_fd=self.fd)
+            else:
+                st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    return root.read_attribute(host, limit=limit)
+                if not stat.S_ISREG(st.st_mode):
+                    raise root._not_regular(host, st.st_mode)   # not opened
+                fd = os.open(name, _OPEN_READ | os.O_NOFOLLOW, dir_fd=self.fd)
+        except _MISSING:
+            return None
+        except OSError as exc:
+            raise explain_os_error(exc, root.display(host)) from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise root._not_regular(host, mode)
+            data = _read_capped(lambda n: os.read(fd, n), limit + 1)
+        except OSError as exc:
+            raise explain_os_error(exc, root.display(host)) from None
+        finally:
+            os.close(fd)
+        if len(data) > limit:
+            raise KhotuiError(f"file is larger than {limit} bytes; refusing to read it whole",
+                              path=root.display(host), fix="check that this is the file you meant")
+        return data.decode("utf-8", errors="replace")
 
 
 # procfs sysctl files allocate a kernel buffer of the size asked for in read(2) and fail with
