@@ -368,6 +368,8 @@ class DirReader:
         self.sysroot = sysroot
         self.host_path = host_path
         self.fd = fd
+        # what names() saw of each entry, from getdents' d_type (no stat): "reg", "lnk", "other"
+        self._types: dict[str, str] = {}
 
     def __enter__(self) -> DirReader:
         return self
@@ -382,7 +384,12 @@ class DirReader:
         if self.fd is None:
             return []
         try:
-            return sorted(os.listdir(self.fd))
+            with os.scandir(self.fd) as it:
+                for entry in it:
+                    self._types[entry.name] = ("lnk" if entry.is_symlink() else
+                                               "reg" if entry.is_file(follow_symlinks=False)
+                                               else "other")
+            return sorted(self._types)
         except OSError as exc:
             raise explain_os_error(exc, self.sysroot.display(self.host_path),
                                    what="directory") from None
@@ -399,11 +406,17 @@ class DirReader:
             if root.is_live:
                 fd = os.open(name, _OPEN_READ, dir_fd=self.fd)
             else:
-                st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
+                # the type before the open, so a device node is never opened: as names() listed
+                # it (d_type, free), else from fstatat
+                kind = self._types.get(name)
+                if kind is None:
+                    st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+                    kind = ("lnk" if stat.S_ISLNK(st.st_mode) else
+                            "reg" if stat.S_ISREG(st.st_mode) else "other")
+                if kind == "lnk":
                     return root.read_attribute(host, limit=limit)
-                if not stat.S_ISREG(st.st_mode):
-                    raise root._not_regular(host, st.st_mode)   # not opened
+                if kind == "other":
+                    return root.read_attribute(host, limit=limit)   # refused there, unopened
                 fd = os.open(name, _OPEN_READ | os.O_NOFOLLOW, dir_fd=self.fd)
         except _MISSING:
             return None
