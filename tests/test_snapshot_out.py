@@ -218,33 +218,43 @@ def test_a_link_planted_in_out_is_never_written_through(tmp_path, monkeypatch, p
 def test_a_hostile_root_and_a_planted_etc_do_not_reach_a_cron_directory(tmp_path, monkeypatch,
                                                                          capsys):
     """The issue's second reproduction: `--root` at a hostile snapshot whose etc/hostname is a
-    crontab line, and `OUT/etc -> /etc/cron.d`; here the cron directory is a stand-in. The
-    source's own etc is a link out of it as well: that is read (or refused) on the source side,
-    but never written to."""
+    crontab line, and `OUT/etc -> /etc/cron.d`; here the cron directory is a stand-in."""
     cron = tmp_path / "cron.d"
     cron.mkdir()
     src = _source(tmp_path)
-    outside = tmp_path / "target-dir"
-    outside.mkdir()
-    (outside / "hostname").write_text("* * * * * root touch /tmp/pwned\n")
-    shutil.rmtree(src / "etc")
-    (src / "etc").symlink_to(outside)
-    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    (src / "etc").mkdir(exist_ok=True)
+    (src / "etc" / "hostname").write_text("* * * * * root touch /tmp/pwned\n")
     out = tmp_path / "out"
     _plant_on_first_read(monkeypatch, out, {"etc": cron})
     code, stderr = _snapshot_cli(src, out, capsys)
     assert list(cron.iterdir()) == []
-    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
     assert code == cli.EXIT_USAGE
     assert f"{out}/etc" in stderr and "incomplete" in stderr and "fix:" in stderr
-    # without the plant, the copy's etc is a directory of OUT's own, and the source is untouched
+    # without the plant, the copy's etc is a directory of OUT's own
     monkeypatch.undo()
     out2 = tmp_path / "out2"
     code, _ = _snapshot_cli(src, out2, capsys)
     assert code == cli.EXIT_OK
     assert not (out2 / "etc").is_symlink() and (out2 / "etc").is_dir()
-    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
     assert list(cron.iterdir()) == []
+
+
+def test_a_source_etc_linking_out_of_the_root_is_not_copied(tmp_path, capsys):
+    """The hostile source's etc is itself a link out of it: reads resolve beneath the root
+    (khotui.host.beneath), so nothing from outside is copied and the target is untouched."""
+    src = _source(tmp_path)
+    outside = tmp_path / "target-dir"
+    outside.mkdir()
+    (outside / "hostname").write_text("secret-from-outside\n")
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    shutil.rmtree(src / "etc", ignore_errors=True)
+    (src / "etc").symlink_to(outside)
+    out = tmp_path / "out"
+    code, _ = _snapshot_cli(src, out, capsys)
+    assert code == cli.EXIT_OK
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    copied = [p for p in out.rglob("*") if p.is_file()]
+    assert all(b"secret-from-outside" not in p.read_bytes() for p in copied)
 
 
 def test_a_release_name_that_climbs_out_is_not_copied(tmp_path):

@@ -103,13 +103,16 @@ def read_record(sysroot: Sysroot, attributes: tuple[str, ...],
     the root has none (a capture, the live host): the readers then list directories."""
     if sysroot.is_live:
         return None
-    path = sysroot.path(RECORD)
     where = sysroot.display(RECORD)
     try:
-        with open(path, "rb") as f:
-            return parse_record(_lines(f, where), where, attributes, block_size)
+        fd = sysroot.open_file(RECORD)    # beneath the root, a regular file only
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise explain_os_error(exc, where) from None
+    try:
+        with open(fd, "rb") as f:
+            return parse_record(_lines(f, where), where, attributes, block_size)
     except OSError as exc:
         raise explain_os_error(exc, where) from None
 

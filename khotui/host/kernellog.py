@@ -260,10 +260,10 @@ _KMSG_READ = 16384    # above CONSOLE_EXT_LOG_MAX (8192): a short buffer gets EI
 def read_kmsg(sysroot: Sysroot, *, max_records: int = KMSG_MAX_RECORDS,
               max_bytes: int = KMSG_MAX_BYTES) -> str:
     """Every record now in `/dev/kmsg`, without blocking: read until EAGAIN (or the caps)."""
-    path = sysroot.path("/dev/kmsg")
     shown = sysroot.display("/dev/kmsg")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # the live host's character device; under a snapshot root only a regular file is read
+        fd = sysroot.open_file("/dev/kmsg", special=True)
     except OSError as exc:
         if exc.errno in (_errno.EACCES, _errno.EPERM):
             raise KhotuiError("cannot read the kernel log: permission denied "

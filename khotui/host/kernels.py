@@ -9,6 +9,7 @@ relative to the partition holding the `loader/` directory. Newest version first.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 
 from khotui.host.sysroot import Sysroot
@@ -54,11 +55,19 @@ class InstalledKernel:
 
 
 def _stat(sysroot: Sysroot, host: str) -> tuple[int | None, float | None]:
-    try:
-        st = sysroot.path(host).stat()
-    except OSError:
+    # Beneath a snapshot root: a kernel path leading out of it (a link, or a BLS `linux ../..`)
+    # is a KhotuiError naming it, so the list never offers a host file as a snapshot's kernel.
+    st = sysroot.stat(host)
+    if st is None:
         return None, None
     return st.st_size, st.st_mtime
+
+
+def _check_beneath(sysroot: Sysroot, host: str | None) -> None:
+    """Under a snapshot root, a KhotuiError when `host` leads out of it (the loader opens the
+    listed paths itself, so a link out must not reach the list)."""
+    if host is not None and not sysroot.is_live:
+        sysroot.stat(host)
 
 
 def parse_bls_entry(text: str) -> dict[str, list[str]]:
@@ -100,6 +109,7 @@ def _boot_kernels(sysroot: Sysroot, osrelease: str | None) -> list[InstalledKern
                 initrd = f"/boot/{candidate}"
                 break
         size, mtime = _stat(sysroot, kernel)
+        _check_beneath(sysroot, initrd)
         found.append(InstalledKernel(version=version, kernel_path=kernel, initrd_path=initrd,
                                      size=size, mtime=mtime, running=_running(osrelease, version),
                                      source="boot"))
@@ -115,12 +125,11 @@ def _bls_kernels(sysroot: Sysroot, osrelease: str | None) -> list[InstalledKerne
     seen_dirs = set()
     for base in BLS_ROOTS:
         entries_dir = f"{base}/loader/entries"
-        real = sysroot.path(entries_dir)
-        try:
-            key = real.resolve()
-        except OSError:
+        st = sysroot.stat(entries_dir)   # one directory reached from two roots is read once
+        if st is None or not stat.S_ISDIR(st.st_mode):
             continue
-        if key in seen_dirs or not real.is_dir():
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
             continue
         seen_dirs.add(key)
         for name in sysroot.listdir(entries_dir):
@@ -135,9 +144,11 @@ def _bls_kernels(sysroot: Sysroot, osrelease: str | None) -> list[InstalledKerne
             initrds = fields.get("initrd", [])
             version = fields.get("version", [None])[0] or name[:-len(".conf")]
             size, mtime = _stat(sysroot, kernel)
+            initrd = _join(base, initrds[0]) if initrds else None
+            _check_beneath(sysroot, initrd)
             found.append(InstalledKernel(
                 version=version, kernel_path=kernel,
-                initrd_path=_join(base, initrds[0]) if initrds else None,
+                initrd_path=initrd,
                 size=size, mtime=mtime, running=_running(osrelease, version), source="bls",
                 title=fields.get("title", [None])[0],
                 options=" ".join(fields.get("options", [])) or None, entry_path=entry_host))

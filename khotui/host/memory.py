@@ -18,15 +18,15 @@ snapshot records.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from khotui.errors import KhotuiError, explain_os_error
+from khotui.errors import KhotuiError
 from khotui.host.blockrecord import BlockRun, Key, read_record, runs_of
-from khotui.host.sysroot import Sysroot
+from khotui.host.sysroot import DirReader, Sysroot
 from khotui.types import JsonDict
 
 NODE_DIR = "/sys/devices/system/node"
@@ -303,17 +303,8 @@ def memory_node_ids(sysroot: Sysroot) -> list[int]:
 
 def _has_memory_entry(sysroot: Sysroot, host_dir: str) -> bool:
     """Does this node directory hold any `memoryN` entry? Stops at the first one."""
-    try:
-        with os.scandir(sysroot.path(host_dir)) as it:
-            for entry in it:
-                n = entry.name
-                if n.startswith("memory") and n[6:].isdigit():
-                    return True
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as exc:
-        raise explain_os_error(exc, sysroot.display(host_dir), what="directory") from None
-    return False
+    with closing(sysroot.iter_names(host_dir)) as names:
+        return any(n.startswith("memory") and n[6:].isdigit() for n in names)
 
 
 def _flag(text: str | None) -> bool | None:
@@ -434,21 +425,23 @@ def block_runs(sysroot: Sysroot,
                 yield index, (nodes, (), None)
                 continue
             host_dir = f"{MEMORY_DIR}/{name}"
-            entries = sysroot.listdir(host_dir)
+            # the block's directory resolved once, its entries read relative to it
+            with sysroot.open_dir(host_dir) as block:
+                entries = block.names()
+                values = tuple(_attribute(block, a, on_error) for a in BLOCK_READ)
             links = tuple(sorted({int(k.group(1)) for k in map(_NODE_RE.fullmatch, entries) if k}))
-            values = tuple(_attribute(sysroot, f"{host_dir}/{a}", on_error) for a in BLOCK_READ)
             yield index, (nodes, links, values)
     return runs_of(keyed())
 
 
-def _attribute(sysroot: Sysroot, host: str,
+def _attribute(block: DirReader, name: str,
                on_error: Callable[[str, str], None] | None) -> str | None:
     try:
-        return sysroot.read_attribute(host)
+        return block.attribute(name)
     except KhotuiError as exc:
         if on_error is None:
             raise
-        on_error(host, exc.message)
+        on_error(f"{block.host_path}/{name}", exc.message)
         return None
 
 
