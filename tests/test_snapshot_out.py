@@ -305,3 +305,28 @@ def _check_the_deep_tree_is_cut(src: Path, tmp_path: Path, capsys) -> None:
     assert (tmp_path / "out" / MANIFEST).is_file()
     code, stderr = _snapshot_cli(src, tmp_path / "cli", capsys)
     assert code == cli.EXIT_OK and "directories deep" in stderr
+
+
+def test_links_out_of_the_source_tell_nothing_about_what_lies_outside(tmp_path, capsys):
+    """In a tree the snapshot walks (kho/out/sub_fdts), links out of the source to an existing
+    directory, an existing file and a missing path are refused alike: the copier never follows
+    one even to ask what it points at, so the snapshot tells nothing of the host outside."""
+    src = _source(tmp_path)
+    sub = src / "sys/kernel/debug/kho/out/sub_fdts"
+    sub.mkdir(parents=True)
+    (sub / "kept").write_bytes(b"\xd0\x0d\xfe\xed")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host secret\n")
+    (sub / "to-dir").symlink_to(outside)
+    (sub / "to-file").symlink_to(outside / "secret")
+    (sub / "to-nothing").symlink_to(tmp_path / "no-such-path")
+    out = tmp_path / "out"
+    code, err = _snapshot_cli(src, out, capsys)
+    assert code == cli.EXIT_OK
+    reasons = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line.split(": ", 1)[1]
+               for line in err.splitlines() if "sub_fdts/to-" in line}
+    assert set(reasons) == {"to-dir", "to-file", "to-nothing"}
+    assert len(set(reasons.values())) == 1 and "leads out of the snapshot" in reasons["to-dir"]
+    copied = out / "sys/kernel/debug/kho/out/sub_fdts"
+    assert sorted(p.name for p in copied.iterdir()) == ["kept"]

@@ -216,22 +216,26 @@ class _Copier:
         if not _plain(host):
             self._skip(host, "not a plain path ('.', '..', an empty name or NUL); not copied")
             return
-        real = self.source.path(host)
+        # every look at the source resolves beneath its root (Sysroot): a link leading out of a
+        # hostile snapshot is refused, not followed, even just to ask what kind of file it is
         try:
-            st = os.lstat(real)
-        except FileNotFoundError:
+            st = self.source.lstat(host)
+            if st is None:
+                return
+            if stat.S_ISLNK(st.st_mode):
+                if self.source.is_dir(host):
+                    self.link(host)
+                    return
+                if not self.source.exists(host):
+                    self._skip(host, "dangling symbolic link")
+                    return
+        except KhotuiError as exc:
+            self._skip(host, exc.message)
             return
         except OSError as exc:
             self._skip(host, exc.strerror or str(exc))
             return
-        if stat.S_ISLNK(st.st_mode):
-            if real.is_dir():
-                self.link(host)
-                return
-            if not real.exists():
-                self._skip(host, "dangling symbolic link")
-                return
-        elif stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
             self.tree(host)
             return
         try:
@@ -244,18 +248,17 @@ class _Copier:
 
     def link(self, host: str) -> None:
         """Record a sysfs link (e.g. memory0/node0) as a file holding its target, as the captures do."""
-        real = self.source.path(host)
-        if real.is_symlink():
-            try:
-                target = os.readlink(real)
-            except OSError as exc:
-                self._skip(host, exc.strerror or str(exc))
-                return
-            self._write(host, target.encode())
-        elif real.is_dir():
-            self.dir(host)
-        elif real.exists():
-            self.file(host)
+        try:
+            if self.source.is_symlink(host):
+                self._write(host, self.source.readlink(host).encode())
+            elif self.source.is_dir(host):
+                self.dir(host)
+            elif self.source.exists(host):
+                self.file(host)
+        except KhotuiError as exc:
+            self._skip(host, exc.message)
+        except OSError as exc:
+            self._skip(host, exc.strerror or str(exc))
 
     def dir(self, host: str) -> None:
         self.out.mkdir(host.lstrip("/"))
@@ -263,9 +266,11 @@ class _Copier:
     def tree(self, host: str, *, limit: int | None = None) -> None:
         """Copy a directory tree; links to directories are recorded, not followed. A walk with
         its own stack: a hostile tree thousands of levels deep cannot exhaust Python's."""
-        real = self.source.path(host)
-        if not _plain(host) or not real.is_dir() or real.is_symlink():
-            return
+        try:
+            if not _plain(host) or not self.source.is_dir(host) or self.source.is_symlink(host):
+                return
+        except (KhotuiError, OSError):
+            return      # the caller's file() already said why, or there is nothing to copy
         pending = [host]
         while pending:
             current = pending.pop()
@@ -282,13 +287,18 @@ class _Copier:
             subtrees = []
             for name in names:
                 child = f"{current.rstrip('/')}/{name}"
-                path = self.source.path(child)
-                if path.is_symlink():
-                    if path.is_dir():
-                        self.link(child)
-                    else:
-                        self.file(child, limit=limit)
-                elif path.is_dir():
+                try:
+                    link = self.source.is_symlink(child)
+                    is_dir = self.source.is_dir(child)
+                except KhotuiError as exc:
+                    self._skip(child, exc.message)
+                    continue
+                except OSError as exc:
+                    self._skip(child, exc.strerror or str(exc))
+                    continue
+                if link and is_dir:
+                    self.link(child)
+                elif is_dir:
                     subtrees.append(child)
                 else:
                     self.file(child, limit=limit)
@@ -418,7 +428,7 @@ def _copy(sysroot: Sysroot, copier: _Copier, progress: Callable[[str], None] | N
         copier.file(f"/boot/config-{osrelease}")
     for base in BLS_ROOTS:
         entries = f"{base}/loader/entries"
-        if sysroot.is_dir(entries) and not sysroot.path(entries).is_symlink():
+        if sysroot.is_dir(entries) and not sysroot.is_symlink(entries):
             for name in sysroot.listdir(entries):
                 if name.endswith(".conf"):
                     copier.file(f"{entries}/{name}")
