@@ -511,3 +511,71 @@ def test_unload_pointed_at_a_snapshot_is_a_dry_run(tmp_path, capsys, monkeypatch
     assert cli_load.unload(args, live=False, where="snapshot two-nodes") == 0
     assert "nothing was unloaded" in capsys.readouterr().out
     assert not (tmp_path / "log").exists()
+
+
+APP_CHILD = textwrap.dedent("""
+    import asyncio, sys, time
+    sys.path.insert(0, {repo!r})
+    from khotui.load import audit, lock
+    from khotui.load.audit import AuditSink
+    from khotui.tui.app import KhotuiApp
+    from khotui.tui.viewmodel import PlanInput, Source
+    lock.LOCK_DIR = {lock_dir!r}
+    audit.SYSLOG_SOCKET = {devlog!r}
+
+    class SlowKernel:
+        def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags):
+            with open({loaded!r}, "w") as f:
+                f.write("1\\n")
+            open({marker!r}, "w").close()
+            time.sleep(1.5)
+            return 0
+
+        def reboot_kexec(self):
+            raise AssertionError("never")
+
+    async def main():
+        src = Source({root!r}, syscalls=SlowKernel(), dry_run=False,
+                     sink=AuditSink({log!r}, syslog=None))
+        app = KhotuiApp(src)
+        async with app.run_test(size=(80, 24)) as pilot:
+            plan = src.plan(PlanInput({kernel!r}, {initrd!r}, {cmdline!r}))
+            files, _ = src.open_files(plan)
+            app.start_load(plan, files)        # what the confirmation's Load button does
+            for _ in range(600):
+                if app.return_code is not None:
+                    break
+                await pilot.pause(0.05)
+        print(app.return_code, file=sys.stderr)
+        sys.exit(app.return_code if app.return_code is not None else 3)
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_the_app_lets_a_load_finish_and_audit_before_a_hangup_ends_it(two_nodes, tmp_path, sig):
+    # issue #10, the app's side: its load runs in a worker thread, which can only mask itself;
+    # a SIGHUP (the SSH link drops) delivered to the main thread killed the process between
+    # the attempt record and the result record
+    marker = tmp_path / "in-syscall"
+    log = tmp_path / "khotui.log"
+    script = APP_CHILD.format(
+        repo=str(REPO), lock_dir=str(tmp_path / "lockdir"), devlog=str(tmp_path / "devlog"),
+        marker=str(marker), loaded=str(two_nodes / "sys/kernel/kexec_loaded"),
+        root=str(two_nodes), log=str(log), kernel=str(BZIMAGE), initrd=str(_initrd(tmp_path)),
+        cmdline=(CAPTURES / "two-nodes/load/cmdline").read_text())
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for _ in range(3000):
+        if marker.exists():
+            break
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.02)
+    assert marker.exists(), "the app never reached the syscall"
+    child.send_signal(sig)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, (child.returncode, out[-2000:], err[-2000:])
+    attempt, result = records(log)
+    assert attempt["phase"] == "attempt" and result["phase"] == "result"
+    assert result["result"] == "ok"

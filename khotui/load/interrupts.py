@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 GUARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# what signal.getsignal() returns: a Python handler, SIG_DFL/SIG_IGN, or None (set from C)
+Handler = Callable[[int, FrameType | None], object] | int | None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -71,3 +73,46 @@ def blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Deferred:
+    """SIGINT, SIGTERM and SIGHUP noted, not acted on, while the app's load or unload runs.
+
+    The app runs the syscall in a worker thread, where `terminating()` cannot install
+    handlers and `blocked()` masks only that thread: a SIGHUP delivered to the main thread
+    (the SSH link dropping while the kernel loads) would still kill the process with the
+    attempt audited and the result not. `defer()` is called on the main thread before the
+    worker starts; `restore()` after its answer is recorded says which signal came, if any,
+    so the app can then leave, saying what happened.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._old: dict[int, Handler] = {}
+
+    def _note(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+    def install(self) -> None:
+        for sig in GUARDED:
+            old = signal.getsignal(sig)
+            self._old[sig] = old
+            if old is not signal.SIG_IGN:       # an operator's nohup stays in force
+                signal.signal(sig, self._note)
+
+    def restore(self) -> int | None:
+        """Put the previous handlers back; the first signal that came, or None."""
+        for sig, old in self._old.items():
+            if old is not None:
+                signal.signal(sig, old)
+        self._old = {}
+        return self.received[0] if self.received else None
+
+
+def defer() -> Deferred | None:
+    """A `Deferred` installed now, or None off the main thread (nothing can be installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    deferred = Deferred()
+    deferred.install()
+    return deferred

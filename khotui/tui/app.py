@@ -29,7 +29,7 @@ from khotui.tui.messages import (
 from khotui.tui.viewmodel import LoadResult, Plan, PlanInput, Source
 
 if TYPE_CHECKING:
-    from khotui.tui.viewmodel import LoadSession, Syscalls
+    from khotui.tui.viewmodel import Deferred, LoadSession, Syscalls
 
 # (mode, key, title) in the order of the navigation bar
 SCREENS: list[tuple[str, str, str]] = [
@@ -103,6 +103,9 @@ class KhotuiApp(HeldOutputApp[int]):
         self.plan_input: PlanInput | None = None
         self.plan: Plan | None = None
         self.result: LoadResult | None = None
+        # signals noted while a load/unload worker runs, and which of the two it is
+        self._deferred: Deferred | None = None
+        self._deferred_action = "load"
 
     # -- navigation ----------------------------------------------------------------------------
 
@@ -173,7 +176,7 @@ class KhotuiApp(HeldOutputApp[int]):
 
         def confirmed(ok: bool | str | None) -> None:
             if ok:
-                self.run_load(event.plan, event.files, force=ok == "force")
+                self.start_load(event.plan, event.files, force=ok == "force")
             else:
                 event.files.close()
                 self.notify("not loaded", timeout=2)
@@ -181,6 +184,15 @@ class KhotuiApp(HeldOutputApp[int]):
         self.push_screen(ConfirmLoadScreen(event.plan, self.source.hostname(),
                                            dry_run=self.source.dry_run, shown=self.source.shown),
                          confirmed)
+
+    def start_load(self, plan: Plan, files: LoadSession, *, force: bool = False) -> None:
+        """Load in a worker, with SIGINT/SIGTERM/SIGHUP deferred on this (the main) thread until
+        the kernel's answer is audited: the worker can mask only itself, and a SIGHUP from a
+        dropped SSH link would otherwise kill the process between the attempt record and the
+        result record."""
+        from khotui.tui.viewmodel import defer
+        self._deferred, self._deferred_action = defer(), "load"
+        self.run_load(plan, files, force=force)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def run_load(self, plan: Plan, files: LoadSession | None = None, force: bool = False) -> None:
@@ -192,6 +204,8 @@ class KhotuiApp(HeldOutputApp[int]):
 
         def confirmed(ok: bool | str | None) -> None:
             if ok:
+                from khotui.tui.viewmodel import defer
+                self._deferred, self._deferred_action = defer(), "unload"
                 self.run_unload()
 
         self.push_screen(ConfirmUnloadScreen(self.source.hostname(), dry_run=self.source.dry_run),
@@ -204,6 +218,17 @@ class KhotuiApp(HeldOutputApp[int]):
     @on(LoadFinished)
     def _load_finished(self, event: LoadFinished) -> None:
         self.result = event.result
+        deferred, self._deferred = self._deferred, None
+        signum = None if deferred is None else deferred.restore()
+        if signum is not None:
+            # the answer is audited; the operator (or their dropped link) asked to stop
+            import signal
+            r = event.result
+            name = signal.Signals(signum).name
+            self.exit(return_code=130,
+                      message=f"khotui: interrupted ({name}) during the {self._deferred_action}, "
+                              f"which was let finish and was audited: {r.title}: {r.message}")
+            return
         from khotui.tui.screens.result import ResultScreen
         self.push_screen(ResultScreen(event.result))
 

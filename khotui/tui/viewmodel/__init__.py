@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from khotui.errors import KhotuiError, Problem
+from khotui.load.interrupts import Deferred, defer
 from khotui.types import Finding, ScratchRegion, Status, worst
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Finding", "Problem", "ScratchRegion", "Status", "worst"]   # the core's types the screens draw
+# the core's types the screens draw, and the signal deferral the app wraps a load in
+__all__ = ["Deferred", "Finding", "Problem", "ScratchRegion", "Status", "defer", "worst"]
 
 
 # ---------------------------------------------------------------------------------------------
