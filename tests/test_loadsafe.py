@@ -579,3 +579,15 @@ def test_the_app_lets_a_load_finish_and_audit_before_a_hangup_ends_it(two_nodes,
     attempt, result = records(log)
     assert attempt["phase"] == "attempt" and result["phase"] == "result"
     assert result["result"] == "ok"
+
+
+def test_the_app_unloads_only_holding_the_load_lock(two_nodes, tmp_path):
+    # issue #10, finding 9, the app's side: `khotui unload` held the lock, the app's did not
+    from khotui.tui.viewmodel import Source
+    fake = FakeKernel()
+    src = Source(two_nodes, syscalls=fake, dry_run=False, sink=AuditSink(tmp_path / "l", None))
+    with lock.LoadLock.acquire():          # another khotui is loading
+        result = src.unload()
+    assert result.title == "Not unloaded" and "khotui" in result.message.lower()
+    assert fake.calls == []
+    assert src.unload().title == "Unloaded" and len(fake.calls) == 1

@@ -268,9 +268,14 @@ def commit_result(src: Source, plan: Plan, done: CommitResult) -> LoadResult:
 
 def unload(src: Source) -> LoadResult:
     from khotui.load import commit, session
+    from khotui.load.lock import LoadLock
     try:
-        done = session.unload(syscalls=None if src.dry_run else _syscalls(src),
-                              live=not src.dry_run, sink=_sink(src))
+        if src.dry_run:
+            done = session.unload(syscalls=None, live=False, sink=_sink(src))
+        else:
+            # one load or unload at a time, as `khotui unload` (khotui.load.lock)
+            with LoadLock.acquire():
+                done = session.unload(syscalls=_syscalls(src), live=True, sink=_sink(src))
     except KhotuiError as exc:
         return LoadResult(ok=False, dry_run=False, title="Not unloaded", message=exc.message,
                           fix=exc.fix)
