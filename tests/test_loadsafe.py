@@ -591,3 +591,28 @@ def test_the_app_unloads_only_holding_the_load_lock(two_nodes, tmp_path):
     assert result.title == "Not unloaded" and "khotui" in result.message.lower()
     assert fake.calls == []
     assert src.unload().title == "Unloaded" and len(fake.calls) == 1
+
+
+def test_a_load_the_plan_refuses_says_why_before_asking_for_an_audit_log(tmp_path, capsys):
+    # found by the VM tier: with the audit log checked first, a load that could never happen
+    # (EADDRNOTAVAIL: the initrd fits in no scratch region) was answered "cannot open the audit
+    # log", hiding the real reason; the plan's refusal changes nothing and needs no record
+    root = copy_tree(CAPTURES / "scratch-too-small" / "sysroot", tmp_path / "small")
+    initrd = tmp_path / "initrd-64m"
+    subprocess.run([sys.executable, str(CAPTURES / "make-initrd"), str(64 << 20), str(initrd)],
+                   check=True)
+    fake = FakeKernel()
+    unusable = tmp_path / "no-such-dir" / "khotui.log"
+    code, out, err = run(["load", "--yes", "--json", "--root", str(root), "--kernel", str(BZIMAGE),
+                          "--initrd", str(initrd), "--log", str(unusable),
+                          "--cmdline", (CAPTURES / "scratch-too-small/load/cmdline").read_text()],
+                         capsys, fake)
+    assert code == 1 and fake.calls == []
+    doc = json.loads(out)
+    assert doc["errno"] == "EADDRNOTAVAIL" and "refused" in doc["note"]
+    # a load the plan allows still refuses without a usable log, before anything is loaded
+    argv = load_argv(copy_tree(CAPTURES / "two-nodes" / "sysroot", tmp_path / "two"),
+                     tmp_path, "--yes")
+    argv[argv.index("--log") + 1] = str(unusable)
+    code, out, err = run(argv, capsys, fake)
+    assert code == 2 and fake.calls == [] and "audit log" in err

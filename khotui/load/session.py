@@ -141,7 +141,7 @@ class LoadSession:
 
     def __init__(self, root: Path, files: OpenedFiles, plan: PlanResult, *, live: bool,
                  host_name: str, sink: AuditSink, log: AuditLog | None = None,
-                 lock: LoadLock | None = None) -> None:
+                 lock: LoadLock | None = None, log_problem: KhotuiError | None = None) -> None:
         self.root = root
         self.files = files
         self.plan = plan
@@ -150,30 +150,38 @@ class LoadSession:
         self.sink = sink
         self.log = log
         self.lock = lock
+        # an unusable audit log refuses the load before any confirmation (precheck), but
+        # after the plan's own refusal, which says why the load could not happen anyway
+        self.log_problem = log_problem
 
     @classmethod
     def prepare(cls, root: str | os.PathLike[str], request: PlanRequest, *,
                 live: bool | None = None, status: HostStatus | None = None,
                 host_name: str | None = None, sink: AuditSink = DEFAULT_SINK,
                 lock_dir: str | None = None) -> LoadSession:
-        """Take the load lock and open the audit log (live host only), open and hash the
-        files, then plan on their descriptors.
+        """Take the load lock (live host only), open and hash the files, plan on their
+        descriptors, then open the audit log (live host only; an unusable one is kept in
+        `log_problem` for `precheck()` to refuse with).
 
         `live` None: the root is the live host only when it is `/`. `status` None reads the
         host now (pass a freshly read one to share it). `lock_dir` None: `lock.LOCK_DIR`.
-        A busy lock, an unusable audit log or unreadable files raise KhotuiError and leave
-        nothing open.
+        A busy lock or unreadable files raise KhotuiError and leave nothing open.
         """
         path = Path(root)
         is_live = Sysroot(path).is_live if live is None else live
         lock = LoadLock.acquire(lock_dir) if is_live else None
         log: AuditLog | None = None
+        log_problem: KhotuiError | None = None
         try:
-            log = sink.open() if is_live else None
             files = open_for_load(request.kernel, request.initrd)
             try:
                 plan = plan_load(path, request, kernel_file=files.kernel.fd,
                                  initrd_file=files.initrd_fd, status=status)
+                if is_live:
+                    try:
+                        log = sink.open()
+                    except KhotuiError as exc:
+                        log_problem = exc
             except BaseException:
                 files.close()
                 raise
@@ -184,7 +192,7 @@ class LoadSession:
                 lock.release()
             raise
         return cls(path, files, plan, live=is_live, host_name=host_name or this_host_name(),
-                   sink=sink, log=log, lock=lock)
+                   sink=sink, log=log, lock=lock, log_problem=log_problem)
 
     # -- what the operator confirms ------------------------------------------------------------
 
@@ -226,8 +234,9 @@ class LoadSession:
     def precheck(self, *, force: Collection[str] = ()) -> CommitResult | None:
         """What `commit()` answers without the kernel: the dry run or the refusal; None when
         the load would go to the kernel. `force`: the ids of the failing checks the operator
-        confirmed overriding; any other failing check refuses. Callers ask before
-        confirming, so the operator is never asked to confirm what cannot happen."""
+        confirmed overriding; any other failing check refuses. Then an unusable audit log
+        raises its KhotuiError. Callers ask before confirming, so the operator is never asked
+        to confirm what cannot happen."""
         flags = commit.load_flags(self.plan)
         if self.dry_run:
             return CommitResult("load", self.plan.would_succeed, flags, dry_run=True,
@@ -238,6 +247,8 @@ class LoadSession:
             return CommitResult("load", False, flags, refused=True, forced=bool(force),
                                 failing=self.failing, warnings=self.warnings,
                                 unconfirmed=unconfirmed)
+        if self.log_problem is not None:
+            raise self.log_problem
         return None
 
     def recheck(self) -> None:

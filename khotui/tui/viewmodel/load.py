@@ -178,6 +178,10 @@ def open_files(src: Source, plan: Plan) -> tuple[LoadSession, list[tuple[str, st
     session = LoadSession.prepare(src.root, _request(plan.request), live=not src.dry_run,
                                   status=src.status(refresh=not src.dry_run),
                                   host_name=src.hostname(), sink=_sink(src))
+    if session.log_problem is not None:
+        # the app asks for the confirmation next: an unusable audit log is said now, not after
+        session.close()
+        raise session.log_problem
     return session, [(f.path, f.sha256, f.size) for f in session.facts.files]
 
 
