@@ -91,6 +91,26 @@ def run(argv, capsys, fake):
 
 # --- 4. interrupts around the syscall ---------------------------------------------------------
 
+# the kernel has taken the image by the time the signal comes; the syscall has not returned
+# yet (kexec_file_load of a big initrd takes a while); {loaded} and {marker} filled per test
+SLOW_KERNEL = textwrap.dedent("""\
+    class SlowKernel:
+        def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags):
+            with open({loaded!r}, "w") as f:
+                f.write("1\\n")
+            open({marker!r}, "w").close()
+            time.sleep(1.5)
+            return 0
+
+        def reboot_kexec(self):
+            raise AssertionError("never")
+""")
+
+
+def slow_kernel(loaded: Path, marker: Path) -> str:
+    """The SlowKernel class for a child script, indented to sit at its top level."""
+    return SLOW_KERNEL.format(loaded=str(loaded), marker=str(marker)).replace("\n", "\n    ")
+
 CHILD = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {repo!r})
@@ -103,19 +123,7 @@ CHILD = textwrap.dedent("""
         pass
     audit.SYSLOG_SOCKET = {devlog!r}
 
-    class SlowKernel:
-        # the kernel has taken the image by the time the signal comes; the syscall has not
-        # returned yet (kexec_file_load of a big initrd takes a while)
-        def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags):
-            with open({loaded!r}, "w") as f:
-                f.write("1\\n")
-            open({marker!r}, "w").close()
-            time.sleep(1.5)
-            return 0
-
-        def reboot_kexec(self):
-            raise AssertionError("never")
-
+    {slow_kernel}
     sys.exit(cli.main({argv!r}, syscalls=SlowKernel(), root_is_live=True))
 """)
 
@@ -128,8 +136,8 @@ def test_a_signal_inside_the_syscall_is_held_until_the_result_is_audited(two_nod
     marker = tmp_path / "in-syscall"
     log = tmp_path / "khotui.log"
     script = CHILD.format(repo=str(REPO), lock_dir=str(tmp_path / "lockdir"),
-                          devlog=str(tmp_path / "devlog"), marker=str(marker),
-                          loaded=str(two_nodes / "sys/kernel/kexec_loaded"),
+                          devlog=str(tmp_path / "devlog"),
+                          slow_kernel=slow_kernel(two_nodes / "sys/kernel/kexec_loaded", marker),
                           argv=load_argv(two_nodes, tmp_path, "--yes"))
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -523,17 +531,7 @@ APP_CHILD = textwrap.dedent("""
     lock.LOCK_DIR = {lock_dir!r}
     audit.SYSLOG_SOCKET = {devlog!r}
 
-    class SlowKernel:
-        def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags):
-            with open({loaded!r}, "w") as f:
-                f.write("1\\n")
-            open({marker!r}, "w").close()
-            time.sleep(1.5)
-            return 0
-
-        def reboot_kexec(self):
-            raise AssertionError("never")
-
+    {slow_kernel}
     async def main():
         src = Source({root!r}, syscalls=SlowKernel(), dry_run=False,
                      sink=AuditSink({log!r}, syslog=None))
@@ -562,7 +560,7 @@ def test_the_app_lets_a_load_finish_and_audit_before_a_hangup_ends_it(two_nodes,
     log = tmp_path / "khotui.log"
     script = APP_CHILD.format(
         repo=str(REPO), lock_dir=str(tmp_path / "lockdir"), devlog=str(tmp_path / "devlog"),
-        marker=str(marker), loaded=str(two_nodes / "sys/kernel/kexec_loaded"),
+        slow_kernel=slow_kernel(two_nodes / "sys/kernel/kexec_loaded", marker),
         root=str(two_nodes), log=str(log), kernel=str(BZIMAGE), initrd=str(_initrd(tmp_path)),
         cmdline=(CAPTURES / "two-nodes/load/cmdline").read_text())
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
