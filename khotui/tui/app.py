@@ -200,6 +200,19 @@ class KhotuiApp(HeldOutputApp[int]):
 
     @on(UnloadRequested)
     def _unload_requested(self, event: UnloadRequested) -> None:
+        self.check_unload()
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def check_unload(self) -> None:
+        """An unusable audit log refuses the unload before the dialog, as `khotui unload`
+        does (opening it is file I/O: off the event loop)."""
+        refusal = self.source.unload_refusal()
+        self.call_from_thread(self._ask_unload, refusal)
+
+    def _ask_unload(self, refusal: LoadResult | None) -> None:
+        if refusal is not None:
+            self.post_message(LoadFinished(refusal))
+            return
         from khotui.tui.screens.confirm import ConfirmUnloadScreen
 
         def confirmed(ok: bool | str | None) -> None:

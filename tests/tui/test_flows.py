@@ -451,3 +451,18 @@ async def test_the_force_box_overrides_only_the_checks_it_named(tmp_path):
         assert fake.calls == []
         text = " ".join(screen_text(app).split())
         assert not app.result.ok and "kexec-load-disabled" in text
+
+
+async def test_unload_with_an_unusable_audit_log_is_refused_before_the_dialog(tmp_path):
+    # issue #10, finding 6, the app's side: `khotui unload` checks the log before asking; the
+    # app asked first, then found out
+    root = _copy_capture("two-nodes", tmp_path)
+    fake = FakeKernel()
+    app = app_for(root, syscalls=fake, dry_run=False,
+                  sink=AuditSink(tmp_path / "no-such-dir" / "khotui.log", syslog=None))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await press(pilot, app, "u")
+        text = " ".join(screen_text(app).split())
+        assert app.result is not None and app.result.title == "Not unloaded"
+        assert "Type the host name" not in text and "audit log" in app.result.message
+        assert fake.calls == []

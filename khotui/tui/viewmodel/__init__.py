@@ -553,6 +553,12 @@ class Source:
         from khotui.tui.viewmodel import load as l
         return l.unload(self)
 
+    def unload_refusal(self) -> LoadResult | None:
+        """Why an unload would be refused before it is confirmed (an unusable audit log), or
+        None: the app asks this before its confirmation dialog, as `khotui unload` does."""
+        from khotui.tui.viewmodel import load as l
+        return l.unload_refusal(self)
+
 
 # ---------------------------------------------------------------------------------------------
 # Mappings from the core's objects

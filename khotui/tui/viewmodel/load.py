@@ -270,6 +270,17 @@ def commit_result(src: Source, plan: Plan, done: CommitResult) -> LoadResult:
                       diffs=diffs, overridden=overridden, next_steps=steps)
 
 
+def unload_refusal(src: Source) -> LoadResult | None:
+    if src.dry_run:
+        return None
+    try:
+        _sink(src).open().close()      # checked now, opened again for the records
+    except KhotuiError as exc:
+        return LoadResult(ok=False, dry_run=False, title="Not unloaded", message=exc.message
+                          if not exc.path else f"{exc.path}: {exc.message}", fix=exc.fix)
+    return None
+
+
 def unload(src: Source) -> LoadResult:
     from khotui.load import commit, session
     from khotui.load.lock import LoadLock
