@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,24 @@ class KhotuiError(Exception):
 
     def as_dict(self) -> dict[str, str | None]:
         return self.problem.as_dict()
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words for the operator ("a FIFO (named pipe)"), from its
+    st_mode; the one wording for every refusal of a file that is not a regular file."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device node"
+    if stat.S_ISBLK(mode):
+        return "a block device node"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a special file"
 
 
 def explain_os_error(exc: OSError, path: str | os.PathLike[str] | Path, *,

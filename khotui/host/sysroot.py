@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Generator
 from pathlib import Path
 
-from khotui.errors import KhotuiError, explain_os_error
+from khotui.errors import KhotuiError, explain_os_error, file_kind
 from khotui.host.beneath import Escape, open_beneath
 
 # Large enough for any text file khotui reads from procfs/sysfs/debugfs (a 24 TiB host's
@@ -42,20 +42,6 @@ _MISSING = (FileNotFoundError, NotADirectoryError)
 NOT_OURS = ("this snapshot is not one khotui wrote (a khotui snapshot holds only regular files "
             "and directories, its links recorded as files holding their target); take a new one "
             "with `khotui snapshot`, or remove this entry from the copy")
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "not a regular file"
 
 
 class Sysroot:
@@ -134,7 +120,7 @@ class Sysroot:
         fix = (NOT_OURS if not self.is_live else
                "this host file should be a regular file (procfs, sysfs and debugfs files are); "
                "find what replaced it")
-        return KhotuiError(f"refused: {_kind(mode)}, not a regular file; not opened for reading "
+        return KhotuiError(f"refused: {file_kind(mode)}, not a regular file; not opened for reading "
                            "(it could block or act on the open)", path=self.display(host_path),
                            fix=fix)
 

@@ -27,7 +27,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO, Union
 
-from khotui.errors import KhotuiError, explain_os_error
+from khotui.errors import KhotuiError, explain_os_error, file_kind
 from khotui.image.arm64 import Arm64Image, parse_arm64_image
 from khotui.types import JsonDict
 
@@ -287,14 +287,13 @@ class _Reader:
             raise
 
     def _refuse(self, mode: int) -> None:
-        kind = _file_kind(mode)
-        if kind is None:
+        if stat.S_ISREG(mode):
             return
         if stat.S_ISDIR(mode):
             raise KhotuiError(f"is a directory, not a {self.what} file", path=self.name,
                               fix=f"give the path of the {self.what} file itself")
         raise KhotuiError(
-            f"is a {kind}, not a regular file: khotui does not read it (it could block or "
+            f"is {file_kind(mode)}, not a regular file: khotui does not read it (it could block or "
             f"have side effects) and kexec_file_load refuses anything but a regular file (EINVAL)",
             path=self.name, fix=f"copy the {self.what} to a regular file and give that path")
 
@@ -375,22 +374,6 @@ class _Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _file_kind(mode: int) -> str | None:
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISFIFO(mode):
-        return "FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "character device node"
-    if stat.S_ISBLK(mode):
-        return "block device node"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return "special file"
 
 
 def _cstring(data: bytes, limit: int = 256) -> str:

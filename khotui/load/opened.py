@@ -19,16 +19,11 @@ from dataclasses import dataclass
 from typing import Self
 
 from khotui import units
-from khotui.errors import KhotuiError, Problem, explain_os_error
+from khotui.errors import KhotuiError, Problem, explain_os_error, file_kind
 from khotui.host.ownership import writable_by_others
 from khotui.load import audit, interrupts, kexec
 from khotui.load.explain import ExplainContext, explain
 from khotui.load.syscall import KEXEC_FILE_SIZE_MAX, Syscalls, check_allowed
-
-_KIND = {
-    stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-    stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link",
-}
 
 
 @dataclass(frozen=True)
@@ -78,9 +73,9 @@ def open_one(path: str | os.PathLike[str], role: str) -> OpenedFile:
     try:
         st = os.fstat(pfd)
         if not stat.S_ISREG(st.st_mode):
-            kind = _KIND.get(stat.S_IFMT(st.st_mode), "not a regular file")
             # kernel_read_file() answers EINVAL for anything but a regular file
-            raise KhotuiError(f"the {role} is {kind}, not a regular file", path=path,
+            raise KhotuiError(f"the {role} is {file_kind(st.st_mode)}, not a regular file",
+                              path=path,
                               fix=f"give the path of the {role} image file")
         try:
             fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
