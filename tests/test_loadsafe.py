@@ -111,6 +111,23 @@ def slow_kernel(loaded: Path, marker: Path) -> str:
     """The SlowKernel class for a child script, indented to sit at its top level."""
     return SLOW_KERNEL.format(loaded=str(loaded), marker=str(marker)).replace("\n", "\n    ")
 
+
+def signal_inside_syscall(script: str, marker: Path,
+                          sig: int) -> tuple[subprocess.Popen[str], str, str]:
+    """Run the child `script`, wait until its SlowKernel is inside the syscall (`marker`
+    exists), send `sig`, and return the finished child with its output."""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for _ in range(3000):  # up to a minute on a loaded machine
+        if marker.exists():
+            break
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.02)
+    assert marker.exists(), "the child never reached the syscall"
+    child.send_signal(sig)
+    out, err = child.communicate(timeout=60)
+    return child, out, err
+
 CHILD = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {repo!r})
@@ -139,16 +156,7 @@ def test_a_signal_inside_the_syscall_is_held_until_the_result_is_audited(two_nod
                           devlog=str(tmp_path / "devlog"),
                           slow_kernel=slow_kernel(two_nodes / "sys/kernel/kexec_loaded", marker),
                           argv=load_argv(two_nodes, tmp_path, "--yes"))
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    for _ in range(3000):  # up to a minute on a loaded machine
-        if marker.exists():
-            break
-        assert child.poll() is None, child.communicate()
-        time.sleep(0.02)
-    assert marker.exists(), "the child never reached the syscall"
-    child.send_signal(sig)
-    out, err = child.communicate(timeout=60)
+    child, out, err = signal_inside_syscall(script, marker, sig)
     assert child.returncode == 130, (child.returncode, out, err)
     attempt, result = records(log)
     assert attempt["phase"] == "attempt" and attempt["kernel"]["sha256"]
@@ -563,16 +571,7 @@ def test_the_app_lets_a_load_finish_and_audit_before_a_hangup_ends_it(two_nodes,
         slow_kernel=slow_kernel(two_nodes / "sys/kernel/kexec_loaded", marker),
         root=str(two_nodes), log=str(log), kernel=str(BZIMAGE), initrd=str(_initrd(tmp_path)),
         cmdline=(CAPTURES / "two-nodes/load/cmdline").read_text())
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    for _ in range(3000):
-        if marker.exists():
-            break
-        assert child.poll() is None, child.communicate()
-        time.sleep(0.02)
-    assert marker.exists(), "the app never reached the syscall"
-    child.send_signal(sig)
-    out, err = child.communicate(timeout=60)
+    child, out, err = signal_inside_syscall(script, marker, sig)
     assert child.returncode == 130, (child.returncode, out[-2000:], err[-2000:])
     attempt, result = records(log)
     assert attempt["phase"] == "attempt" and result["phase"] == "result"
