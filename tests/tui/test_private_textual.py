@@ -77,13 +77,7 @@ def textual_names() -> TextualNames:
         module = ".".join(("textual", *path.relative_to(TEXTUAL).with_suffix("").parts))
         module = module.removesuffix(".__init__")
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                everywhere.add(node.name)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-                everywhere.add(node.attr)
-            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                everywhere.add(node.id)
+        everywhere |= _defined(tree)
         for qualname, cls in _classes(tree).items():
             by_class[(module, qualname)] = frozenset(_class_names(cls))
         everywhere.update(p.stem for p in [path] if _private(p.stem))
