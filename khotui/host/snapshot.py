@@ -229,11 +229,8 @@ class _Copier:
                 if not self.source.exists(host):
                     self._skip(host, "dangling symbolic link")
                     return
-        except KhotuiError as exc:
-            self._skip(host, exc.message)
-            return
-        except OSError as exc:
-            self._skip(host, exc.strerror or str(exc))
+        except (KhotuiError, OSError) as exc:
+            self._skip(host, _reason(exc))
             return
         if stat.S_ISDIR(st.st_mode):
             self.tree(host)
@@ -255,10 +252,8 @@ class _Copier:
                 self.dir(host)
             elif self.source.exists(host):
                 self.file(host)
-        except KhotuiError as exc:
-            self._skip(host, exc.message)
-        except OSError as exc:
-            self._skip(host, exc.strerror or str(exc))
+        except (KhotuiError, OSError) as exc:
+            self._skip(host, _reason(exc))
 
     def dir(self, host: str) -> None:
         self.out.mkdir(host.lstrip("/"))
@@ -290,11 +285,8 @@ class _Copier:
                 try:
                     link = self.source.is_symlink(child)
                     is_dir = self.source.is_dir(child)
-                except KhotuiError as exc:
-                    self._skip(child, exc.message)
-                    continue
-                except OSError as exc:
-                    self._skip(child, exc.strerror or str(exc))
+                except (KhotuiError, OSError) as exc:
+                    self._skip(child, _reason(exc))
                     continue
                 if link and is_dir:
                     self.link(child)
@@ -303,6 +295,15 @@ class _Copier:
                 else:
                     self.file(child, limit=limit)
             pending.extend(reversed(subtrees))   # depth first, in name order
+
+
+def _reason(exc: Exception) -> str:
+    """Why an entry was not copied, in one line (the skip list the CLI prints)."""
+    if isinstance(exc, KhotuiError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
 
 
 def _open_out(source: Sysroot, out: Path) -> int:

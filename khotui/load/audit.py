@@ -76,17 +76,22 @@ class FileRecord(TypedDict):
     size: int
 
 
-class AuditEntry(TypedDict, total=False):
-    """One JSON line of the audit log, exactly as written."""
+class _User(TypedDict, total=False):
+    """Who acted: the user, and who they were before sudo and where they came from."""
 
-    time: Required[str]
-    hostname: Required[str]
     sudo_user: Required[str | None]
     user: Required[str]
     uid: Required[int]
     euid: Required[int]
     sudo_uid: str
     ssh_from: str
+
+
+class AuditEntry(_User, total=False):
+    """One JSON line of the audit log, exactly as written (who acted, then what happened)."""
+
+    time: Required[str]
+    hostname: Required[str]
     action: Required[str]
     phase: str                   # "attempt" (before the syscall) or "result" (after)
     dry_run: Required[bool]
@@ -273,15 +278,6 @@ class AuditLog:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = None
-
-
-class _User(TypedDict, total=False):
-    sudo_user: Required[str | None]
-    user: Required[str]
-    uid: Required[int]
-    euid: Required[int]
-    sudo_uid: str
-    ssh_from: str
 
 
 def _user(env: Mapping[str, str]) -> _User:
