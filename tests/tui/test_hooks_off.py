@@ -117,3 +117,30 @@ def test_the_hooks_write_fewer_bytes_to_a_real_terminal(monkeypatch):
     assert on_start <= off_start, written
     # a margin, so that hooks which quietly stopped holding anything fail here
     assert on_total <= 0.8 * off_total, written
+
+
+def test_a_fast_plan_reaches_a_real_terminal_as_one_frame():
+    """The Plan screen in a pseudo-terminal, three times: the plan is drawn once. When the
+    plan came back within a few ms of the screen mounting (faster than the screen's own first
+    layout), the held output was released before the layout settled, and the whole screen went
+    out a second time right after (8.6 KB became 16.4 KB on every other walk)."""
+    import re
+
+    from bench.tui_startup import WALK, Pty
+    from khotui.demo import demo_root
+    demo_root()
+    for _ in range(3):
+        p = Pty([sys.executable, "-m", "khotui", "--demo"], 80, 24)
+        try:
+            p.read_until(b"ready")
+            for key, marker in WALK[:4]:
+                before = len(p.buf)
+                p.send(key)
+                p.read_until(marker)
+                p.drain()
+                if key == "p":
+                    frames = re.findall(rb"would succeed", bytes(p.buf[before:]))
+                    assert len(frames) == 1, f"the plan was drawn {len(frames)} times"
+            p.send("q")
+        finally:
+            p.close()

@@ -47,7 +47,7 @@ class KhotuiScreen(HeldPaintScreen[None]):
         self._shown = True
         # a few more ticks first: the layout settles (a scrollbar appears, text re-wraps) in
         # passes, each a frame of its own; held, they cost nothing
-        self.set_timer(0.05, lambda: self.khotui.release_output(self))
+        self.set_timer(0.05, lambda: self.call_after_refresh(self.khotui.release_output, self))
 
     def on_screen_suspend(self) -> None:
         self.khotui.release_output(self)
