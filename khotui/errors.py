@@ -61,22 +61,17 @@ class KhotuiError(Exception):
         return self.problem.as_dict()
 
 
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device node", stat.S_IFBLK: "a block device node",
+    stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link",
+}
+
+
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words for the operator ("a FIFO (named pipe)"), from its
     st_mode; the one wording for every refusal of a file that is not a regular file."""
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device node"
-    if stat.S_ISBLK(mode):
-        return "a block device node"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "a special file"
+    return _FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
 
 
 def explain_os_error(exc: OSError, path: str | os.PathLike[str] | Path, *,
