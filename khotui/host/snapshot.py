@@ -35,6 +35,8 @@ from pathlib import Path
 
 from khotui.errors import KhotuiError
 from khotui.host.blockrecord import RECORD, format_record, parse_record
+from khotui.host.ima import BINARY_LIST, STAGED_LIST
+from khotui.host.ima import FILES as IMA_FILES
 from khotui.host.kernellog import kmsg_to_dmesg
 from khotui.host.kernellog import read_kmsg as kernellog_read_kmsg
 from khotui.host.kernels import BLS_ROOTS
@@ -68,7 +70,11 @@ FILES = (
     "/sys/devices/system/cpu/online",
     "/etc/hostname",
     f"{MEMORY_DIR}/block_size_bytes", f"{MEMORY_DIR}/auto_online_blocks",
+    *IMA_FILES,
 )
+# The IMA measurement lists grow for the life of the host (tens of MiB under ima_policy=tcb);
+# their size sizes the IMA segment, so they are copied whole up to this.
+MAX_IMA_LIST_BYTES = 512 << 20
 TREES = (
     KHO_DIR, "/sys/kernel/kexec", "/sys/firmware/efi/runtime-map",
     "/sys/firmware/devicetree/base/chosen", SETUP_DATA_DIR,
@@ -416,8 +422,10 @@ def write_snapshot(sysroot: Sysroot, out_dir: str | os.PathLike[str], *,
 
 
 def _copy(sysroot: Sysroot, copier: _Copier, progress: Callable[[str], None] | None) -> list[str]:
+    limits = {"/sys/firmware/fdt": MAX_BLOB_BYTES, BINARY_LIST: MAX_IMA_LIST_BYTES,
+              STAGED_LIST: MAX_IMA_LIST_BYTES}
     for host in FILES:
-        copier.file(host, limit=MAX_BLOB_BYTES if host == "/sys/firmware/fdt" else None)
+        copier.file(host, limit=limits.get(host))
     for host in DIRS:
         if sysroot.is_dir(host):
             copier.dir(host)

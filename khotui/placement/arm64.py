@@ -247,11 +247,15 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
 
     # [IMA] then [KHO scratch array]: kimage_file_prepare_segments(), kernel/kexec_file.c
     if inp.ima_kexec:
+        # mirrors ima_add_kexec_buffer(), security/integrity/ima/ima_kexec.c: top-down, page
+        # aligned, memsz ALIGN(list + 24 + staged list + 24 + extra, PAGE_SIZE)
         if inp.ima_size is None:
             exact = plan.exact = False
-            assumptions.append("CONFIG_IMA_KEXEC: the IMA measurement list segment's size is "
-                               "not known; one page assumed")
-        ima = KexecBuf("ima", bufsz=0, memsz=inp.ima_size or PAGE_SIZE)
+            assumptions.append("CONFIG_IMA_KEXEC: the IMA measurement list size is not known; "
+                               "the segment is sized for an empty list (one page) — a long "
+                               "list makes it larger and moves the segments after it")
+        ima = KexecBuf("ima", bufsz=0, memsz=inp.ima_size or align_up(48 + PAGE_SIZE // 2,
+                                                                      PAGE_SIZE))
         if placer.fits(ima) is None:
             return fail(ima, "EADDRNOTAVAIL", "the IMA measurement list fits in no region")
         placer.add(ima)

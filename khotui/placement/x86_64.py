@@ -51,6 +51,7 @@ RNG_SEED_LENGTH = 32
 SIZEOF_IMA_SETUP_DATA = 16       # addr, size
 SIZEOF_KHO_DATA = 32             # fdt_addr, fdt_size, scratch_addr, scratch_size
 EFI_MEMDESC_SIZE = 48            # efi.memmap.desc_size as UEFI firmware reports it on x86_64
+IMA_KEXEC_HDR = 24               # struct ima_kexec_hdr, counted once per list (ima_queue.c)
 KHO_SCRATCH_ENTRY = 16           # struct kho_scratch { phys_addr_t addr, size; }
 KHO_SCRATCH_ALIGN = 64 << 10     # SZ_64K in kho_fill_kimage()
 
@@ -97,7 +98,8 @@ class X86PlanInput:
     config_kexec_handover: bool = True      # CONFIG_KEXEC_HANDOVER of the running kernel
     config_ima_kexec: bool = False          # CONFIG_IMA_KEXEC
     ima_kexec_extra_kb: int = 0             # CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB
-    ima_measurements_size: int | None = None  # ima_get_binary_runtime_size(); None: unknown
+    ima_memsz: int | None = None            # the IMA segment's memsz (khotui.host.ima); None: unknown
+    ima_segment: bool = True                # False: the list is over half of RAM, no segment
     config_dma_cma: bool | None = None      # CONFIG_DMA_CMA (the default CMA area kexec uses)
     config_arch_keep_memblock: bool = False  # CONFIG_ARCH_KEEP_MEMBLOCK: memblock walk, not iomem
     memblock_free: list[tuple[int, int]] | None = None  # free memblock ranges, [start, end]
@@ -129,16 +131,17 @@ def boot_params_bufsz(inp: X86PlanInput) -> int:
 
 
 def _ima_kbuf(inp: X86PlanInput, assumptions: list[str]) -> KexecBuf:
-    # mirrors ima_add_kexec_buffer(), security/integrity/ima/ima_kexec.c
-    extra = inp.ima_kexec_extra_kb * 1024 if inp.ima_kexec_extra_kb > 0 else PAGE_SIZE // 2
-    measured = inp.ima_measurements_size
-    if measured is None:
-        measured = 0
+    # mirrors ima_add_kexec_buffer(), security/integrity/ima/ima_kexec.c: top-down, page
+    # aligned, memsz ALIGN(list + 24 + staged list + 24 + extra, PAGE_SIZE), bufsz 0
+    memsz = inp.ima_memsz
+    if memsz is None:
+        extra = inp.ima_kexec_extra_kb * 1024 if inp.ima_kexec_extra_kb > 0 else PAGE_SIZE // 2
+        memsz = align_up(2 * IMA_KEXEC_HDR + extra, PAGE_SIZE)
         assumptions.append(
             "CONFIG_IMA_KEXEC: the IMA measurement list size is unknown; the IMA segment is "
-            f"sized for an empty list ({human(extra)} extra, one page) — a long list makes "
-            "it larger and moves the segments after it")
-    return KexecBuf(name="ima", bufsz=0, memsz=align_up(measured + extra, PAGE_SIZE),
+            f"sized for an empty list ({human(memsz)}) — a long list makes it larger and "
+            "moves the segments after it")
+    return KexecBuf(name="ima", bufsz=0, memsz=memsz,
                     buf_align=PAGE_SIZE, buf_min=0, buf_max=ULONG_MAX, top_down=True)
 
 
@@ -147,7 +150,7 @@ def _segment_requests(inp: X86PlanInput, assumptions: list[str]) -> list[KexecBu
     hdr = inp.kernel.setup
     assert hdr is not None
     bufs: list[KexecBuf] = []
-    if inp.config_ima_kexec:
+    if inp.config_ima_kexec and inp.ima_segment:
         bufs.append(_ima_kbuf(inp, assumptions))
     if inp.kho_enabled:
         # mirrors kho_fill_kimage(), kernel/liveupdate/kexec_handover.c

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -22,8 +23,9 @@ from khotui.cmdline import next_cmdline
 from khotui.errors import KhotuiError, Problem
 from khotui.fdt.kexec_dtb import DtbError, kexec_dtb_size
 from khotui.host.boot import parse_config, read_running_fdt
+from khotui.host.ima import ImaSegment, LoadFile, file_digest, predict_segment, read_ima
 from khotui.host.kernellog import purgatory_from_log, read_kernel_log
-from khotui.host.ownership import writable_by_others
+from khotui.host.ownership import fs_type, writable_by_others
 from khotui.image.inspect import InitrdInfo, KernelImage, inspect_initrd, inspect_kernel
 from khotui.placement.arm64 import Arm64PlanInput, free_ranges_in_ram, plan_arm64
 from khotui.placement.core import Plan, Segment
@@ -64,6 +66,10 @@ class PlanInputs:
     # arm64: /sys/firmware/fdt, the base of the DTB segment; None when absent or unreadable
     running_fdt: bytes | None = None
     running_fdt_error: Problem | None = None
+    # CONFIG_IMA_KEXEC: the IMA segment (khotui.host.ima), read after the files were opened
+    ima_kexec: bool = False
+    ima: ImaSegment | None = None
+    ima_notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -164,8 +170,96 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
             fdt = read_running_fdt(sysroot)
         except KhotuiError as exc:
             fdt_error = exc.problem
+    ima_kexec, ima, ima_notes = read_ima_segment(status, request, kernel_file, initrd_file)
     return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings,
-                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error)
+                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error,
+                      ima_kexec=ima_kexec, ima=ima, ima_notes=ima_notes)
+
+
+def read_ima_segment(status: HostStatus, request: PlanRequest,
+                     kernel_file: BinaryIO | int | None,
+                     initrd_file: BinaryIO | int | None,
+                     ) -> tuple[bool, ImaSegment | None, tuple[str, ...]]:
+    """(whether the kernel adds an IMA segment, its prediction, notes). Read here, after the
+    kernel and initrd were opened and inspected: their own FILE_CHECK measurements (as root,
+    under a tcb-like policy) are in the list already, and the load re-plans on its open
+    descriptors just before the syscall (LoadSession.recheck), so the list is read again then."""
+    b = status.boot
+    sysroot = status.sysroot
+    configured = b.config_enabled("CONFIG_IMA_KEXEC")
+    try:
+        state = read_ima(sysroot)
+    except KhotuiError as exc:
+        return bool(configured), None, (f"IMA: {exc.problem.headline}",)
+    notes: list[str] = []
+    if configured is None:
+        if not state.present:
+            return False, None, ("CONFIG_IMA_KEXEC unknown (no /proc/config.gz or "
+                                 "/boot/config-<release>) and no IMA in securityfs: assumed "
+                                 "no IMA segment; provide the config to be sure",)
+        notes.append("CONFIG_IMA_KEXEC unknown (no /proc/config.gz or /boot/config-<release>) "
+                     "and IMA is running: assumed on, so an IMA segment is placed first; "
+                     "provide the config to be sure")
+    elif not configured:
+        return False, None, ()
+    cmdline = request.cmdline if request.cmdline is not None else \
+        next_cmdline(b.cmdline, request.append)
+    files = [_load_file("kernel", request.kernel, kernel_file)]
+    if request.initrd:
+        files.append(_load_file("initrd", request.initrd, initrd_file))
+    page = 4096
+    seg = predict_segment(state, config=b.config if b.config_source else None,
+                          running_cmdline=b.cmdline or "", files=files,
+                          next_cmdline=cmdline.encode(), page_size=page,
+                          mem_total_kb=b.meminfo.get("MemTotal"))
+    notes.extend(seg.assumptions)
+    if seg.list_size is not None:
+        added = ", ".join(f"{what} {n} B" for what, n in seg.added) or "nothing"
+        notes.append(f"IMA segment {seg.memsz:#x} bytes: measurement list {seg.list_size} B "
+                     f"(read now), staged {seg.staged_size} B, two 24-byte headers, extra; "
+                     f"this load adds {added}")
+    return not seg.dropped, seg, tuple(notes)
+
+
+def _load_file(role: str, path: str, source: BinaryIO | int | None) -> LoadFile:
+    """A file of the load as IMA will name and hash it."""
+    fd: int | None = None
+    if isinstance(source, int):
+        fd = source
+    elif source is not None:
+        try:
+            fd = source.fileno()
+        except (OSError, ValueError, AttributeError):
+            fd = None
+    name = os.path.realpath(path)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            # d_path() of the open file: what IMA records as the name
+            name = os.readlink(f"/proc/self/fd/{fd}")
+    try:
+        st = os.fstat(fd) if fd is not None else os.stat(path)
+        owner: int | None = st.st_uid
+    except OSError:
+        owner = None
+    sig_len = 0
+    try:
+        xattr = os.getxattr(fd if fd is not None else path, "security.ima")
+        # EVM_IMA_XATTR_DIGSIG (3), IMA_VERITY_DIGSIG (6): ima_eventsig_init() records it
+        sig_len = len(xattr) if xattr[:1] in (b"\x03", b"\x06") else 0
+    except OSError:
+        pass
+
+    def digest(algo: str) -> bytes | None:
+        if fd is not None:
+            return file_digest(fd, algo)
+        try:
+            with open(path, "rb") as fh:
+                return file_digest(fh.fileno(), algo)
+        except OSError:
+            return None
+
+    return LoadFile(role=role, name=name, fowner=owner, fsmagic=fs_type(fd, path),
+                    sig_len=sig_len, digest=digest)
 
 
 def read_next_config(status: HostStatus, kernel: KernelImage) -> NextConfig:
@@ -228,7 +322,10 @@ def dry_run(status: HostStatus, request: PlanRequest, kernel: KernelImage,
     if request.cmdline is None:
         assumptions.append("command line: the running one (/proc/cmdline) without BOOT_IMAGE= "
                            "and initrd=" + (f", plus {request.append!r}" if request.append else ""))
+    assumptions.extend(inputs.ima_notes)
     plan = _simulate(status, kernel, initrd, cmdline, request, inputs, assumptions)
+    if plan is not None and inputs.ima is not None and not inputs.ima.exact:
+        plan.exact = False
     if plan is not None:
         assumptions.extend(a for a in plan.assumptions if a not in assumptions)
 
@@ -288,7 +385,10 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
         no_cma=request.no_cma,
         efi_runtime_map_entries=b.efi_runtime_map_entries,
         config_kexec_handover=cfg("CONFIG_KEXEC_HANDOVER") is not False,
-        config_ima_kexec=bool(cfg("CONFIG_IMA_KEXEC")),
+        config_ima_kexec=inputs.ima_kexec,
+        ima_kexec_extra_kb=int(b.config.get("CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB", "0") or 0)
+        if b.config else 0,
+        ima_memsz=None if inputs.ima is None else inputs.ima.memsz,
         config_dma_cma=cfg("CONFIG_DMA_CMA"),
         config_arch_keep_memblock=bool(cfg("CONFIG_ARCH_KEEP_MEMBLOCK")),
         mem_total_kb=b.meminfo.get("MemTotal"),
@@ -316,7 +416,7 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
     b = status.boot
     kho = status.kho.enabled
     kexec_handover = b.config_enabled("CONFIG_KEXEC_HANDOVER") is not False
-    ima_kexec = bool(b.config_enabled("CONFIG_IMA_KEXEC"))
+    ima_kexec = inputs.ima_kexec
     cmd = cmdline.encode()
     dtb, dtb_error = arm64_dtb(fdt, cmdline=cmd, initrd=initrd is not None, kho=kho,
                                kexec_handover=kexec_handover, ima_kexec=ima_kexec)
@@ -343,6 +443,7 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
         free_ranges_exact=False,
         cma=bool(b.meminfo.get("CmaTotal")) and not request.no_cma,
         ima_kexec=ima_kexec,
+        ima_size=None if inputs.ima is None else inputs.ima.memsz,
     )
 
 
