@@ -378,7 +378,7 @@ def test_eaddrnotavail_with_kho_names_the_segment_and_regions():
     ex = explain(errno.EADDRNOTAVAIL, ctx)
     assert ex.cause.startswith("initrd (64 MiB) fits in no scratch region: lowmem 48 MiB, "
                                "global 8 MiB, node0 8 MiB, node1 8 MiB")
-    assert "smaller initrd" in ex.fix and "kho_scratch=" in ex.fix and "cold reboot" in ex.fix
+    assert "smaller initrd" in ex.fix and "kho_scratch=" in ex.fix and "cold boot" in ex.fix
 
 
 def test_eaddrnotavail_with_kho_without_a_prediction():

@@ -25,6 +25,7 @@ from khotui.load.syscall import (
     KEXEC_FILE_SIZE_MAX,
     flags_unsupported_by,
 )
+from khotui.plan.checks import scratch_advice
 
 # Signature verification errnos (kexec_file.c kimage_validate_signature(); the same set
 # kexec-tools treats as fatal rather than falling back to kexec_load).
@@ -61,6 +62,7 @@ class ExplainContext:
     kernel_release: str | None = None
     arch: str | None = None
     kho_enabled: bool | None = None
+    kho_booted: bool = False  # booted through KHO: the scratch regions are inherited
     kexec_loaded: bool | None = None
     # this load
     flags: int = 0
@@ -242,12 +244,9 @@ def _eaddrnotavail(ctx: ExplainContext) -> tuple[str, str]:
                      "node), never elsewhere")
         cause += ("; segments already placed (the scratch array, purgatory, boot params, "
                   "kernel) also use scratch space")
-        # kho_reserve_scratch() runs on a cold boot only; a KHO boot reuses the old array
-        return cause, ("use a smaller initrd (or none), or reboot with a larger kho_scratch= "
-                       "(lowmem,global,per-node, e.g. kho_scratch=256M,512M,256M, or a "
-                       "percentage such as kho_scratch=400%) so the scratch regions can hold "
-                       "kernel + initrd; it must be a cold reboot: a kexec'd KHO kernel keeps "
-                       "the previous kernel's scratch regions")
+        # kho_memory_init(), kernel/liveupdate/kexec_handover.c: a KHO boot reuses the old
+        # array and never reads kho_scratch=; kho_reserve_scratch() runs only without a handover
+        return cause, scratch_advice(ctx.kho_booted)
     return ("no free range of System RAM can hold a segment (or a destination is misaligned)",
             "use a smaller kernel/initrd, free memory, or check /proc/iomem for the RAM layout")
 

@@ -49,6 +49,8 @@ class CheckContext:
     kexec_load_disabled: int | None = None
     load_limit_reboot: int | None = None
     lockdown: str | None = None
+    secure_boot: bool | None = None   # the SecureBoot EFI variable, or the kernel log
+    kho_booted: bool = False          # this kernel booted through KHO: its scratch is inherited
     kexec_loaded: bool | None = None
     iomem_all_zero: bool = False
     # Only for `plan` / `load`:
@@ -244,21 +246,43 @@ def check_kexec_state(ctx: CheckContext) -> list[Finding]:
 def check_lockdown(ctx: CheckContext) -> list[Finding]:
     mode = ctx.lockdown
     sig_force = _enabled(ctx.config, "CONFIG_KEXEC_SIG_FORCE")
-    needs_sig = (mode not in (None, "none")) or bool(sig_force)
-    if mode is None and not sig_force:
+    # arch_get_ima_policy(), security/integrity/ima/ima_efi.c: under Secure Boot with
+    # CONFIG_IMA_ARCH_POLICY the kernel calls set_kexec_sig_enforced() (kernel/kexec_file.c)
+    # whatever the lockdown mode; without CONFIG_KEXEC_SIG it adds "appraise
+    # func=KEXEC_KERNEL_CHECK appraise_type=imasig" instead (an IMA signature in security.ima)
+    arch_policy = bool(ctx.secure_boot) and bool(_enabled(ctx.config, "CONFIG_IMA_ARCH_POLICY"))
+    kexec_sig = _enabled(ctx.config, "CONFIG_KEXEC_SIG")
+    if arch_policy and kexec_sig is False:
+        return [Finding("lockdown", WARN,
+                        "Secure Boot with the IMA arch policy and no CONFIG_KEXEC_SIG: the kernel "
+                        "image must carry an IMA signature (security.ima), or the load fails "
+                        "with EACCES", "sign the image with evmctl ima_sign, or load one that is")]
+    needs_sig = (mode not in (None, "none")) or bool(sig_force) or arch_policy
+    if mode is None and not needs_sig:
         return [Finding("lockdown", OK, "no lockdown LSM: no signature required")]
     if not needs_sig:
         return [Finding("lockdown", OK, "lockdown mode none: no signature required")]
-    why = f"lockdown mode {mode}" if mode not in (None, "none") else "CONFIG_KEXEC_SIG_FORCE"
+    if arch_policy:
+        why = (f"Secure Boot with the IMA arch policy (enforces kexec signatures even with "
+               f"lockdown {mode or 'off'})")
+    elif mode not in (None, "none"):
+        why = f"lockdown mode {mode}"
+    else:
+        why = "CONFIG_KEXEC_SIG_FORCE"
     if not ctx.planning:
         return [Finding("lockdown", WARN, f"{why}: the image to load must carry a valid signature")]
     if ctx.kernel_signed:
         return [Finding("lockdown", OK, f"{why}: the image carries a signature (the kernel verifies it)")]
+    if ctx.kernel_signed is None:
+        return [Finding("lockdown", WARN,
+                        f"{why}: khotui cannot tell whether this image is signed; the kernel "
+                        "refuses an unsigned one (EKEYREJECTED)",
+                        "check with sbverify --list <kernel>; load a signed kernel")]
     return [Finding("lockdown", FAIL,
                     f"{why}: this image carries no signature, so kexec_file_load will refuse it "
                     "(EPERM or EKEYREJECTED)",
                     "load a kernel signed with a key in the kernel's keyring (e.g. your "
-                    "distribution's signed vmlinuz)")]
+                    "distribution's signed vmlinuz), or sign this one (sbsign) with an enrolled key")]
 
 
 def check_iomem(ctx: CheckContext) -> list[Finding]:
@@ -382,10 +406,62 @@ def check_plan(ctx: CheckContext) -> list[Finding]:
     if ctx.plan_fits:
         where = "the scratch regions" if ctx.kho_enabled else "System RAM"
         return [Finding("segments-fit", OK, f"every segment fits in {where}")]
+    fix = ctx.plan_failure_fix
+    if ctx.kho_enabled and ctx.plan_errno == "EADDRNOTAVAIL":
+        fix = scratch_advice(ctx.kho_booted)
     return [Finding("segments-fit", FAIL,
                     f"{ctx.plan_errno}: {ctx.plan_failure}" if ctx.plan_errno
-                    else (ctx.plan_failure or "the load would fail"),
-                    ctx.plan_failure_fix)]
+                    else (ctx.plan_failure or "the load would fail"), fix)]
+
+
+def scratch_advice(kho_booted: bool) -> str:
+    """What makes the segments fit in the scratch regions on this host. kho_memory_init(),
+    kernel/liveupdate/kexec_handover.c: a kernel booted through KHO takes the previous
+    kernel's scratch array (kho_in.scratch_phys) and never reads kho_scratch=; only a boot
+    without a handover runs kho_reserve_scratch(), which sizes them from kho_scratch=."""
+    now = "load a smaller initrd (or none) or a smaller kernel"
+    if kho_booted:
+        return (f"{now}. This kernel booted through KHO: its scratch regions are the ones set "
+                "at the last cold boot, and every KHO kexec passes them on unchanged, so "
+                "kho_scratch= on this or the next command line does nothing; only a cold boot "
+                "(firmware reboot) with a larger kho_scratch= makes them larger")
+    return (f"{now}; or make the scratch regions larger: kho_scratch= on the command line of "
+            "a cold boot (firmware reboot, not a kexec with KHO: a KHO kexec keeps this "
+            "kernel's scratch regions)")
+
+
+_SIZE_SUFFIX = {"k": 10, "m": 20, "g": 30, "t": 40}
+
+
+def _memparse(text: str) -> int | None:
+    m = re.fullmatch(r"(\d+)([kKmMgGtT]?)", text.strip())
+    if not m:
+        return None
+    return int(m.group(1)) << _SIZE_SUFFIX.get(m.group(2).lower(), 0)
+
+
+def check_scratch_request(ctx: CheckContext) -> list[Finding]:
+    """kho_scratch= on the next command line asking a lowmem size that cannot fit below 4 GiB:
+    kho_reserve_scratch() allocates it below ARCH_LOW_ADDRESS_LIMIT (0xffffffff on x86,
+    include/linux/memblock.h; the DMA limit on arm64), fails, and disables KHO ("Failed to
+    reserve scratch area, disabling kexec handover")."""
+    value = None
+    for token in (ctx.cmdline or "").split():
+        if token.startswith(("kho_scratch=", "kho_bootmem=")):
+            value = token.split("=", 1)[1]
+    if not value or "%" in value or not ctx.system_ram:
+        return []
+    lowmem = _memparse(value.split(",")[0])
+    below = sum(min(end, 0xFFFFFFFF) - start + 1 for start, end in ctx.system_ram
+                if start <= 0xFFFFFFFF)
+    if lowmem is None or lowmem <= below:
+        return []
+    where = "below 4 GiB" if ctx.arch != "arm64" else "below 4 GiB (arm64: below its DMA limit)"
+    return [Finding("scratch-lowmem", WARN,
+                    f"kho_scratch={value} asks {lowmem >> 20} MiB of lowmem scratch, but this "
+                    f"host has only {below >> 20} MiB of RAM {where}: the kernel that boots "
+                    "with it without a handover cannot reserve it and disables KHO",
+                    "give a lowmem size (the first kho_scratch= value) that fits below 4 GiB")]
 
 
 def _release_of(kernel_version: str | None) -> str | None:
@@ -402,5 +478,5 @@ def run_status_checks(ctx: CheckContext) -> list[Finding]:
 
 def run_plan_checks(ctx: CheckContext) -> list[Finding]:
     return (run_status_checks(ctx) + check_image(ctx) + check_cmdline(ctx)
-            + check_next_abi(ctx) + check_plan(ctx))
+            + check_scratch_request(ctx) + check_next_abi(ctx) + check_plan(ctx))
 

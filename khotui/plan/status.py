@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from khotui.errors import KhotuiError, Problem
 from khotui.fdt import KhoFdt, decode_kho_fdt
 from khotui.host.boot import BootInfo, read_boot
+from khotui.host.ima import read_secure_boot, secure_boot_from_log
 from khotui.host.iomem import Iomem, read_iomem
+from khotui.host.kernellog import read_kernel_log
 from khotui.host.kho import KhoState, read_kho
 from khotui.host.state import KexecState, read_kexec_state
 from khotui.host.sysroot import Sysroot
@@ -177,6 +179,33 @@ def _decode_kho(status: HostStatus) -> None:
             status.errors["kho_in"] = exc.problem
 
 
+KHO_IN_DIR = "/sys/kernel/debug/kho/in"
+
+
+def _secure_boot(status: HostStatus) -> bool | None:
+    """The SecureBoot EFI variable, else what the kernel logged at boot."""
+    sysroot = status.sysroot
+    found = read_secure_boot(sysroot)
+    if found is None and status.boot.config_enabled("CONFIG_IMA_ARCH_POLICY"):
+        try:
+            found = secure_boot_from_log(read_kernel_log(sysroot))
+        except KhotuiError:
+            found = None
+    return found
+
+
+def kho_booted(status: HostStatus) -> bool:
+    """This kernel booted through KHO (kho/in, or kho_populate()'s "KHO: exec from" line)."""
+    if status.kho_in is not None or status.sysroot.exists(KHO_IN_DIR):
+        return True
+    if not status.kho.enabled:
+        return False
+    try:
+        return "KHO: exec from" in (read_kernel_log(status.sysroot) or "")
+    except KhotuiError:
+        return False
+
+
 def context_for(status: HostStatus) -> CheckContext:
     """The checks' view of a host: plain values only."""
     k, b = status.kexec, status.boot
@@ -206,6 +235,8 @@ def context_for(status: HostStatus) -> CheckContext:
         kexec_load_disabled=None if k.kexec_load_disabled is None else int(k.kexec_load_disabled),
         load_limit_reboot=k.kexec_load_limit_reboot,
         lockdown=k.lockdown,
+        secure_boot=_secure_boot(status),
+        kho_booted=kho_booted(status),
         kexec_loaded=k.loaded,
         iomem_all_zero=bool(status.iomem and status.iomem.all_zero),
     )
