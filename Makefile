@@ -5,15 +5,20 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint venv bench clean
 
+# The runtime alone for the demo; the test extra (pytest, mypy, ruff...) only for lint/test.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed-test
 
-demo: venv
+demo: $(VENV)/.installed
 	$(PY) -m khotui --demo
 
 # Static checks first (seconds), then the tests: strict mypy and ruff, configured in pyproject.

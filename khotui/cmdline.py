@@ -158,5 +158,25 @@ def accepted_length(cmdline_size: int | None) -> int | None:
     return max(cmdline_size - MAX_ELFCOREHDR_STR_LEN, 0)
 
 
+def cmdline_len(cmdline: str) -> int:
+    """The command line's length as the kernel counts it, and the one number every screen shows:
+    `cmdline_len` of kexec_file_load(2), the bytes plus the trailing NUL
+    (kimage_file_prepare_segments(), kernel/kexec_file.c, refuses a buffer whose last byte is
+    not NUL; bzImage64_load(), arch/x86/kernel/kexec-bzimage64.c, compares this value with
+    cmdline_size). An empty line is 1: khotui passes the lone NUL rather than cmdline_len 0,
+    because setup_cmdline() writes cmdline_ptr[cmdline_len - 1] (one byte before the buffer
+    for 0)."""
+    return len(cmdline.encode()) + 1
+
+
+def length_text(length: int, room: int | None) -> str:
+    """A `cmdline_len()` for the operator, the same words on every screen: "135 of 2017 bytes
+    (with the NUL)"; an empty line says it is empty rather than "1 of 2017"."""
+    of = f" of {room}" if room is not None else ""
+    if length <= 1:
+        return f"empty (1{of} bytes: the NUL alone)"
+    return f"{length}{of} bytes (with the NUL)"
+
+
 def quote_for_shell(cmdline: str) -> str:
     return shlex.quote(cmdline)

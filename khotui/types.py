@@ -37,6 +37,10 @@ def worst(statuses: Iterable[Status]) -> Status:
     return OK
 
 
+# Where a fix is shown: the command line (and its JSON) or the interactive app.
+Surface = Literal["cli", "app"]
+
+
 @dataclass(frozen=True)
 class Finding:
     """One pre-flight check's answer: what it found, in one line, and the fix."""
@@ -45,9 +49,23 @@ class Finding:
     status: Status
     message: str
     fix: str | None = None
+    # How each surface carries the fix out, when that differs between them: ("cli", "--append
+    # kho=on"), ("app", "on Prepare, e edits the command line"). The check states the fix once
+    # (`fix`); the CLI and the app each append their own way of doing it (`fix_for`), so a CLI
+    # flag never shows in the app and an app key never in the CLI.
+    how: tuple[tuple[Surface, str], ...] = ()
+
+    def fix_for(self, surface: Surface) -> str | None:
+        """The fix in `surface`'s own words: `fix`, then how to do it there."""
+        way = next((w for s, w in self.how if s == surface), None)
+        if self.fix is None or way is None:
+            return self.fix
+        return f"{self.fix} ({way})"
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"id": self.id, "status": self.status, "message": self.message, "fix": self.fix}
+        # JSON is read by scripts: the CLI's wording
+        return {"id": self.id, "status": self.status, "message": self.message,
+                "fix": self.fix_for("cli")}
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def test_unbalanced_quote_in_the_running_cmdline_does_not_swallow_appended_token
     ('console=ttyS0 foo="bar kho=on"', "fail"),     # kho=on is inside foo's quoted value
     ("console=ttyS0 -- kho=on", "fail"),              # after --: an argument for init
     ("console=ttyS0 kho=on", "ok"),
-    ("console=ttyS0 kho=1 kho=off", "fail"),
+    ("console=ttyS0 kho=1 kho=off", "warn"),          # the last one wins: an explicit choice
 ])
 def test_kho_on_is_read_as_the_kernel_reads_it(cmdline, expected):
     from khotui.plan.checks import CheckContext, check_cmdline

@@ -191,6 +191,8 @@ def test_unload_refused_is_explained_and_exits_1(tmp_path, capsys):
     fake = FakeKernel(errno.EPERM)
     code, out, _ = run(["unload", "--yes", "--json", "--log", str(tmp_path / "log")], capsys,
                        fake)
-    assert code == 1 and json.loads(out) == {"ok": False, "errno": "EPERM", "warnings": []}
+    # issue #13: every JSON object names its schema, and unload says it was no dry run
+    assert code == 1 and json.loads(out) == {"schema": "khotui.unload/1", "ok": False,
+                                             "dry_run": False, "errno": "EPERM", "warnings": []}
     code, out, _ = run(["unload", "--yes", "--log", str(tmp_path / "log")], capsys, fake)
     assert code == 1 and out.startswith("unload failed: EPERM: the kernel does not allow")

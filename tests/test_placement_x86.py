@@ -224,7 +224,9 @@ def test_cmdline_longer_than_the_image_allows_is_einval(bzimage, tmp_path):
     inp.cmdline = b"x" * (limit + 1)
     plan = plan_x86_64(inp)
     assert (plan.fits, plan.errno) == (False, "EINVAL")
-    assert f"at most {limit}" in plan.message and plan.segments == []
+    # one number everywhere: the kernel's cmdline_len (NUL included) against accepted_length()
+    assert f"{limit + 2} of {limit + 1} bytes (with the NUL)" in plan.message
+    assert "shorten it by 1 bytes" in plan.message and plan.segments == []
 
 
 def test_kho_on_without_scratch_data_is_unknown_not_a_failure(bzimage, tmp_path):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from khotui.cli import text
+from khotui.cli.jsonout import write_json
 from khotui.errors import KhotuiError, Problem
 from khotui.host.sysroot import Sysroot
 from khotui.load import commit, session
@@ -108,14 +108,19 @@ def _signame(exc: KeyboardInterrupt) -> str:
 
 
 def load(args: argparse.Namespace, root: Path, out: TextIO | None = None, *,
-         syscalls: Syscalls | None = None) -> int:
+         syscalls: Syscalls | None = None, request: PlanRequest | None = None,
+         notes: list[str] | None = None) -> int:
+    """`request`: the files as cli.main resolved them on the target (khotui.host.choose), with
+    `notes` saying where each came from; None: the paths exactly as given."""
     out = out or sys.stdout
     with terminating():
         s: LoadSession | None = None
         try:
-            s = LoadSession.prepare(root, _request(args),
+            s = LoadSession.prepare(root, request or _request(args),
                                     live=True if syscalls is not None else None,
                                     sink=_audit_sink(args))
+            if notes:
+                s.plan.assumptions[:0] = notes
             with s:
                 return _load(args, s, root, out, syscalls)
         except KeyboardInterrupt as exc:
@@ -143,7 +148,7 @@ def _load(args: argparse.Namespace, s: LoadSession, root: Path, out: TextIO,
     if early is not None and early.dry_run:
         return _finish(args, out, s.plan, None,
                        "dry run: the host state comes from a snapshot, so nothing was loaded",
-                       EXIT_OK if early.ok else EXIT_FAILED)
+                       EXIT_OK if early.ok else EXIT_FAILED, dry_run=True)
     if early is not None:
         return _finish(args, out, s.plan, None,
                        "refused: a check fails (see above); nothing was loaded. --force "
@@ -188,13 +193,14 @@ def _load(args: argparse.Namespace, s: LoadSession, root: Path, out: TextIO,
 
 def _finish(args: argparse.Namespace, out: TextIO, plan: PlanResult,
             done: CommitResult | None, note: str | None, code: int,
-            shown: tuple[Problem, ...] = ()) -> int:
+            shown: tuple[Problem, ...] = (), *, dry_run: bool = False) -> int:
     if args.json:
         obj = plan.as_dict()
+        # a script must not read a dry run's "ok" as a load: it says which it was
+        obj["dry_run"] = dry_run or (done is not None and done.dry_run)
         obj["load"] = None if done is None else done.as_dict()
         obj["note"] = note
-        json.dump(obj, out, indent=2)
-        out.write("\n")
+        write_json("load", obj, out)
         return code
     if note:
         out.write(f"\n{note}\n")
@@ -260,9 +266,8 @@ def unload(args: argparse.Namespace, out: TextIO | None = None, *,
     if not live:
         note = f"dry run: the host state comes from {where}, so nothing was unloaded"
         if args.json:
-            json.dump({"ok": True, "dry_run": True, "errno": "", "warnings": [], "note": note},
-                      out, indent=2)
-            out.write("\n")
+            write_json("unload", {"ok": True, "dry_run": True, "errno": "", "warnings": [],
+                                  "note": note}, out)
         else:
             out.write(note + "\n")
         return EXIT_OK
@@ -299,10 +304,9 @@ def _unload(args: argparse.Namespace, out: TextIO, syscalls: Syscalls | None,
             if log is not None:
                 log.close()
     if args.json:
-        json.dump({"ok": done.ok, "errno": done.errno or "",
-                   "warnings": [warning_text(w) for w in before + list(done.warnings)]},
-                  out, indent=2)
-        out.write("\n")
+        write_json("unload", {"ok": done.ok, "dry_run": False, "errno": done.errno or "",
+                              "warnings": [warning_text(w) for w in before + list(done.warnings)]},
+                   out)
     elif done.ok:
         out.write("unloaded: no kexec image is loaded now\n")
     elif done.explanation is not None:

@@ -1,7 +1,10 @@
 """`khotui` command line: status, plan, snapshot, load, unload — and the TUI when no command is given.
 
-The forms and exit codes are a contract for scripts:
-  0  the load would succeed (plan), no failing check (status), done (snapshot, load, unload)
+The forms, exit codes (EPILOG, shown by --help) and JSON objects (khotui.cli.jsonout: every
+one carries its `schema`; an error with --json is a khotui.error object) are a contract for
+scripts:
+  0  the load would succeed (plan), no failing check (status), done (snapshot, kernels, load,
+     unload)
   1  the load would fail: a failing check, or a segment that fits nowhere
   2  bad usage or unreadable input
 Every error reaches the user as one message naming the file and the fix; never a traceback.
@@ -16,7 +19,6 @@ fall-back to the live host. No option may be abbreviated (`--y` is not `--yes`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from khotui import __version__
+from khotui.cli.jsonout import JSON_CHUNK as JSON_CHUNK
+from khotui.cli.jsonout import write_error, write_json
 from khotui.errors import KhotuiError
 
 if TYPE_CHECKING:
@@ -45,7 +49,11 @@ class _Parser(argparse.ArgumentParser):
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
 
+    last_error: str | None = None
+
     def error(self, message: str) -> None:  # type: ignore[override]
+        # kept on the top-level parser too, for main()'s JSON answer
+        _Parser.last_error = message
         self.print_usage(sys.stderr)
         print(f"khotui: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -63,8 +71,12 @@ def _add_root(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 
 def _add_load_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", required=True, metavar="FILE", help="kernel image to load")
-    p.add_argument("--initrd", metavar="FILE", help="initrd to load (default: none)")
+    p.add_argument("--kernel", required=True, metavar="FILE",
+                   help="kernel image to load; `default`: the entry the host boots next (BLS "
+                        "default, else the newest installed; see `khotui kernels`). On "
+                        "--root/--demo an absolute path the snapshot has is its file")
+    p.add_argument("--initrd", metavar="FILE",
+                   help="initrd to load (default: none; with --kernel default, that entry's)")
     cmd = p.add_mutually_exclusive_group()
     cmd.add_argument("--cmdline", metavar="TEXT",
                      help="exact command line for the new kernel")
@@ -74,8 +86,31 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
     _add_root(p)
 
 
+EPILOG = """\
+exit codes:
+  0    the load would succeed (plan), no failing check (status), done (snapshot, kernels,
+       load, unload); with --root/--demo a load or unload is a dry run and says so
+  1    the load would fail (a failing check, or a segment that fits nowhere), a check fails
+       (status), or a load/unload was refused or failed
+  2    bad usage or unreadable input: with --json, {"schema": "khotui.error/1", "error":
+       {"message", "path", "fix"}} on stdout
+  130  interrupted
+
+--json prints one object whose "schema" names its kind and version (khotui.plan/1 ...).
+
+paths on a snapshot (--root DIR, --demo): an absolute --kernel/--initrd path that the snapshot
+has is the snapshot's file (what the app and `khotui kernels` list), resolved beneath DIR
+without following a link out of it; a path it lacks, or a relative one, is a file on this
+machine. --kernel default: the entry the host boots next (as `systemctl kexec` picks it).
+
+snapshot OUT writes the host state khotui reads to the new directory OUT (mode 0700); review
+it anywhere with `khotui --root OUT`.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="khotui", description="Prepare a kexec with Kexec HandOver (KHO).")
+    parser = _Parser(prog="khotui", description="Prepare a kexec with Kexec HandOver (KHO).",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"khotui {__version__}")
     _add_root(parser, prefix="top_")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -87,8 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="dry run: checks and the predicted placement of every segment")
     _add_load_args(p)
 
-    p = sub.add_parser("snapshot", help="write the host state khotui reads to OUT (a sysroot)")
-    p.add_argument("out", metavar="OUT")
+    p = sub.add_parser("kernels", help="the installed kernels, newest first, and the default")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_root(p)
+
+    p = sub.add_parser("snapshot", help="write the host state khotui reads to OUT (a sysroot)",
+                       description="Copy what khotui reads (procfs, sysfs, the KHO debugfs "
+                                   "files, /boot's kernel list) into the new directory OUT, "
+                                   "readable by its owner only; review it with "
+                                   "`khotui --root OUT`.")
+    p.add_argument("out", metavar="OUT", help="the directory to create (must not exist or be empty)")
     _add_root(p)
 
     p = sub.add_parser("load", help="kexec_file_load the kernel after the checks and the plan")
@@ -175,50 +218,83 @@ def select_target(args: argparse.Namespace) -> Target:
     return Target(path, demo=False, live=False)
 
 
-JSON_CHUNK = 64 << 10
-
-
-def _print_json(obj: object) -> None:
-    # In 64 KiB pieces: json.dump() writes every token separately (200,000 writes for the
-    # status of a 10,000-node KHO FDT), each a syscall when stdout is unbuffered
-    # (PYTHONUNBUFFERED, python -u); json.dumps() would hold the whole text at once.
-    out, parts, size = sys.stdout, [], 0
-    for part in json.JSONEncoder(indent=2, sort_keys=False).iterencode(obj):
-        parts.append(part)
-        size += len(part)
-        if size >= JSON_CHUNK:
-            out.write("".join(parts))
-            parts, size = [], 0
-    parts.append("\n")
-    out.write("".join(parts))
-
-
 def cmd_status(args: argparse.Namespace, target: Target) -> int:
     from khotui.cli import text
     from khotui.plan import host_status
     status = host_status(target.root)
     if args.json:
-        _print_json(status.as_dict())
+        write_json("status", status.as_dict())
     else:
         text.print_status(status)
     return EXIT_WOULD_FAIL if status.failed else EXIT_OK
 
 
-def _plan_request(args: argparse.Namespace) -> PlanRequest:
+def resolve_request(args: argparse.Namespace, target: Target) -> tuple[PlanRequest, list[str]]:
+    """The files `--kernel`/`--initrd` name on the target (khotui.host.choose: the rule the app
+    shares), and a note per file read from a snapshot or chosen as the default."""
+    from khotui.host.choose import default_kernel, resolve_file
+    from khotui.host.sysroot import Sysroot
     from khotui.plan import PlanRequest
-    return PlanRequest(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline,
-                       append=args.append)
+    sysroot = Sysroot(target.root)
+    live = target.live and sysroot.is_live
+    notes: list[str] = []
+    kernel, initrd = args.kernel, args.initrd
+    if kernel == "default":
+        chosen, why = default_kernel(sysroot)
+        kernel = chosen.kernel_path
+        if initrd is None:
+            initrd = chosen.initrd_path
+        notes.append(f"--kernel default: {kernel}" + (f" with {initrd}" if initrd else "")
+                     + f": {why}")
+    paths: list[str] = []
+    for typed in (kernel, initrd):
+        if typed is None or live:
+            paths.append(typed)
+            continue
+        f = resolve_file(sysroot, typed)
+        paths.append(f.path)
+        notes.append(f.note)
+    return PlanRequest(kernel=paths[0], initrd=paths[1], cmdline=args.cmdline,
+                       append=args.append), notes
 
 
 def cmd_plan(args: argparse.Namespace, target: Target) -> int:
     from khotui.cli import text
     from khotui.plan import plan_load
-    result = plan_load(target.root, _plan_request(args))
+    request, notes = resolve_request(args, target)
+    result = plan_load(target.root, request)
+    # where each file came from is a rule applied, not the kernel's answer: an assumption
+    result.assumptions[:0] = notes
     if args.json:
-        _print_json(result.as_dict())
+        write_json("plan", result.as_dict())
     else:
         text.print_plan(result)
     return EXIT_OK if result.would_succeed else EXIT_WOULD_FAIL
+
+
+def cmd_kernels(args: argparse.Namespace, target: Target) -> int:
+    from khotui.host.choose import default_kernel
+    from khotui.host.kernels import find_kernels
+    from khotui.host.sysroot import Sysroot
+    sysroot = Sysroot(target.root)
+    kernels = find_kernels(sysroot)
+    default, why = (None, None)
+    if kernels:
+        chosen, why = default_kernel(sysroot)
+        default = chosen.kernel_path
+    if args.json:
+        write_json("kernels", {"kernels": [dict(k.as_dict(), default=k.kernel_path == default)
+                                           for k in kernels],
+                               "default": default, "default_why": why})
+        return EXIT_OK
+    if not kernels:
+        print("no installed kernels found (no /boot/vmlinuz-*, no boot loader entries)")
+        return EXIT_OK
+    for k in kernels:
+        marks = ("default " if k.kernel_path == default else "") + ("running" if k.running else "")
+        print(f"{k.version:24} {k.kernel_path:40} {k.initrd_path or '-':40} {marks.strip()}")
+    print(f"default: {default} ({why}); plan it with: khotui plan --kernel default")
+    return EXIT_OK
 
 
 def cmd_snapshot(args: argparse.Namespace, target: Target) -> int:
@@ -241,7 +317,9 @@ def cmd_load(args: argparse.Namespace, target: Target, syscalls: Syscalls | None
     from khotui.cli import load
     # `syscalls` only on the live host (or a test's stand-in for it): on a snapshot load.load()
     # gets none, and its session is a dry run that never asks for a kernel
-    return load.load(args, target.root, syscalls=syscalls if target.live else None)
+    request, notes = resolve_request(args, target)
+    return load.load(args, target.root, syscalls=syscalls if target.live else None,
+                     request=request, notes=notes)
 
 
 def cmd_unload(args: argparse.Namespace, target: Target, syscalls: Syscalls | None = None) -> int:
@@ -263,10 +341,10 @@ def cmd_tui(args: argparse.Namespace, target: Target) -> int:
 
 # Commands that only read: the real kexec syscalls are switched off before they run, so not even
 # a bug can reach kexec_file_load from them (tests/test_invariants.py proves it with seccomp).
-DRY_RUN_COMMANDS = {"status", "plan", "snapshot"}
+DRY_RUN_COMMANDS = {"status", "plan", "snapshot", "kernels"}
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Target], int]] = {
-    "status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot}
+    "status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot, "kernels": cmd_kernels}
 
 
 def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,
@@ -276,7 +354,16 @@ def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,
     command is a dry run and never calls it, unless a test says `root_is_live=True` (the --root
     snapshot then stands for a live host whose kernel is `syscalls`)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as exc:
+        # a usage error with --json still answers in JSON (--help and --version exit 0)
+        if exc.code == EXIT_USAGE and "--json" in words:
+            write_error(getattr(parser, "last_error", None) or "bad usage",
+                        fix="see `khotui --help`")
+        raise
+    wants_json = bool(getattr(args, "json", False))
     if args.command in DRY_RUN_COMMANDS:
         from khotui.load.syscall import forbid_real_syscalls
         forbid_real_syscalls()
@@ -299,6 +386,8 @@ def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,
         return COMMANDS.get(args.command, cmd_tui)(args, target)
     except KhotuiError as exc:
         print(f"khotui: {exc}", file=sys.stderr)
+        if wants_json:
+            write_error(exc.message, exc.path, exc.fix)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("khotui: interrupted; nothing was changed", file=sys.stderr)
@@ -308,6 +397,10 @@ def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,
     except Exception as exc:  # a bug in khotui: still no traceback for the operator
         if os.environ.get("KHOTUI_DEBUG"):
             raise
-        print(f"khotui: internal error ({type(exc).__name__}: {exc}); nothing was changed on the "
-              "host. Rerun with KHOTUI_DEBUG=1 for the traceback and report it.", file=sys.stderr)
+        message = (f"internal error ({type(exc).__name__}: {exc}); nothing was changed on the "
+                   "host")
+        fix = "rerun with KHOTUI_DEBUG=1 for the traceback and report it"
+        print(f"khotui: {message}. {fix[0].upper()}{fix[1:]}.", file=sys.stderr)
+        if wants_json:
+            write_error(message, None, fix)
         return EXIT_USAGE

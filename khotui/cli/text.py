@@ -19,7 +19,7 @@ def _findings(findings: list[Finding], out: TextIO) -> None:
     for f in findings:
         out.write(f"  [{MARK.get(f.status, f.status)}] {f.message}\n")
         if f.fix and f.status in ("warn", "fail"):
-            out.write(f"         fix: {f.fix}\n")
+            out.write(f"         fix: {f.fix_for('cli')}\n")
 
 
 def _scratch(status: HostStatus, out: TextIO) -> None:

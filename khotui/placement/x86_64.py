@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN, accepted_length
+from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN, accepted_length, length_text
 from khotui.placement.core import (
     PAGE_SIZE,
     ULONG_MAX,
@@ -205,13 +205,12 @@ def _check_image(inp: X86PlanInput) -> tuple[str, str] | None:
     # the cmdline checks at the top of bzImage64_load(): khotui.cmdline.accepted_length()
     room = accepted_length(hdr.cmdline_size) or 0
     if inp.cmdline_len > room:
-        limit = max(room - 1, 0)
+        # the same numbers and words as the cmdline-length check (khotui.cmdline.length_text)
         return "EINVAL", (
-            f"the command line is {len(inp.cmdline)} bytes; this kernel takes at most {limit} "
-            f"(its cmdline_size {hdr.cmdline_size}, less the NUL and the "
-            f"{MAX_ELFCOREHDR_STR_LEN} bytes bzImage64_load() "
-            f"keeps for 'elfcorehdr=' even on a normal load): shorten it by "
-            f"{len(inp.cmdline) - limit} bytes")
+            f"the command line is {length_text(inp.cmdline_len, room)}: too long "
+            f"(cmdline_size {hdr.cmdline_size} minus the {MAX_ELFCOREHDR_STR_LEN} bytes "
+            "bzImage64_load() keeps for elfcorehdr= even on a normal load): shorten it by "
+            f"{inp.cmdline_len - room} bytes")
     return None
 
 

@@ -13,9 +13,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN, accepted_length, kho_requested
+from khotui.cmdline import (
+    MAX_ELFCOREHDR_STR_LEN,
+    accepted_length,
+    cmdline_len,
+    cmdline_param,
+    kho_requested,
+    kstrtobool,
+    length_text,
+)
 from khotui.errors import Problem
-from khotui.types import FAIL, OK, SKIP, WARN, Finding, ScratchRegion
+from khotui.types import FAIL, OK, SKIP, WARN, Finding, ScratchRegion, Surface
 
 __all__ = ["FAIL", "OK", "SKIP", "WARN", "CheckContext", "Finding", "run_plan_checks",
            "run_status_checks"]
@@ -337,9 +345,16 @@ def check_image(ctx: CheckContext) -> list[Finding]:
     return out
 
 
+# How each surface adds a token to the next command line: the check says what to add, once.
+def _add_token_how(token: str) -> tuple[tuple[Surface, str], ...]:
+    return (("cli", f"--append {token}"),
+            ("app", "on Prepare, press e to edit the command line"))
+
+
 def check_cmdline(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     cmdline = ctx.cmdline or ""
+    kho_value = cmdline_param(cmdline, "kho")
     kho_on = kho_requested(cmdline)
     default_on = _enabled(ctx.next_config, "CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT")
     if ctx.kho_enabled:
@@ -348,24 +363,44 @@ def check_cmdline(ctx: CheckContext) -> list[Finding]:
         elif kho_on is None and default_on:
             out.append(Finding("cmdline-kho", OK, "no kho= on the next command line, but the next "
                                f"kernel enables KHO by default ({ctx.next_config_source})"))
+        elif kho_value is not None and kstrtobool(kho_value) is False:
+            # an explicit kho=off (or =0, =n): the operator's choice, stated back, not a missing
+            # token to add; a load with it is allowed and says what it gives up
+            out.append(Finding("cmdline-kho", WARN,
+                               f"the next command line says kho={kho_value}: the new kernel will "
+                               "not receive the handover, and what KHO preserves now is not "
+                               "carried over",
+                               "nothing, if that is intended; to hand over, remove "
+                               f"kho={kho_value} from the command line"))
         else:
-            said = "kho=off" if kho_on is False else "no kho=on"
+            said = ("no kho=on" if kho_value is None
+                    # kho_parse_enable() leaves KHO off when kstrtobool() rejects the value
+                    else f"kho={kho_value}, which the kernel does not read as on or off")
             out.append(Finding("cmdline-kho", FAIL,
                                f"the next command line has {said}: the new kernel would ignore "
                                "the handed-over memory and lose what was preserved",
-                               "add kho=on to the command line (--append kho=on)"))
-    room = accepted_length(ctx.kernel_cmdline_size)
-    if room is not None:
-        length = len(cmdline.encode()) + 1
-        if length > room:
-            out.append(Finding("cmdline-length", FAIL,
-                               f"the command line is {length} bytes with its NUL; the image accepts "
-                               f"{room} (cmdline_size {ctx.kernel_cmdline_size} minus "
-                               f"{MAX_ELFCOREHDR_STR_LEN} reserved): "
-                               "EINVAL", "shorten the command line"))
-        else:
-            out.append(Finding("cmdline-length", OK, f"command line {length} of {room} bytes"))
+                               "add kho=on to the next kernel's command line",
+                               how=_add_token_how("kho=on")))
+    out.extend(_check_cmdline_length(ctx, cmdline))
     return out
+
+
+def _check_cmdline_length(ctx: CheckContext, cmdline: str) -> list[Finding]:
+    """The one statement of the length rule and its words: `cmdline_len()` (what the syscall
+    gets, NUL included) against `accepted_length()`; the placement refuses on the same rule and
+    `check_plan` leaves the verdict to this finding."""
+    room = accepted_length(ctx.kernel_cmdline_size)
+    if room is None:
+        return []
+    length = cmdline_len(cmdline)
+    if length > room:
+        return [Finding("cmdline-length", FAIL,
+                        f"the command line is {length_text(length, room)}: too long "
+                        f"(cmdline_size {ctx.kernel_cmdline_size} minus "
+                        f"{MAX_ELFCOREHDR_STR_LEN} kept for elfcorehdr=); the kernel "
+                        "answers EINVAL",
+                        f"shorten the command line by {length - room} bytes")]
+    return [Finding("cmdline-length", OK, f"command line {length_text(length, room)}")]
 
 
 def check_next_abi(ctx: CheckContext) -> list[Finding]:
@@ -402,6 +437,10 @@ def check_next_abi(ctx: CheckContext) -> list[Finding]:
 
 def check_plan(ctx: CheckContext) -> list[Finding]:
     if ctx.plan_fits is None:
+        return []
+    if not ctx.plan_fits and _cmdline_too_long(ctx):
+        # the placement stopped on the length rule check_cmdline() already states: one FAIL
+        # line, one number
         return []
     if ctx.plan_fits:
         where = "the scratch regions" if ctx.kho_enabled else "System RAM"
@@ -462,6 +501,11 @@ def check_scratch_request(ctx: CheckContext) -> list[Finding]:
                     f"host has only {below >> 20} MiB of RAM {where}: the kernel that boots "
                     "with it without a handover cannot reserve it and disables KHO",
                     "give a lowmem size (the first kho_scratch= value) that fits below 4 GiB")]
+
+
+def _cmdline_too_long(ctx: CheckContext) -> bool:
+    room = accepted_length(ctx.kernel_cmdline_size)
+    return room is not None and cmdline_len(ctx.cmdline or "") > room
 
 
 def _release_of(kernel_version: str | None) -> str | None:

@@ -206,6 +206,17 @@ class KhotuiApp(HeldOutputApp[int]):
     def check_unload(self) -> None:
         """An unusable audit log refuses the unload before the dialog, as `khotui unload`
         does (opening it is file I/O: off the event loop)."""
+        from khotui.errors import KhotuiError
+        try:
+            nothing = self.source.status().kexec.loaded is False
+        except KhotuiError:
+            nothing = False   # unknown: the dialog and the kernel decide
+        if nothing:
+            # the palette offers Unload on every screen: say why there is nothing to do
+            self.call_from_thread(self.notify, "no kexec image is loaded "
+                                  "(/sys/kernel/kexec_loaded is 0): nothing to unload",
+                                  severity="warning")
+            return
         refusal = self.source.unload_refusal()
         self.call_from_thread(self._ask_unload, refusal)
 

@@ -268,11 +268,33 @@ async def test_kho_off_explains_itself():
         assert "nothing is handed over" in screen_text(app) or "KHO" in screen_text(app)
 
 
+def _image_loaded(root: Path) -> None:
+    path = root / "sys" / "kernel" / "kexec_loaded"
+    if path.exists():
+        path.chmod(0o644)
+    path.write_text("1\n")
+
+
+async def test_unload_is_not_offered_when_no_image_is_loaded(demo):
+    """Issue #13 item 8: the demo has no image loaded (kexec_loaded 0): no Unload in the key
+    bar, and u opens no dialog but says why."""
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await press(pilot, app, "u")
+        text = screen_text(app)
+        assert "Unload the loaded kexec image" not in text and "u Unload" not in text
+
+
 async def test_unload_asks_first_and_is_a_dry_run_on_a_snapshot(demo):
+    kexec_loaded = demo / "sys" / "kernel" / "kexec_loaded"
+    kexec_loaded.chmod(0o644)
+    kexec_loaded.write_text("1\n")     # an image loaded: Unload is offered
     app = app_for(demo, demo=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await press(pilot, app, "u")
         assert "Unload the loaded kexec image" in screen_text(app)
+        # the dialog speaks of unloading, not loading (issue #13 item 8)
+        assert "nothing will be unloaded" in " ".join(screen_text(app).split())
         await press(pilot, app, "escape")
         assert app.result is None
         await press(pilot, app, "u")
@@ -284,6 +306,7 @@ async def test_unload_asks_first_and_is_a_dry_run_on_a_snapshot(demo):
 @pytest.mark.parametrize("fail", [0, errno.EPERM])
 async def test_unload_goes_to_the_same_fake_kernel_and_explains_a_refusal(tmp_path, fail):
     root = _copy_capture("two-nodes", tmp_path)
+    _image_loaded(root)   # Unload is offered only with an image loaded (issue #13)
     fake = FakeKernel(fail)
     app = app_for(root, syscalls=fake, dry_run=False, sink=AuditSink(tmp_path / "khotui.log", syslog=None))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -457,6 +480,7 @@ async def test_unload_with_an_unusable_audit_log_is_refused_before_the_dialog(tm
     # issue #10, finding 6, the app's side: `khotui unload` checks the log before asking; the
     # app asked first, then found out
     root = _copy_capture("two-nodes", tmp_path)
+    _image_loaded(root)   # Unload is offered only with an image loaded (issue #13)
     fake = FakeKernel()
     app = app_for(root, syscalls=fake, dry_run=False,
                   sink=AuditSink(tmp_path / "no-such-dir" / "khotui.log", syslog=None))

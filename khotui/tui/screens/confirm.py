@@ -39,6 +39,9 @@ class _TypedConfirm(ModalScreen["bool | str"]):
         self.title_text = title
         self.action_word = action
 
+    # what a dry run leaves undone, in the dialog's own verb ("loaded", "unloaded")
+    dry_run_verb = "loaded"
+
     def body(self) -> Content:
         return Content("")
 
@@ -57,7 +60,8 @@ class _TypedConfirm(ModalScreen["bool | str"]):
             if self.dry_run:
                 yield Static(Content.from_markup(
                     "[b $warning]This is a snapshot, not the live host: nothing will be "
-                    "loaded. Confirming runs the same checks as a dry run and shows the result.[/]"),
+                    f"{self.dry_run_verb}. Confirming runs the same checks as a dry run and "
+                    "shows the result.[/]"),
                     id="confirm-dry")
             yield Static(Content.from_markup("Type the host name [b]$h[/] to confirm:", h=self.hostname),
                          id="confirm-hint")
@@ -144,6 +148,8 @@ class ConfirmLoadScreen(_TypedConfirm):
 
 
 class ConfirmUnloadScreen(_TypedConfirm):
+    dry_run_verb = "unloaded"
+
     def __init__(self, hostname: str, *, dry_run: bool) -> None:
         super().__init__(hostname, dry_run=dry_run, title="Unload the loaded kexec image",
                          action="Unload")

@@ -12,6 +12,17 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Input, Static
 
+from khotui.tui import fmt
+
+
+class _Tree(DirectoryTree):
+    """DirectoryTree with plain icons on a terminal that cannot draw its emoji (fmt.PLAIN)."""
+
+    if fmt.PLAIN:
+        ICON_NODE_EXPANDED = "- "
+        ICON_NODE = "+ "
+        ICON_FILE = "  "
+
 
 class FilePicker(ModalScreen[str | None]):
     """Returns the chosen file's path, or None on escape."""
@@ -35,7 +46,7 @@ class FilePicker(ModalScreen[str | None]):
             v.border_title = f"{self.title_text} — type a path or tab to browse; esc cancels"
             yield Input(placeholder="type a path and press enter", id="picker-path")
             yield Static("", id="picker-error")
-            yield DirectoryTree(self.start, id="picker-tree")
+            yield _Tree(self.start, id="picker-tree")
 
     def on_mount(self) -> None:
         # typing a path is the quickest over SSH; tab moves to the tree
@@ -45,9 +56,24 @@ class FilePicker(ModalScreen[str | None]):
     def _file(self, event: DirectoryTree.FileSelected) -> None:
         self.dismiss(str(event.path))
 
+    def _resolve(self, typed: str) -> Path:
+        """A typed path read as the CLI reads --kernel (khotui.host.choose): on a snapshot, an
+        absolute path the snapshot has is the snapshot's file, as the tree shows it."""
+        source = getattr(self.app, "source", None)
+        if source is None or source.live or not typed.startswith("/"):
+            return Path(typed).expanduser()
+        from khotui.errors import KhotuiError
+        from khotui.host.choose import resolve_file
+        if source.sysroot.is_dir(typed):
+            return Path(source.sysroot.path(typed))
+        try:
+            return Path(resolve_file(source.sysroot, typed).path)
+        except KhotuiError:
+            return Path(typed)
+
     @on(Input.Submitted, "#picker-path")
     def _typed(self, event: Input.Submitted) -> None:
-        path = Path(event.value.strip()).expanduser()
+        path = self._resolve(event.value.strip())
         if path.is_file():
             self.dismiss(str(path))
         elif path.is_dir():

@@ -94,7 +94,7 @@ of them on a 24 TiB host.
                     yield MemoryBands(id="bands")
                 yield Static(Content.from_markup("[dim]reading the memory map…[/]"),
                              id="cursor-info")
-                yield Static(legend(), id="legend")
+                yield Static(legend(max(self.app.size.width // 2 - 2, 20)), id="legend")
             with Vertical(id="mem-tabs"):
                 yield Static(self._tab_bar("tab-iomem"), id="mem-tab-bar")
 
@@ -208,7 +208,8 @@ of them on a 24 TiB host.
         self._fill_blocks(mm.blocks, mm.block_size, mm.block_count)
         if mm.notes:
             self.query_one("#legend", Static).update(
-                legend() + Content("\n") + Content("\n").join(
+                legend(self.query_one("#legend", Static).content_size.width or 40)
+                + Content("\n") + Content("\n").join(
                     Content.from_markup("[$warning]![/] $n", n=n) for n in mm.notes))
 
     _panes_shown = False

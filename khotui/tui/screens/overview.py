@@ -71,7 +71,22 @@ choose the kernel to load.
         self.query_one("#verdict", Static).update(Content.from_markup("[dim]reading the host state…[/]"))
         self.refresh_overview()
 
+    def _nothing_loaded(self) -> bool:
+        """The host says no kexec image is loaded (/sys/kernel/kexec_loaded is 0)."""
+        ov = getattr(self, "overview", None)
+        kexec = None if ov is None else ov.kexec
+        return isinstance(kexec, KexecSummary) and kexec.loaded is False
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Unload is offered only when there is an image to unload: hidden from the key bar
+        # otherwise (action_unload says why if it is reached another way)
+        return not (action == "unload" and self._nothing_loaded())
+
     def action_unload(self) -> None:
+        if self._nothing_loaded():
+            self.notify("no kexec image is loaded (/sys/kernel/kexec_loaded is 0): nothing to "
+                        "unload", severity="warning")
+            return
         self.post_message(UnloadRequested())
 
     @work(thread=True, exclusive=True, group="overview", exit_on_error=False)
@@ -98,6 +113,7 @@ choose the kernel to load.
         # once this frame is out, not competing with it
         self.set_timer(0.3, self.khotui.warm_up)
         self.overview = ov
+        self.refresh_bindings()   # Unload depends on whether an image is loaded
         verdict = self.query_one("#verdict", Static)
         if isinstance(ov.findings, list):
             verdict.update(Content.from_markup("[b]$h[/]  ", h=ov.hostname) + summary_content(ov.findings))

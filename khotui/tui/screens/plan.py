@@ -9,6 +9,7 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import DataTable, Static
 
+from khotui.cmdline import cmdline_len, length_text
 from khotui.tui import fmt
 from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import MemRange, Plan, Source
@@ -98,4 +99,6 @@ run only and says so. **4** goes back to change the choice.
 def _request_line(source: Source, plan: Plan) -> str:
     r = plan.request
     initrd = source.shown(r.initrd) if r.initrd else "none"
-    return f"kernel {source.shown(r.kernel)} · initrd {initrd} · cmdline {len(r.cmdline)} bytes"
+    # the kernel's count (cmdline_len(), NUL included): the number Prepare shows for this line
+    return (f"kernel {source.shown(r.kernel)} · initrd {initrd} · cmdline "
+            f"{length_text(cmdline_len(r.cmdline), None)}")

@@ -12,10 +12,12 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import DataTable, Static, TextArea
 
+from khotui.cmdline import length_text
 from khotui.tui import fmt
 from khotui.tui.messages import PlanRequested
 from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import Choices, CmdlinePreview, KernelChoice, PlanInput, Problem
+from khotui.tui.widgets.inputs import OrderedTextArea
 from khotui.tui.widgets.panel import problem_content
 
 
@@ -65,7 +67,8 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
             yield DataTable(id="kernels", cursor_type="row")
             yield Static("", id="selection")
             yield Static("Next command line — e edits, ctrl+r resets", classes="pane-title")
-            yield TextArea("", id="cmdline", soft_wrap=True, show_line_numbers=False)
+            # OrderedTextArea: keys batched by a slow link keep their order (widgets/inputs.py)
+            yield OrderedTextArea("", id="cmdline", soft_wrap=True, show_line_numbers=False)
             yield Static("", id="cmdline-diff")
             with Horizontal(id="prepare-actions"):
                 yield Static(Content.from_markup(
@@ -233,12 +236,13 @@ def diff_content(p: CmdlinePreview) -> Content:
                                          d=" ".join(p.duplicates)))
     if not (p.added or p.removed or p.boot_only_removed or p.duplicates):
         lines.append(Content.from_markup("[dim]= the running command line, unchanged[/]"))
+    # the same count and words as the plan's cmdline-length check (khotui.cmdline.length_text)
     if p.limit:
-        room = p.limit
-        style = "$error" if p.length > room else "$success"
-        lines.append(Content.from_markup(f"[{style}]$t[/]", t=f"  length {p.length} of {room} bytes"))
+        style = "$error" if p.length > p.limit else "$success"
+        lines.append(Content.from_markup(f"[{style}]$t[/]", t=f"  length {length_text(p.length, p.limit)}"))
     else:
-        lines.append(Content.from_markup("[dim]$t[/]", t=f"  length {p.length} bytes (image limit unknown)"))
+        lines.append(Content.from_markup(
+            "[dim]$t[/]", t=f"  length {length_text(p.length, None)}; image limit unknown"))
     for w in p.warnings:
         lines.append(Content.from_markup("[b $warning]! $w[/]", w=w))
     return Content("\n").join(lines)

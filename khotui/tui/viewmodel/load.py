@@ -89,18 +89,18 @@ def _image(kernel: str | None) -> KernelImage | None:
 def cmdline_preview(src: Source, current: str, new: str, kernel: str | None) -> CmdlinePreview:
     """The token diff, and the plan's own command-line checks (cmdline_findings): the
     same kho=on rule and image limit as `khotui plan`, shown while the operator types."""
-    from khotui.cmdline import accepted_length, diff_cmdline
+    from khotui.cmdline import accepted_length, cmdline_len, diff_cmdline
     from khotui.plan import cmdline_findings
     d = diff_cmdline(current, new)
     image = _image(kernel)
     limit = accepted_length(None if image is None or image.setup is None
                             else image.setup.cmdline_size)
-    warnings = [f.message + (f" (fix: {f.fix})" if f.fix else "")
+    warnings = [f.message + (f" (fix: {f.fix_for('app')})" if f.fix else "")
                 for f in cmdline_findings(src.status(), new, image)
                 if f.status in ("fail", "warn")]
     return CmdlinePreview(removed=d.removed, boot_only_removed=d.boot_only_removed,
                           added=d.added, duplicates=d.duplicates, kho=d.kho,
-                          length=len(new.encode()) + 1, limit=limit, warnings=warnings)
+                          length=cmdline_len(new), limit=limit, warnings=warnings)
 
 
 # -- plan --------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def load(src: Source, plan: Plan, files: LoadSession | None = None, *,
 
 
 def _first_fix(plan: Plan) -> str | None:
-    return next((f.fix for f in plan.findings if f.status == "fail" and f.fix), None)
+    return next((f.fix_for("app") for f in plan.findings if f.status == "fail" and f.fix), None)
 
 
 def commit_result(src: Source, plan: Plan, done: CommitResult) -> LoadResult:
@@ -238,14 +238,14 @@ def commit_result(src: Source, plan: Plan, done: CommitResult) -> LoadResult:
             ok=False, dry_run=False, title="Refused: a check the confirmation did not name fails",
             message=("nothing was loaded: the box overrode only the checks it named; now "
                      + "; ".join(f"{f.id}: {f.message}" for f in new) + " fails too"),
-            fix=new[0].fix, predicted=predicted)
+            fix=new[0].fix_for("app"), predicted=predicted)
     if done.refused:
         failing = list(done.failing)
         return LoadResult(
             ok=False, dry_run=False, title="Refused: a check fails",
             message=("nothing was loaded: on the opened files, "
                      + "; ".join(f"{f.id}: {f.message}" for f in failing)),
-            fix=failing[0].fix if failing else None, predicted=predicted)
+            fix=failing[0].fix_for("app") if failing else None, predicted=predicted)
     overridden = list(done.overridden)
     steps = [commit.warning_text(w) for w in done.warnings]
     if overridden:

@@ -18,7 +18,7 @@ def findings_content(findings: list[Finding], *, only_problems: bool = False) ->
         lines.append(fmt.mark(f.status) + Content(" ")
                      + Content.from_markup("[b]$id[/]: ", id=f.id) + Content(f.message))
         if f.fix and f.status != "ok":
-            lines.append(Content.from_markup("        [$secondary]fix →[/] $fix", fix=f.fix))
+            lines.append(Content.from_markup("        [$secondary]fix →[/] $fix", fix=f.fix_for("app")))
     return Content("\n").join(lines)
 
 

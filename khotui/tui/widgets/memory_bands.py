@@ -45,11 +45,23 @@ KINDS = {
 LABEL_W = 8
 
 
-def legend() -> Content:
-    parts = []
-    for ch, style, _, name in KINDS.values():
-        parts.append(Content.from_markup(f"[{style}]$c[/] $n", c=ch, n=name))
-    return Content("  ").join(parts)
+def legend(width: int = 0) -> Content:
+    """The key of the picture; with a `width`, packed into lines of at most that many cells so
+    that a line never breaks between a mark and its label ("C" / "crash kernel")."""
+    parts = [Content.from_markup(f"[{style}]$c[/] $n", c=ch, n=name)
+             for ch, style, _, name in KINDS.values()]
+    if width <= 0:
+        return Content("  ").join(parts)
+    lines: list[list[Content]] = [[]]
+    used = 0
+    for part in parts:
+        need = part.cell_length + (2 if lines[-1] else 0)
+        if lines[-1] and used + need > width:
+            lines.append([])
+            used, need = 0, part.cell_length
+        lines[-1].append(part)
+        used += need
+    return Content("\n").join(Content("  ").join(line) for line in lines)
 
 
 @dataclass(frozen=True)

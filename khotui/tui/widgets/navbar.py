@@ -20,6 +20,10 @@ class NavBar(Static):
     @staticmethod
     def _content(current: str, label: str, dry_run: bool) -> Content:
         parts = [Content.from_markup("[b]khotui[/b]")]
+        if dry_run:
+            # first, next to the name: the bar is cut at its right edge on a narrow terminal,
+            # and this badge must survive at any width (60 columns and up)
+            parts.append(Content.from_markup(" [b $warning]DRY RUN[/]"))
         for mode, key, title in NAV:
             if mode == current:
                 parts.append(Content.from_markup(f" [reverse $primary] {key} {title} [/]"))
@@ -29,6 +33,4 @@ class NavBar(Static):
         name = label.removeprefix("snapshot ").removesuffix(" snapshot")
         right = f" {name[:15]}"
         parts.append(Content(right))
-        if dry_run:
-            parts.append(Content.from_markup(" [b $warning]DRY RUN[/]"))
         return Content("").join(parts)
