@@ -41,7 +41,7 @@ def _typed_in_one_read(kind: str) -> str:
         r, _, _ = select.select([fd], [], [], 10)
         assert r, "the app did not start"
         seen += os.read(fd, 65536)
-    time.sleep(0.3)  # noqa: the app's key reader must be running; not a measurement
+    time.sleep(0.3)  # the app's key reader must be running; not a measurement
     os.write(fd, b"Kernel\x7fXYZ")
     out = b""
     while True:
