@@ -133,12 +133,12 @@ def kernel_body(data: bytes, *, cap: int = MAX_DECOMPRESSED) -> Body:
         return _bzimage_payload(data, cap)
     if len(data) >= 0x40 and data[:2] == b"MZ" and data[4:8] == b"zimg":
         off, size = struct.unpack_from("<II", data, 8)
-        kind = data[0x18:0x38].split(b"\0", 1)[0].decode("ascii", "replace") or "unknown"
+        named = data[0x18:0x38].split(b"\0", 1)[0].decode("ascii", "replace") or "unknown"
         if off + size > len(data) or size == 0:
             raise DecompressError(f"truncated EFI zboot image: its payload ({size} bytes at "
                                   f"0x{off:x}) runs past the end of the file ({len(data)} bytes)")
         payload = data[off:off + size]
-        found = compression_of(payload) or kind
+        found: str = compression_of(payload) or named
         return Body(decompress(payload, found, cap=cap), f"zboot payload ({found})")
     if len(data) >= 0x3C and data[0x38:0x3C] == b"ARM\x64":
         return Body(data, "raw Image")

@@ -231,24 +231,29 @@ class ImagePurgatory:
     banners: list[str]
     found: FoundPurgatory | None
     layout: PurgatoryLayout | None
+    extra: tuple[str, ...] = ()          # what the caller keeps with it (the file's sha256)
 
 
 _CACHE: dict[tuple[object, ...], ImagePurgatory] = {}
 _CACHE_MAX = 8
 
 
+def cached_image_purgatory(key: tuple[object, ...]) -> ImagePurgatory | None:
+    """The answer read_image_purgatory() gave for the file of this identity, if kept."""
+    return _CACHE.get(key)
+
+
 def read_image_purgatory(data: bytes, *, key: tuple[object, ...] | None = None,
-                         cap: int = MAX_DECOMPRESSED) -> ImagePurgatory:
+                         cap: int = MAX_DECOMPRESSED,
+                         extra: list[str] | tuple[str, ...] = ()) -> ImagePurgatory:
     """The body's banners and purgatory. DecompressError when the body cannot be had. With
     `key` (the file's device, inode, size, mtime), the answer is cached: a plan reads it each
     time, and decompressing a bzImage costs about a quarter of a second."""
-    if key is not None and key in _CACHE:
-        return _CACHE[key]
     body = kernel_body(data, cap=cap)
     found = find_purgatory(body.data)
     layout = None if found is None else purgatory_layout(found.elf)
     result = ImagePurgatory(how=body.how, banners=linux_banners(body.data), found=found,
-                            layout=layout)
+                            layout=layout, extra=tuple(extra))
     if key is not None:
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)))
@@ -256,6 +261,16 @@ def read_image_purgatory(data: bytes, *, key: tuple[object, ...] | None = None,
     return result
 
 
-__all__ = ["DecompressError", "FoundPurgatory", "ImagePurgatory", "PurgatoryError",
-           "PurgatoryLayout", "PurgatorySection", "find_purgatory", "linux_banners",
-           "purgatory_layout", "read_image_purgatory"]
+__all__ = [
+    "DecompressError",
+    "FoundPurgatory",
+    "ImagePurgatory",
+    "PurgatoryError",
+    "PurgatoryLayout",
+    "PurgatorySection",
+    "cached_image_purgatory",
+    "find_purgatory",
+    "linux_banners",
+    "purgatory_layout",
+    "read_image_purgatory",
+]
