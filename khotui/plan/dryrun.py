@@ -26,6 +26,7 @@ from khotui.host.kernellog import learnt_purgatory, read_kernel_log
 from khotui.host.ownership import writable_by_others
 from khotui.host.running_image import running_purgatory
 from khotui.image.inspect import InitrdInfo, KernelImage, inspect_initrd, inspect_kernel
+from khotui.image.kho_abi import NextAbi, read_next_abi
 from khotui.placement.arm64 import Arm64PlanInput, free_ranges_in_ram, plan_arm64
 from khotui.placement.core import Plan, Segment
 from khotui.placement.x86_64 import X86Kernel, X86PlanInput, X86Setup, plan_x86_64
@@ -66,6 +67,8 @@ class PlanInputs:
     # arm64: /sys/firmware/fdt, the base of the DTB segment; None when absent or unreadable
     running_fdt: bytes | None = None
     running_fdt_error: Problem | None = None
+    # the KHO compatibles the new kernel's image carries (read only when KHO is on)
+    next_abi: NextAbi | None = None
 
 
 @dataclass
@@ -168,8 +171,12 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
             fdt = read_running_fdt(sysroot)
         except KhotuiError as exc:
             fdt_error = exc.problem
+    next_abi = None
+    if status.kho.enabled and kernel.loadable is not False:
+        next_abi = read_next_abi(kernel_file if kernel_file is not None else request.kernel)
     return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings,
-                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error)
+                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error,
+                      next_abi=next_abi)
 
 
 def read_next_config(status: HostStatus, kernel: KernelImage) -> NextConfig:
@@ -385,6 +392,9 @@ def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanReque
         ctx.initrd_format = initrd.format
     ctx.cmdline = cmdline
     ctx.next_config, ctx.next_config_source = inputs.next_config.config, inputs.next_config.source
+    if inputs.next_abi is not None:
+        ctx.next_kho_compatibles = inputs.next_abi.compatibles
+        ctx.next_abi_how, ctx.next_abi_error = inputs.next_abi.how, inputs.next_abi.error
     if plan is not None:
         ctx.plan_fits = plan.fits
         ctx.plan_errno = plan.errno
