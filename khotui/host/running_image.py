@@ -98,8 +98,18 @@ class Tried:
         return "; ".join(parts) or "nothing to read"
 
 
+def _text(sysroot: Sysroot, path: str, tried: Tried | None = None) -> str | None:
+    """A small host file, None when absent or refused (a link out of a snapshot: noted)."""
+    try:
+        return sysroot.read_optional_text(path)
+    except (KhotuiError, OSError) as exc:
+        if tried is not None:
+            tried.add(f"{sysroot.display(path)}: {_why(exc)}")
+        return None
+
+
 def _release(sysroot: Sysroot) -> str | None:
-    text = sysroot.read_optional_text("/proc/sys/kernel/osrelease")
+    text = _text(sysroot, "/proc/sys/kernel/osrelease")
     release = (text or "").strip()
     return release if release and "/" not in release and release not in (".", "..") else None
 
@@ -120,15 +130,15 @@ def image_candidates(release: str | None, cmdline: str | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _proc_version(sysroot: Sysroot) -> str | None:
-    text = sysroot.read_optional_text("/proc/version")
+def _proc_version(sysroot: Sysroot, tried: Tried) -> str | None:
+    text = _text(sysroot, "/proc/version", tried)
     return None if text is None else text.strip()
 
 
 def read_running_image(sysroot: Sysroot, tried: Tried) -> PurgatoryReading | None:
     """The purgatory of the running kernel's image below the root, verified by its banner."""
-    version = _proc_version(sysroot)
-    cmdline = sysroot.read_optional_text("/proc/cmdline")
+    version = _proc_version(sysroot, tried)
+    cmdline = _text(sysroot, "/proc/cmdline", tried)
     release = _release(sysroot)
     for path in image_candidates(release, cmdline):
         reading = _try_image(sysroot, path, version, tried)
@@ -242,7 +252,7 @@ def _str(value: object) -> str | None:
 
 def _manifest_provenance(sysroot: Sysroot) -> dict[str, object]:
     try:
-        text = sysroot.read_optional_text(SNAPSHOT_MANIFEST)
+        text = _text(sysroot, SNAPSHOT_MANIFEST)
         data = json.loads(text) if text else None
     except (KhotuiError, OSError, ValueError):
         return {}

@@ -496,15 +496,18 @@ def _record_memory_blocks(sysroot: Sysroot, copier: _Copier,
 def _record_purgatory(sysroot: Sysroot, copier: _Copier) -> dict[str, str | int | None] | None:
     """The running kernel's purgatory ELF (x86_64; tens of KB), so `--root` plans with it
     exactly: images are not copied. Its provenance goes into the manifest."""
-    arch = (sysroot.read_optional_text("/proc/sys/kernel/arch") or "").strip()
+    try:
+        arch = (sysroot.read_optional_text("/proc/sys/kernel/arch") or "").strip()
+    except (KhotuiError, OSError):
+        arch = ""        # already reported by the copy of that file
     if arch and arch != "x86_64":
         return None      # only x86_64 loads a purgatory
     tried = Tried()
     reading = exact_purgatory(sysroot, tried)
     if reading is None:
-        copier._skip(PURGATORY_RECORD, f"the running kernel's purgatory was not read: "
-                                       f"{tried.said(sysroot)}")
-        return None
+        # not a file that failed to copy (the skipped list), but what the plan on this snapshot
+        # will assume: the manifest says why
+        return {"source": None, "not_recorded": tried.said(sysroot)}
     copier._write(PURGATORY_RECORD, reading.elf)
     return reading.provenance()
 
