@@ -51,6 +51,7 @@ SNAPSHOT_MANIFEST = "/khotui-snapshot.json"
 # bzImages are 10-20 MB, an uncompressed arm64 Image 30-60 MB: larger is not a kernel image
 MAX_IMAGE_BYTES = 128 << 20
 _CHUNK = 1 << 20
+_UNREADABLE: dict[tuple[int, int, int, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,9 @@ def _try_image(sysroot: Sysroot, path: str, version: str | None,
         tried.add(f"{shown}: {st.st_size} bytes, larger than any kernel image; not read")
         return None
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _UNREADABLE:
+        tried.add(f"{shown}: {_UNREADABLE[key]}")
+        return None
     digest: list[str] = []
 
     def read() -> bytes:
@@ -176,6 +180,10 @@ def _try_image(sysroot: Sysroot, path: str, version: str | None,
         tried.add(f"{shown}: {_why(exc)}")
         return None
     except DecompressError as exc:
+        # kept per file identity: a plan runs per keystroke in the app, and an image that cannot
+        # be read inside costs a full read each time otherwise
+        if len(_UNREADABLE) < 64:
+            _UNREADABLE[key] = exc.reason
         tried.add(f"{shown}: {exc.reason}")
         return None
     if version is None:
