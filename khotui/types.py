@@ -107,17 +107,22 @@ class ScratchRegion:
 @dataclass(frozen=True)
 class Purgatory:
     """The purgatory segment an x86_64 load adds: only the running kernel knows it (its
-    built-in ELF, kexec_load_purgatory(), kernel/kexec_file.c). The host layer learns it from
-    the kernel log (khotui.host.kernellog.purgatory_from_log); the x86_64 placement uses it."""
+    built-in ELF, kexec_load_purgatory(), kernel/kexec_file.c). The host layer reads it from the
+    running kernel's image, a snapshot's record or /proc/kcore (khotui.host.running_image),
+    else learns it from the kernel log (khotui.host.kernellog.purgatory_from_log); the x86_64
+    placement uses it."""
 
     bufsz: int
     memsz: int
     align: int
     source: str               # where these numbers come from, for the plan's assumptions
+    # read from the running kernel's own purgatory ELF (its image, a snapshot's record of it,
+    # /proc/kcore): not an assumption
+    exact: bool = False
 
-    def as_dict(self) -> dict[str, int | str]:
+    def as_dict(self) -> dict[str, int | str | bool]:
         return {"bufsz": self.bufsz, "memsz": self.memsz, "align": self.align,
-                "source": self.source}
+                "source": self.source, "exact": self.exact}
 
 
 # The Linux 7.3.4 x86_64 build's purgatory, as logged by every x86 capture (shared/kho/*/load).

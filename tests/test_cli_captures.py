@@ -18,6 +18,7 @@ import pytest
 
 from khotui.host.kernellog import parse_kernel_log
 from tests.conftest import CAPTURES, REPO, VM, capture_names
+from tests.fixtures.trees import copy_tree
 
 ERRNO = {0: None, 99: "EADDRNOTAVAIL", 22: "EINVAL", 1: "EPERM", 8: "ENOEXEC"}
 LOADED = [c for c in capture_names() if (CAPTURES / c / "load" / "kernel.log").exists()]
@@ -44,11 +45,25 @@ def make_initrd(size: int, dest: Path) -> Path:
     return dest
 
 
-def plan_args(capture: str, tmp_path: Path, request) -> list[str]:
+def with_running_image(capture: str, tmp_path: Path) -> Path:
+    """The capture's sysroot with its running kernel's image at /boot/vmlinuz-<release>, as an
+    installed host has it, so the purgatory is read from it (khotui.host.running_image): every
+    x86 capture ran bzImage-kho-7.3.4."""
+    root = copy_tree(CAPTURES / capture / "sysroot", tmp_path / "sysroot", writable=True)
+    release = (root / "proc/sys/kernel/osrelease").read_text().strip()
+    (root / "boot").mkdir(exist_ok=True)
+    shutil.copyfile(VM / "bzImage-kho-7.3.4", root / "boot" / f"vmlinuz-{release}")
+    return root
+
+
+def plan_args(capture: str, tmp_path: Path, request, *, image: bool = True) -> list[str]:
     cap = CAPTURES / capture
     scenario = (cap / "scenario.txt").read_text()
     kernel = request.getfixturevalue("arm64_image") if "arm64" in capture else VM / "bzImage-kho-7.3.4"
-    args = ["plan", "--json", "--root", str(cap / "sysroot"), "--kernel", str(kernel),
+    root = cap / "sysroot"
+    if image and "arm64" not in capture:
+        root = with_running_image(capture, tmp_path)
+    args = ["plan", "--json", "--root", str(root), "--kernel", str(kernel),
             "--cmdline", (cap / "load" / "cmdline").read_text()]
     m = re.search(r"^initrd: (\d+) bytes", scenario, re.M)
     if m:
@@ -73,6 +88,8 @@ def test_plan_reproduces_the_kernels_placement(capture, tmp_path, request):
         actual = [(s.mem, s.memsz) for s in logged.segments]
         assert predicted == actual
         assert [s["bufsz"] for s in plan["segments"]] == [s.bufsz for s in logged.segments]
+        # the purgatory was read from the running kernel's image, not assumed
+        assert not [a for a in plan["assumptions"] if "purgatory" in a]
     else:
         assert result.returncode == 1
         assert plan["fits"] is False and plan["errno"] == errno
@@ -118,3 +135,37 @@ def test_arm64_image_release_is_read_for_the_abi_check(tmp_path, request):
     assert plan["kernel"]["version"].startswith("7.3.4 ")
     abi = next(c for c in plan["checks"] if c["id"] == "next-abi")
     assert abi["status"] == "ok" and "kho-v4" in abi["message"]
+
+
+def test_withheld_running_image_names_the_purgatory_and_the_missing_path(tmp_path, request):
+    """Without the running kernel's image the purgatory is the 7.3.4 test build's, and the plan
+    says so: which input, the path looked for, and how to provide it."""
+    result = run_cli(*plan_args("two-nodes", tmp_path, request, image=False))
+    plan = json.loads(result.stdout)
+    said = [a for a in plan["assumptions"] if a.startswith("purgatory:")]
+    assert len(said) == 1
+    assert "7.3.4 test build" in said[0] and "/boot/vmlinuz-7.3.4" in said[0]
+    assert "khotui snapshot" in said[0]
+    if "exact" in plan:
+        assert plan["exact"] is False
+
+
+def test_snapshot_keeps_the_purgatory_for_root(tmp_path, request):
+    """`khotui snapshot` of a root with the running image records the purgatory ELF; planning
+    on the snapshot (no image in it) then needs no purgatory assumption either."""
+    root = with_running_image("two-nodes", tmp_path)
+    snap = tmp_path / "snap"
+    done = run_cli("--root", str(root), "snapshot", str(snap))
+    assert done.returncode == 0, done.stderr
+    assert (snap / "khotui-purgatory.ro").read_bytes()[:4] == b"\x7fELF"
+    manifest = json.loads((snap / "khotui-snapshot.json").read_text())
+    assert manifest["purgatory"]["source"] == "image"
+    assert manifest["purgatory"]["banner"].startswith("7.3.4 (root@vm)")
+    assert (manifest["purgatory"]["bufsz"], manifest["purgatory"]["memsz"]) == (0x4000, 0x5000)
+    args = plan_args("two-nodes", tmp_path, request, image=False)
+    args[args.index("--root") + 1] = str(snap)
+    plan = json.loads(run_cli(*args).stdout)
+    assert not [a for a in plan["assumptions"] if "purgatory" in a]
+    logged = parse_kernel_log((CAPTURES / "two-nodes/load/kernel.log").read_text())
+    assert [(s["mem"], s["memsz"]) for s in plan["segments"]] == \
+        [(s.mem, s.memsz) for s in logged.segments]

@@ -2,7 +2,7 @@
 
     base       errors, types, units, cmdline      the shared types and the kernel's own rules
     fdt, image, placement                         pure decoders and the simulator: base only
-    host       reading a host or a snapshot       base, fdt
+    host       reading a host or a snapshot       base, fdt, image (the running kernel's image)
     plan       status, checks, the dry run        host, fdt, image, placement, base
     load       the syscall and its policy         plan and below
     cli        argparse, text, JSON, prompts      load and below (the app only from cmd_tui)
@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "fdt": {"base", "fdt"},
     "image": {"base", "image"},
     "placement": {"base", "placement"},
-    "host": {"base", "fdt", "host"},
+    "host": {"base", "fdt", "image", "host"},
     "plan": {"base", "fdt", "image", "placement", "host", "plan"},
     "load": {"base", "fdt", "image", "placement", "host", "plan", "load"},
     "cli": {"base", "fdt", "image", "placement", "host", "plan", "load", "cli", "demo"},

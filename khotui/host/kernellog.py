@@ -240,9 +240,15 @@ def learn_purgatory(log: str | LoggedLoad | list[LoggedLoad] | None) -> tuple[in
 
 def purgatory_from_log(log: str | LoggedLoad | list[LoggedLoad] | None) -> Purgatory:
     """The learnt purgatory when the log has one, else `DEFAULT_PURGATORY`, saying which."""
+    return learnt_purgatory(log) or DEFAULT_PURGATORY
+
+
+def learnt_purgatory(log: str | LoggedLoad | list[LoggedLoad] | None) -> Purgatory | None:
+    """The purgatory segment of the latest load the log shows, or None. Not exact: the log
+    gives bufsz and memsz, not the alignment (khotui.host.running_image reads the ELF)."""
     learnt = learn_purgatory(log)
     if learnt is None:
-        return DEFAULT_PURGATORY
+        return None
     bufsz, memsz = learnt
     return Purgatory(bufsz=bufsz, memsz=memsz, align=0x1000,
                      source=f"learnt from an earlier KEXEC_FILE_DEBUG load in the kernel log "

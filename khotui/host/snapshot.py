@@ -9,7 +9,9 @@ the nodes (`nodeN/memoryM`, `memoryM/nodeN`) are one run-length record,
 directories, their attributes and `block_size_bytes` stay files. Like the captures, other links
 to directories are recorded as small files holding the link target. The kernel log goes to
 `<out_dir>/dmesg` ("[    secs.usecs] message" lines), read without blocking from /dev/kmsg on
-the live host, copied from `<root>/dmesg` from a snapshot.
+the live host, copied from `<root>/dmesg` from a snapshot. On x86_64 the running kernel's
+purgatory ELF goes to `<out_dir>/khotui-purgatory.ro` (khotui.host.running_image reads it back),
+its provenance (image path, sha256, banner) to the manifest's "purgatory".
 
 Read-only on the source. A file that cannot be read is skipped and reported, not fatal.
 
@@ -50,6 +52,7 @@ from khotui.host.memory import (
     block_runs,
     read_block_size,
 )
+from khotui.host.running_image import PURGATORY_RECORD, Tried, exact_purgatory
 from khotui.host.sysroot import Sysroot
 
 MANIFEST = "khotui-snapshot.json"
@@ -445,10 +448,11 @@ def _copy(sysroot: Sysroot, copier: _Copier, progress: Callable[[str], None] | N
     _copy_nodes(sysroot, copier)
     _record_memory_blocks(sysroot, copier, progress)
     _copy_dmesg(sysroot, copier)
+    purgatory = _record_purgatory(sysroot, copier)
 
     manifest = {"source": str(sysroot.root), "live": sysroot.is_live,
                 "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": copier.copied,
-                "skipped": copier.skipped}
+                "skipped": copier.skipped, "purgatory": purgatory}
     copier.out.write(MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return copier.skipped
 
@@ -495,6 +499,25 @@ def _record_memory_blocks(sysroot: Sysroot, copier: _Copier,
         copier._skip(MEMORY_DIR, f"not recorded, the source is not what sysfs gives: {exc.message}")
         return
     copier._write(RECORD, record)
+
+
+def _record_purgatory(sysroot: Sysroot, copier: _Copier) -> dict[str, str | int | None] | None:
+    """The running kernel's purgatory ELF (x86_64; tens of KB), so `--root` plans with it
+    exactly: images are not copied. Its provenance goes into the manifest."""
+    try:
+        arch = (sysroot.read_optional_text("/proc/sys/kernel/arch") or "").strip()
+    except (KhotuiError, OSError):
+        arch = ""        # already reported by the copy of that file
+    if arch and arch != "x86_64":
+        return None      # only x86_64 loads a purgatory
+    tried = Tried()
+    reading = exact_purgatory(sysroot, tried)
+    if reading is None:
+        # not a file that failed to copy (the skipped list), but what the plan on this snapshot
+        # will assume: the manifest says why
+        return {"source": None, "not_recorded": tried.said(sysroot)}
+    copier._write(PURGATORY_RECORD, reading.elf)
+    return reading.provenance()
 
 
 def _copy_dmesg(sysroot: Sysroot, copier: _Copier) -> None:

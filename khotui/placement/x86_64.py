@@ -226,7 +226,8 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
     if failure is not None:
         plan.fits, (plan.errno, plan.message) = False, failure
         return plan
-    assumptions.append(f"purgatory: {inp.purgatory.source}")
+    if not inp.purgatory.exact:
+        assumptions.append(f"purgatory: {inp.purgatory.source}")
     if inp.efi_runtime_map_entries:
         assumptions.append(
             f"EFI runtime map: {inp.efi_runtime_map_entries} entries of {inp.efi_memdesc_size} "

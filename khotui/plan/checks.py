@@ -79,6 +79,11 @@ class CheckContext:
     kernel_expected_size: int | None = None      # setup + syssize paragraphs (bzImage header)
     next_config: dict[str, str] | None = None
     next_config_source: str | None = None
+    # the `kho-v`N strings read from the new kernel's image (khotui.image.kho_abi); None when
+    # not read, with next_abi_error saying why when it was tried
+    next_kho_compatibles: tuple[str, ...] | None = None
+    next_abi_how: str | None = None
+    next_abi_error: str | None = None
     initrd_path: str | None = None
     initrd_error: str | None = None
     initrd_error_fix: str | None = None
@@ -402,6 +407,15 @@ def _check_cmdline_length(ctx: CheckContext, cmdline: str) -> list[Finding]:
                         f"shorten the command line by {length - room} bytes")]
     return [Finding("cmdline-length", OK, f"command line {length_text(length, room)}")]
 
+# 6.16-7.0 all write "kho-v1", yet "kho: increase metadata bitmap size to PAGE_SIZE" (Pasha
+# Tatashin, Oct/Nov 2025; Fixes: fc33e4b44b27 "kexec: enable KHO support for memory
+# preservation"; Cc: stable; https://lkml.kernel.org/r/20251021000852.2924827-3-pasha.tatashin@soleen.com)
+# changed the preserved-memory bitmap from 512 bytes to PAGE_SIZE without a version bump, and
+# went to the stable trees. Which stable releases carry it could not be pinned from here, so any
+# pair of different releases that both write kho-v1 is warned about.
+KHO_V1_BITMAP_FIX = ("\"kho: increase metadata bitmap size to PAGE_SIZE\" (Nov 2025, backported "
+                     "to stable)")
+
 
 def check_next_abi(ctx: CheckContext) -> list[Finding]:
     if not ctx.kho_enabled or ctx.kernel_error or not ctx.kernel_loadable:
@@ -414,25 +428,92 @@ def check_next_abi(ctx: CheckContext) -> list[Finding]:
                            "load a kernel built with CONFIG_KEXEC_HANDOVER=y"))
     release = _release_of(ctx.kernel_version)
     running = ctx.kho_abi
+    compatibles = ctx.next_kho_compatibles
+    if compatibles is not None:
+        out += _next_abi_read(compatibles, running, release, ctx.next_abi_how)
+    else:
+        out += _next_abi_guessed(ctx, release, running)
+    out += _kho_v1_pair(ctx.osrelease, release, running)
+    return out
+
+
+def _next_abi_read(compatibles: tuple[str, ...], running: str | None, release: str | None,
+                   how: str | None) -> list[Finding]:
+    """The new kernel's KHO_FDT_COMPATIBLE as read from its image, against this kernel's."""
+    name = f"the new kernel {release}" if release else "the new kernel"
+    where = f"read from its image ({how})" if how else "read from its image"
+    if not compatibles:
+        return [Finding("next-abi", FAIL,
+                        f"{name} has no KHO compatible string (kho-vN) in its image ({how}): it "
+                        "is built without KHO and will ignore the handover; everything "
+                        "preserved is lost",
+                        "load a kernel built with CONFIG_KEXEC_HANDOVER=y")]
+    said = ", ".join(compatibles)
+    if running is None:
+        return [Finding("next-abi", WARN,
+                        f"{name} accepts {said} ({where}); this kernel's ABI is unknown (its "
+                        "outgoing FDT is not readable)",
+                        "mount debugfs (mount -t debugfs none /sys/kernel/debug) so khotui can "
+                        "read kho/out/fdt")]
+    if running not in compatibles:
+        return [Finding("next-abi", FAIL,
+                        f"{name} accepts only {said} ({where}); this kernel writes {running}: "
+                        "kho_populate() finds the compatible different and the new kernel boots "
+                        "without the handover; everything preserved is lost",
+                        f"load a kernel whose KHO_FDT_COMPATIBLE is \"{running}\" "
+                        "(include/linux/kho/abi/kexec_handover.h), or update without KHO")]
+    if len(compatibles) > 1:
+        return [Finding("next-abi", WARN,
+                        f"{name}'s image holds several KHO compatibles ({said}; {where}); "
+                        f"which one it checks cannot be told from the image",
+                        "check the new kernel's include/linux/kho/abi/kexec_handover.h "
+                        "(KHO_FDT_COMPATIBLE) before executing")]
+    return [Finding("next-abi", OK, f"{name} accepts {running} ({where}), as this kernel writes")]
+
+
+def _next_abi_guessed(ctx: CheckContext, release: str | None,
+                      running: str | None) -> list[Finding]:
+    """The fallback when the image could not be decompressed: the ABI its release line used."""
+    why = (f"its image could not be read inside ({ctx.next_abi_error}), so this is guessed "
+           "from its release" if ctx.next_abi_error else "guessed from its release")
     if release and ctx.osrelease and release == ctx.osrelease:
-        out.append(Finding("next-abi", OK, f"same kernel release {release}: same KHO ABI ({running})"))
-        return out
+        return [Finding("next-abi", OK, f"same kernel release {release}: same KHO ABI "
+                                        f"({running}); {why}")]
     expected = kho_abi_for_release(release)
     if expected is None or running is None:
-        out.append(Finding("next-abi", WARN,
-                           f"cannot tell the KHO ABI of {release or 'the new kernel'}; this kernel "
-                           f"speaks {running or 'an unknown ABI'}. Kernels with different KHO "
-                           "compatible strings cannot hand over",
-                           "check the new kernel's include/linux/kho/abi/kexec_handover.h "
-                           "(KHO_FDT_COMPATIBLE) before executing"))
-    elif expected != running:
-        out.append(Finding("next-abi", FAIL,
-                           f"the new kernel {release} speaks {expected}, this kernel {running}: the new "
-                           "kernel will refuse the handover (\"disabling KHO revival\")",
-                           "load a kernel with the same KHO ABI, or update without KHO"))
-    else:
-        out.append(Finding("next-abi", OK, f"the new kernel {release} speaks {expected}, as this one does"))
-    return out
+        return [Finding("next-abi", WARN,
+                        f"cannot tell the KHO ABI of {release or 'the new kernel'} ({why}); "
+                        f"this kernel speaks {running or 'an unknown ABI'}. Kernels with "
+                        "different KHO compatible strings cannot hand over",
+                        "check the new kernel's include/linux/kho/abi/kexec_handover.h "
+                        "(KHO_FDT_COMPATIBLE) before executing")]
+    if expected != running:
+        return [Finding("next-abi", FAIL,
+                        f"the new kernel {release} speaks {expected}, this kernel {running} "
+                        f"({why}): the new kernel will refuse the handover (\"disabling KHO "
+                        "revival\")",
+                        "load a kernel with the same KHO ABI, or update without KHO")]
+    return [Finding("next-abi", OK, f"the new kernel {release} speaks {expected}, as this one "
+                                    f"does ({why})")]
+
+
+def _kho_v1_pair(running_release: str | None, next_release: str | None,
+                 running: str | None) -> list[Finding]:
+    """Two different 6.16-7.0 releases both write kho-v1, but may disagree on the bitmap."""
+    if running != "kho-v1" or not running_release or not next_release:
+        return []
+    if running_release == next_release:
+        return []
+    if kho_abi_for_release(next_release) != "kho-v1":
+        return []
+    return [Finding("next-abi-v1-bitmap", WARN,
+                    f"{running_release} and {next_release} both write kho-v1, but the "
+                    f"preserved-memory bitmap changed size within kho-v1 ({KHO_V1_BITMAP_FIX}); "
+                    "if one has the fix and the other does not, the new kernel misreads what is "
+                    "preserved. Which stable releases carry it is not known to khotui",
+                    "check that both kernels have the same PRESERVE_BITS in "
+                    "kernel/kexec_handover.c (PAGE_SIZE * 8 with the fix, 512 * 8 without), "
+                    "or load the same release")]
 
 
 def check_plan(ctx: CheckContext) -> list[Finding]:

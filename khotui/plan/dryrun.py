@@ -5,7 +5,7 @@
 1. read: the host status (khotui.plan.status, unless the caller passes the one it has), the
    kernel and initrd (khotui.image.inspect, on the descriptors the load will use when given);
 2. read: `read_plan_inputs()`, the one further read, of what only a plan needs: the running
-   kernel's purgatory (x86_64, learnt from the kernel log) and flattened device tree (arm64,
+   kernel's purgatory (x86_64, khotui.host.running_image) and flattened device tree (arm64,
    /sys/firmware/fdt), and what depends on the chosen files (the next kernel's build config,
    /boot/config-<release>; who may rewrite the files);
 3. plan, pure: `dry_run()` fills the placement inputs from those values, runs the placement
@@ -24,9 +24,11 @@ from khotui.errors import KhotuiError, Problem
 from khotui.fdt.kexec_dtb import DtbError, kexec_dtb_size
 from khotui.host.boot import parse_config, read_running_fdt
 from khotui.host.ima import ImaSegment, LoadFile, file_digest, predict_segment, read_ima
-from khotui.host.kernellog import purgatory_from_log, read_kernel_log
+from khotui.host.kernellog import learnt_purgatory, read_kernel_log
 from khotui.host.ownership import fs_type, writable_by_others
+from khotui.host.running_image import running_purgatory
 from khotui.image.inspect import InitrdInfo, KernelImage, inspect_initrd, inspect_kernel
+from khotui.image.kho_abi import NextAbi, read_next_abi
 from khotui.placement.arm64 import Arm64PlanInput, free_ranges_in_ram, plan_arm64
 from khotui.placement.core import Plan, Segment
 from khotui.placement.x86_64 import X86Kernel, X86PlanInput, X86Setup, plan_x86_64
@@ -61,7 +63,8 @@ class PlanInputs:
 
     next_config: NextConfig = NextConfig()
     file_warnings: list[Problem] = field(default_factory=list)
-    # x86_64: the running kernel's purgatory segment (learnt from the kernel log, else assumed)
+    # x86_64: the running kernel's purgatory segment (read from its image, a snapshot record or
+    # /proc/kcore; else learnt from the kernel log; else assumed: khotui.host.running_image)
     purgatory: Purgatory = DEFAULT_PURGATORY
     # arm64: /sys/firmware/fdt, the base of the DTB segment; None when absent or unreadable
     running_fdt: bytes | None = None
@@ -70,6 +73,8 @@ class PlanInputs:
     ima_kexec: bool = False
     ima: ImaSegment | None = None
     ima_notes: tuple[str, ...] = ()
+    # the KHO compatibles the new kernel's image carries (read only when KHO is on)
+    next_abi: NextAbi | None = None
 
 
 @dataclass
@@ -160,20 +165,25 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
     purgatory, fdt, fdt_error = DEFAULT_PURGATORY, None, None
     sysroot = status.sysroot
     if status.boot.arch == "x86_64":
-        try:
-            log = read_kernel_log(sysroot)
-        except KhotuiError:
-            log = None      # the purgatory is then assumed, and the plan says so
-        purgatory = purgatory_from_log(log)
+        def from_log() -> Purgatory | None:
+            try:
+                return learnt_purgatory(read_kernel_log(sysroot))
+            except KhotuiError:
+                return None      # the purgatory is then assumed, and the plan says so
+        # the running image, a snapshot's record, /proc/kcore, then the log (running_image.py)
+        purgatory = running_purgatory(sysroot, from_log)
     elif status.boot.arch == "arm64":
         try:
             fdt = read_running_fdt(sysroot)
         except KhotuiError as exc:
             fdt_error = exc.problem
     ima_kexec, ima, ima_notes = read_ima_segment(status, request, kernel_file, initrd_file)
+    next_abi = None
+    if status.kho.enabled and kernel.loadable is not False:
+        next_abi = read_next_abi(kernel_file if kernel_file is not None else request.kernel)
     return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings,
                       purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error,
-                      ima_kexec=ima_kexec, ima=ima, ima_notes=ima_notes)
+                      ima_kexec=ima_kexec, ima=ima, ima_notes=ima_notes, next_abi=next_abi)
 
 
 def read_ima_segment(status: HostStatus, request: PlanRequest,
@@ -482,6 +492,9 @@ def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanReque
         ctx.initrd_format = initrd.format
     ctx.cmdline = cmdline
     ctx.next_config, ctx.next_config_source = inputs.next_config.config, inputs.next_config.source
+    if inputs.next_abi is not None:
+        ctx.next_kho_compatibles = inputs.next_abi.compatibles
+        ctx.next_abi_how, ctx.next_abi_error = inputs.next_abi.how, inputs.next_abi.error
     if plan is not None:
         ctx.plan_fits = plan.fits
         ctx.plan_errno = plan.errno
