@@ -13,9 +13,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from khotui.cmdline import MAX_ELFCOREHDR_STR_LEN, accepted_length, kho_requested
+from khotui.cmdline import (
+    MAX_ELFCOREHDR_STR_LEN,
+    accepted_length,
+    kho_requested,
+    parse_scratch_size,
+    scratch_param,
+)
 from khotui.errors import Problem
 from khotui.types import FAIL, OK, SKIP, WARN, Finding, ScratchRegion
+from khotui.units import size
 
 __all__ = ["FAIL", "OK", "SKIP", "WARN", "CheckContext", "Finding", "run_plan_checks",
            "run_status_checks"]
@@ -33,6 +40,9 @@ class CheckContext:
     kho_enabled: bool = False
     kho_off_reason: str | None = None
     kho_off_fix: str | None = None
+    # KHO on but kho_scratch[] unreadable: why, and the fix (None: read, or KHO off)
+    kho_scratch_unknown: str | None = None
+    kho_scratch_unknown_fix: str | None = None
     kho_abi: str | None = None
     kho_layout: str | None = None
     kho_finalized: bool | None = None
@@ -118,6 +128,14 @@ def check_kho(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     if ctx.kho_error:
         out.append(Finding("kho-enabled", FAIL, ctx.kho_error, ctx.kho_off_fix))
+    elif ctx.kho_enabled and ctx.kho_scratch_unknown:
+        # the kernel confines every segment to scratch and adds the scratch array: a plan
+        # without the regions would be wrong, so there is none, and this check fails
+        out.append(Finding("kho-enabled", OK, "KHO is on: scratch regions unknown"))
+        out.append(Finding("kho-scratch", FAIL,
+                           f"{ctx.kho_scratch_unknown}; the kernel places every segment only in "
+                           "the scratch regions, so no placement can be previewed",
+                           ctx.kho_scratch_unknown_fix))
     elif ctx.kho_enabled:
         abi = ctx.kho_abi or "ABI unknown (outgoing FDT not readable)"
         out.append(Finding("kho-enabled", OK,
@@ -330,6 +348,7 @@ def check_cmdline(ctx: CheckContext) -> list[Finding]:
                                f"the next command line has {said}: the new kernel would ignore "
                                "the handed-over memory and lose what was preserved",
                                "add kho=on to the command line (--append kho=on)"))
+    out += _check_scratch_param(cmdline, ctx.kho_enabled)
     room = accepted_length(ctx.kernel_cmdline_size)
     if room is not None:
         length = len(cmdline.encode()) + 1
@@ -342,6 +361,31 @@ def check_cmdline(ctx: CheckContext) -> list[Finding]:
         else:
             out.append(Finding("cmdline-length", OK, f"command line {length} of {room} bytes"))
     return out
+
+
+def _check_scratch_param(cmdline: str, kho_enabled: bool) -> list[Finding]:
+    """`kho_scratch=` (6.16-7.3) or `kho_bootmem=` (7.4's name for it) on the next command line,
+    read as kho_parse_scratch_size() reads it."""
+    found = scratch_param(cmdline)
+    if found is None:
+        return []
+    name, value = found
+    parsed = parse_scratch_size(name, value)
+    if parsed is None:
+        return [Finding("cmdline-scratch", WARN,
+                        f"{name}={value} on the next command line is not a value the kernel reads "
+                        "(N% or lowmem,global,per-node sizes, e.g. 256M,512M,256M): the next kernel "
+                        "ignores it and sizes its scratch regions by the default 200% scale",
+                        f"write it as {name}=256M,512M,256M or {name}=200%")]
+    if parsed.sizes is not None:
+        low, glob, node = (size(v) for v in parsed.sizes)
+        what = f"lowmem {low}, global {glob}, per node {node}"
+    else:
+        what = f"{parsed.scale}% of the kernel's own boot allocations"
+    # kho_memory_init(): a kernel that finds handed-over scratch reuses it and reserves none
+    when = (": a kernel booted through this KHO kexec inherits the current scratch regions, so "
+            "the sizes apply only from the next cold boot" if kho_enabled else "")
+    return [Finding("cmdline-scratch", OK, f"{name}={value}: scratch {what}{when}")]
 
 
 def check_next_abi(ctx: CheckContext) -> list[Finding]:

@@ -64,6 +64,8 @@ class PlanInputs:
     # arm64: /sys/firmware/fdt, the base of the DTB segment; None when absent or unreadable
     running_fdt: bytes | None = None
     running_fdt_error: Problem | None = None
+    # arm64: the kernel log says "random: crng init done" (None: no readable log says so)
+    rng_source: str | None = None
 
 
 @dataclass
@@ -75,9 +77,16 @@ class PlanResult:
     cmdline: str
     kernel: KernelImage
     initrd: InitrdInfo | None
-    plan: Plan | None                 # None when not planned (see assumptions)
+    plan: Plan | None                 # None when not planned (see notes)
     findings: list[Finding]
-    assumptions: list[str]
+    assumptions: list[str]            # guessed inputs only: what, why, how to provide it
+    notes: list[str] = field(default_factory=list)   # how the plan was made: not guesses
+
+    @property
+    def exact(self) -> bool:
+        """Every input the kernel uses was read from this host: a plan was made (a definite
+        fit or refusal) and nothing was assumed."""
+        return self.plan is not None and self.plan.fits is not None and not self.assumptions
 
     @property
     def fits(self) -> bool | None:
@@ -119,7 +128,9 @@ class PlanResult:
             "message": None if self.plan is None else self.plan.message,
             "would_succeed": self.would_succeed,
             "checks": [f.as_dict() for f in self.findings],
+            "exact": self.exact,
             "assumptions": self.assumptions,
+            "notes": self.notes,
         }
 
 
@@ -151,7 +162,7 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
     warnings = _writable_warnings("kernel", request.kernel, kernel_file)
     if request.initrd:
         warnings += _writable_warnings("initrd", request.initrd, initrd_file)
-    purgatory, fdt, fdt_error = DEFAULT_PURGATORY, None, None
+    purgatory, fdt, fdt_error, rng = DEFAULT_PURGATORY, None, None, None
     sysroot = status.sysroot
     if status.boot.arch == "x86_64":
         try:
@@ -164,8 +175,17 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
             fdt = read_running_fdt(sysroot)
         except KhotuiError as exc:
             fdt_error = exc.problem
+        try:
+            log = read_kernel_log(sysroot)
+        except KhotuiError:
+            log = None      # the RNG state is then assumed, and the plan says so
+        # _credit_init_bits(), drivers/char/random.c: logged once the crng is ready; the DTB
+        # gets kaslr-seed and rng-seed only then (of_kexec_alloc_and_setup_fdt())
+        if log is not None and "random: crng init done" in log:
+            rng = "the kernel log says \"random: crng init done\""
     return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings,
-                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error)
+                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error,
+                      rng_source=rng)
 
 
 def read_next_config(status: HostStatus, kernel: KernelImage) -> NextConfig:
@@ -224,38 +244,50 @@ def dry_run(status: HostStatus, request: PlanRequest, kernel: KernelImage,
     else:
         cmdline = next_cmdline(status.boot.cmdline, request.append)
 
+    # guesses go to `assumptions`, the rest to `notes`: `exact` derives from the first
     assumptions: list[str] = []
+    notes: list[str] = []
     if request.cmdline is None:
-        assumptions.append("command line: the running one (/proc/cmdline) without BOOT_IMAGE= "
-                           "and initrd=" + (f", plus {request.append!r}" if request.append else ""))
-    plan = _simulate(status, kernel, initrd, cmdline, request, inputs, assumptions)
+        # a choice khotui makes (the documented default), not a guess about the host
+        notes.append("command line: the running one (/proc/cmdline) without BOOT_IMAGE= "
+                     "and initrd=" + (f", plus {request.append!r}" if request.append else ""))
+    plan = _simulate(status, kernel, initrd, cmdline, request, inputs, assumptions, notes)
     if plan is not None:
         assumptions.extend(a for a in plan.assumptions if a not in assumptions)
+        notes.extend(n for n in plan.notes if n not in notes)
 
     ctx = context_for(status)
     _fill_plan_context(ctx, status, request, kernel, initrd, cmdline, plan, inputs)
     findings = checks.run_plan_checks(ctx)
     return PlanResult(status=status, request=request, cmdline=cmdline, kernel=kernel,
-                      initrd=initrd, plan=plan, findings=findings, assumptions=assumptions)
+                      initrd=initrd, plan=plan, findings=findings, assumptions=assumptions,
+                      notes=notes)
 
 
 def _simulate(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None, cmdline: str,
-              request: PlanRequest, inputs: PlanInputs, assumptions: list[str]) -> Plan | None:
+              request: PlanRequest, inputs: PlanInputs, assumptions: list[str],
+              notes: list[str]) -> Plan | None:
     arch = status.boot.arch
+    if status.kho.enabled and not status.kho.scratch_known:
+        # the kernel confines every segment to kho_scratch[] and adds the array itself: any
+        # placement without the regions would be wrong (the failing kho-scratch check says why)
+        notes.append("no placement preview: KHO is on but its scratch regions are unknown ("
+                     f"{status.kho.scratch_message})")
+        return None
     if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
         # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
         # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
         why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
                if status.iomem is not None else "/proc/iomem could not be read")
-        assumptions.append(f"no placement preview: with KHO off the kernel places segments in "
-                           f"System RAM, and {why}; run khotui as root for the preview")
+        notes.append(f"no placement preview: with KHO off the kernel places segments in "
+                     f"System RAM, and {why}; run khotui as root for the preview")
         return None
     if arch == "x86_64":
         return plan_x86_64(x86_input(status, kernel, initrd, cmdline, request, inputs))
     if arch == "arm64":
-        inp = arm64_input(status, kernel, initrd, cmdline, request, inputs, assumptions)
+        inp = arm64_input(status, kernel, initrd, cmdline, request, inputs, notes)
         return None if inp is None else plan_arm64(inp)
-    assumptions.append(f"no placement model for architecture {arch or 'unknown'}: "
+    notes.append(f"no placement model for architecture {arch or 'unknown'}: "
                        "khotui simulates x86_64 and arm64")
     return None
 
@@ -298,20 +330,21 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
 
 def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None,
                 cmdline: str, request: PlanRequest, inputs: PlanInputs,
-                assumptions: list[str]) -> Arm64PlanInput | None:
+                notes: list[str]) -> Arm64PlanInput | None:
     """The arm64 placement input, with the DTB segment's size computed from the running FDT;
-    None (and an assumption saying why) when there is no Image header or no FDT."""
+    None (and a note saying why: no plan, so not exact) when there is no Image header or no
+    FDT."""
     image = kernel.arm64
     if image is None:
         return None
     fdt = inputs.running_fdt
     if fdt is None:
         if inputs.running_fdt_error is not None:
-            assumptions.append(f"{inputs.running_fdt_error.headline}: the DTB segment's size "
-                               "cannot be computed")
+            notes.append(f"{inputs.running_fdt_error.headline}: the DTB segment's size "
+                         "cannot be computed")
         else:
-            assumptions.append("no /sys/firmware/fdt (root only, or an ACPI host): the DTB "
-                               "segment's size cannot be computed")
+            notes.append("no /sys/firmware/fdt (root only, or an ACPI host): the DTB "
+                         "segment's size cannot be computed")
         return None
     b = status.boot
     kho = status.kho.enabled
@@ -343,6 +376,7 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
         free_ranges_exact=False,
         cma=bool(b.meminfo.get("CmaTotal")) and not request.no_cma,
         ima_kexec=ima_kexec,
+        rng_source=inputs.rng_source,
     )
 
 
