@@ -89,6 +89,18 @@ class PlanResult:
         return self.plan is not None and self.plan.fits is not None and not self.assumptions
 
     @property
+    def exactness(self) -> str:
+        """'exact ...' or 'not exact: ...' saying why: one wording for the CLI and the app."""
+        if self.exact:
+            return "exact (every input the kernel uses was read from this host)"
+        n = len(self.assumptions)
+        counted = f"{n} assumption{'s' * (n != 1)}"
+        if self.plan is None or self.plan.fits is None:
+            return "not exact: no placement could be predicted (see notes)" + (
+                f"; {counted}" if n else "")
+        return f"not exact: {counted}"
+
+    @property
     def fits(self) -> bool | None:
         return None if self.plan is None else self.plan.fits
 
