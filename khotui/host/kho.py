@@ -320,7 +320,8 @@ def kernel_turns_kho_off(cmdline: str, config: dict[str, str], config_source: st
                    else "KHO is off by default unless CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y")
         return _Why(OFF_DEFAULT, f"KHO is off: the command line {what} and {default}",
                     "add kho=on to the kernel command line and reboot")
-    evidence.append(f"kho={value} on /proc/cmdline" if requested
+    evidence.append("kho= on /proc/cmdline turns it on (the last value kstrtobool accepts)"
+                    if requested
                     else "CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y and no kho= that turns it off")
     # kho_memory_init(): is_kdump_kernel() turns KHO off (and logs it)
     if "elfcorehdr" in cmdline_param_names(cmdline):
@@ -568,6 +569,6 @@ def _without_kho_dir(sysroot: Sysroot, cmdline: str, osrelease: str | None, *, d
                                 "the kernel turned KHO off at boot (kho_init() failed; the kernel "
                                 "log says why when it logged it, e.g. 'Failed to reserve scratch "
                                 "area, disabling kexec handover')",
-                    fix="check dmesg | grep KHO; a failed scratch reservation needs a smaller "
-                        "kho_scratch= (kho_bootmem= from 7.4)",
+                   fix="check dmesg | grep KHO; a failed scratch reservation needs a smaller "
+                       "kho_scratch= (kho_bootmem= from 7.4)",
                    kernel_enabled=False)

@@ -127,7 +127,8 @@ class PlanResult:
         kho = self.status.kho_dict()
         return {
             "arch": self.arch,
-            "kho": {"enabled": kho["enabled"], "abi": kho["abi"], "scratch": kho["scratch"]},
+            "kho": {"enabled": kho["enabled"], "abi": kho["abi"], "scratch": kho["scratch"],
+                    "off_reason": kho["off_reason"], "scratch_unknown": kho["scratch_unknown"]},
             "kernel": {"path": self.request.kernel, "format": self.kernel.format,
                        "version": self.kernel.version, "size": self.kernel.size},
             "initrd": None if self.initrd is None else {
