@@ -423,13 +423,12 @@ def _scratch_unreadable(sysroot: Sysroot, config: dict[str, str],
         mounted = _debugfs_mounted(sysroot)
         if mounted is False or (mounted is None and not sysroot.listdir(DEBUGFS)):
             return _Why(UNREAD_DEBUGFS_NOT_MOUNTED,
-                        f"debugfs is not mounted on {DEBUGFS}: KHO is on but its scratch regions "
-                        "cannot be read", mount)
+                        f"debugfs is not mounted on {DEBUGFS}", mount)
         return None
     if not sysroot.is_dir(DEBUGFS) or not sysroot.listdir(DEBUGFS):
         return _Why(UNREAD_DEBUGFS_NOT_MOUNTED,
                     "the snapshot has no /sys/kernel/debug (debugfs was not mounted or not "
-                    "readable when it was taken): KHO is on but its scratch regions cannot be read",
+                    "readable when it was taken)",
                     f"on the host: {mount}, then take the snapshot again as root")
     return None
 
@@ -554,8 +553,7 @@ def _without_kho_dir(sysroot: Sysroot, cmdline: str, osrelease: str | None, *, d
                        kernel_enabled=False)
     if denied:
         unread: _Why | None = _Why(UNREAD_PERMISSION,
-                                   f"cannot read {DEBUGFS}: permission denied; KHO is on but its "
-                                   "scratch regions cannot be read",
+                                   f"cannot read {DEBUGFS}: permission denied",
                                    "run khotui as root (sudo khotui ...), or review a snapshot "
                                    "taken as root")
     else:

@@ -133,8 +133,9 @@ def check_kho(ctx: CheckContext) -> list[Finding]:
         # without the regions would be wrong, so there is none, and this check fails
         out.append(Finding("kho-enabled", OK, "KHO is on: scratch regions unknown"))
         out.append(Finding("kho-scratch", FAIL,
-                           f"{ctx.kho_scratch_unknown}; the kernel places every segment only in "
-                           "the scratch regions, so no placement can be previewed",
+                           f"KHO is on but its scratch regions cannot be read: "
+                           f"{ctx.kho_scratch_unknown}. The kernel places every segment only in "
+                           "them, so no placement can be previewed",
                            ctx.kho_scratch_unknown_fix))
     elif ctx.kho_enabled:
         abi = ctx.kho_abi or "ABI unknown (outgoing FDT not readable)"
