@@ -314,6 +314,24 @@ def test_kho_on_debugfs_not_mounted_live(tmp_path, monkeypatch):
     assert state.scratch_fix == "mount -t debugfs none /sys/kernel/debug"
 
 
+@pytest.mark.parametrize("mounted", [True, False])
+def test_live_debugfs_mount_is_read_from_proc_mounts(tmp_path, monkeypatch, mounted):
+    """Live: /proc/self/mounts says whether debugfs is mounted. Mounted without kho/ means
+    kho_init() turned KHO off; not mounted means KHO is on and the fix is the mount."""
+    line = "debugfs /sys/kernel/debug debugfs rw,relatime 0 0\n" if mounted else ""
+    write(tmp_path, {"/proc/cmdline": "kho=on\n", "/proc/sys/kernel/osrelease": "6.18.0\n",
+                     "/proc/self/mounts": "proc /proc proc rw 0 0\n" + line,
+                     "/sys/kernel/debug/tracing/x": "1\n"})
+    _config(tmp_path, FULL)
+    monkeypatch.setattr(Sysroot, "is_live", property(lambda self: True))
+    monkeypatch.setattr(kho_mod, "read_kernel_log", lambda sysroot: None)
+    state = read_kho(Sysroot(tmp_path))
+    if mounted:
+        assert not state.enabled and state.off_reason == OFF_UNKNOWN
+    else:
+        assert state.enabled and state.scratch_reason == UNREAD_DEBUGFS_NOT_MOUNTED
+
+
 def test_kho_on_debugfs_mounted_without_kho_dir_means_kho_init_failed(tmp_path):
     # debugfs is there (other subsystems' files) and kho/ is not: kho_init() turned KHO off
     write(tmp_path, {"/sys/kernel/debug/block/x": "1\n"})
