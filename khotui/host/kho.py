@@ -318,7 +318,7 @@ def kernel_turns_kho_off(cmdline: str, config: dict[str, str], config_source: st
         what = "has no kho=on" if value is None else f"has an unreadable kho={value}"
         default = ("CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT is not set" if config_source
                    else "KHO is off by default unless CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y")
-        return _Why(OFF_DEFAULT, f"KHO is off: the command line {what} and {default}",
+        return _Why(OFF_DEFAULT, f"the command line {what} and {default}",
                     "add kho=on to the kernel command line and reboot")
     evidence.append("kho= on /proc/cmdline turns it on (the last value kstrtobool accepts)"
                     if requested
@@ -345,7 +345,7 @@ def kernel_turns_kho_off(cmdline: str, config: dict[str, str], config_source: st
         unsure = (" (no build config readable: CONFIG_KEXEC_HANDOVER_DEBUGFS, the default with "
                   "KHO, is assumed)" if config_source is None else "")
         return _Why(OFF_DEBUGFS_OFF,
-                    f"KHO is off: {why_off} makes kho_init() fail to create "
+                    f"{why_off} makes kho_init() fail to create "
                     f"{KHO_DIR}, and the kernel then turns KHO off without logging it{unsure}",
                     "reboot without debugfs=off (or with debugfs=on) and with kho=on: KHO "
                     "needs debugfs on this build; mounting debugfs now does not help")
@@ -363,12 +363,12 @@ def _log_says_off(log: str | None) -> _Why | None:
         detail = _LOG_SCRATCH_DETAIL.search(log)
         first = f" after \"{detail.group(0)}\"" if detail else ""
         return _Why(OFF_SCRATCH_FAILED,
-                    f"KHO is off: the kernel could not reserve its scratch regions at boot "
+                    f"the kernel could not reserve its scratch regions at boot "
                     f"(\"{LOG_SCRATCH_FAILED}\"{first})",
                     "reboot with smaller scratch sizes (kho_scratch=, kho_bootmem= from 7.4), "
                     "e.g. a lowmem size that fits below 4 GiB on x86_64")
     if LOG_LUO_OFF in log:
-        return _Why(OFF_UNKNOWN, f"KHO is off: the kernel log says \"{LOG_LUO_OFF}\"",
+        return _Why(OFF_UNKNOWN, f"the kernel log says \"{LOG_LUO_OFF}\"",
                     "check dmesg | grep -i kho; reboot with kho=on")
     return None
 
