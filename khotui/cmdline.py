@@ -13,6 +13,7 @@ command-line length limit (`accepted_length()`). Imports nothing from khotui.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -91,13 +92,108 @@ def kstrtobool(value: str | None) -> bool | None:
 
 
 def kho_requested(cmdline: str) -> bool | None:
-    """What `kho=` on this command line asks for: True/False, None when absent. The last
-    `kho=` before `--` wins; kho_parse_enable() (kernel/liveupdate/kexec_handover.c) reads it
-    with kstrtobool(), and a value it rejects leaves KHO off."""
-    value = cmdline_param(cmdline, "kho")
-    if value is None:
+    """What `kho=` on this command line sets: True/False, None when no `kho=` sets anything
+    (absent, or only values the kernel rejects). kho_parse_enable()
+    (kernel/liveupdate/kexec_handover.c) runs for every `kho=` before `--` and calls
+    kstrtobool(p, &kho_enable), which leaves kho_enable unchanged on a value it rejects: the last
+    value it accepts wins, and without one CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT decides."""
+    result: bool | None = None
+    for token in kernel_params(cmdline):
+        key, sep, val = token.partition("=")
+        if key == "kho" and sep:
+            parsed = kstrtobool(val)
+            if parsed is not None:
+                result = parsed
+    return result
+
+
+def debugfs_requested(cmdline: str) -> bool | None:
+    """What `debugfs=` on this command line sets: True (on), False (off), None (nothing).
+    debugfs_kernel() (fs/debugfs/inode.c, 7.3) knows exactly `on`, `off` and `no-mount` (since
+    7.x a deprecated alias of `off`, logged as such); any other value changes nothing, and
+    without one CONFIG_DEBUG_FS_ALLOW_ALL/ALLOW_NONE decides."""
+    result: bool | None = None
+    for token in kernel_params(cmdline):
+        key, sep, val = token.partition("=")
+        if key == "debugfs" and sep:
+            if val == "on":
+                result = True
+            elif val in ("off", "no-mount"):
+                result = False
+    return result
+
+
+# kho_scratch= sizes the scratch regions (kho_parse_scratch_size(),
+# kernel/liveupdate/kexec_handover.c, 6.16-7.3); 7.4-rc renames scratch to "bootmem" and the
+# parameter to kho_bootmem=. khotui reads both as the one parameter they are.
+SCRATCH_PARAMS = ("kho_scratch", "kho_bootmem")
+
+
+@dataclass(frozen=True)
+class ScratchSize:
+    """A `kho_scratch=`/`kho_bootmem=` value as the kernel reads it: a percentage of the
+    kernel's own allocations (`scale`), or fixed lowmem/global/per-node sizes in bytes."""
+
+    param: str                         # which name was given
+    value: str
+    scale: int | None = None           # N of "N%"
+    sizes: tuple[int, int, int] | None = None   # lowmem, global, per node
+
+
+_NUMBER = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def _memparse(text: str) -> tuple[int, str] | None:
+    """lib/cmdline.c memparse(): a number (0x.. hex, 0.. octal, decimal) and a K/M/G/T/P/E
+    suffix; (value, rest), or None when no digit was read."""
+    m = _NUMBER.match(text)
+    if m is None:
         return None
-    return bool(kstrtobool(value))
+    digits = m.group(1)
+    value = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 8 if digits[0] == "0" else 10)
+    rest = text[m.end():]
+    shift = {"K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}.get(rest[:1].upper())
+    if shift is not None:
+        value <<= shift
+        rest = rest[1:]
+    return value, rest
+
+
+def parse_scratch_size(param: str, value: str) -> ScratchSize | None:
+    """`value` as kho_parse_scratch_size() (kernel/liveupdate/kexec_handover.c) reads it; None
+    when the kernel rejects it (-EINVAL: the default 200% scale stays)."""
+    if not value:
+        return None
+    if value.endswith("%"):
+        digits = value[:-1]
+        # kstrtouint(s, 10): decimal digits only, at most 10 characters, fits in 32 bits
+        if len(value) > 11 or not digits.isascii() or not digits.isdigit() or int(digits) >= 1 << 32:
+            return None
+        return ScratchSize(param, value, scale=int(digits))
+    rest, sizes = value, []
+    for i in range(3):
+        if i > 0:
+            if not rest.startswith(","):
+                return None
+            rest = rest[1:]
+        got = _memparse(rest)
+        if got is None:
+            return None
+        size, rest = got
+        sizes.append(size)
+    if rest or not sum(sizes):
+        return None
+    return ScratchSize(param, value, sizes=(sizes[0], sizes[1], sizes[2]))
+
+
+def scratch_param(cmdline: str) -> tuple[str, str] | None:
+    """The last `kho_scratch=` or `kho_bootmem=` before `--`, as (name, value); None if none."""
+    found: tuple[str, str] | None = None
+    for token in kernel_params(cmdline):
+        key, sep, val = token.partition("=")
+        if key in SCRATCH_PARAMS:
+            found = (key, val if sep else "")
+    return found
 
 
 def _closed(token: str) -> str:

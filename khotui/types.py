@@ -141,8 +141,10 @@ class DtbSize:
     totalsize: int                   # fdt_totalsize() after fdt_pack(): the segment's bufsz
     boot_totalsize: int              # the running kernel's FDT header totalsize
     steps: list[str] = field(default_factory=list)
-    assumptions: list[str] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)   # guessed inputs only
+    notes: list[str] = field(default_factory=list)         # facts about the result
 
     def as_dict(self) -> dict[str, int | list[str]]:
         return {"totalsize": self.totalsize, "boot_totalsize": self.boot_totalsize,
-                "steps": list(self.steps), "assumptions": list(self.assumptions)}
+                "steps": list(self.steps), "assumptions": list(self.assumptions),
+                "notes": list(self.notes)}

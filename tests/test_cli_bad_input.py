@@ -90,12 +90,14 @@ def test_garbled_scratch_file_fails_naming_it(sysroot):
     assert f["status"] == "fail" and "scratch_len" in f["message"]
 
 
-def test_missing_debugfs_says_kho_is_off_and_why(sysroot):
+def test_missing_debugfs_says_kho_is_on_and_scratch_unknown(sysroot):
+    # kho=on and a KHO build: the kernel has KHO on whether debugfs was copied or not
     shutil.rmtree(sysroot / "sys/kernel/debug")
     result = run_cli("status", "--json", "--root", str(sysroot))
     status = json.loads(result.stdout)
-    assert status["kho"]["enabled"] is False
-    assert status["kho"]["off_reason"] and status["kho"]["fix"]
+    assert status["kho"]["enabled"] is True and status["kho"]["scratch"] is None
+    assert status["kho"]["scratch_unknown"]["message"] and status["kho"]["scratch_unknown"]["fix"]
+    assert result.returncode == 1
 
 
 def test_lockdown_without_signature_fails(sysroot):
@@ -172,4 +174,4 @@ def test_non_root_plan_on_the_live_host_says_what_needs_root(tmp_path, shared):
         assert checks["iomem"]["fix"]
         seg = checks.get("segments-fit")
         assert seg is None or "0x0-0x0" not in seg["message"]
-        assert any("root" in a for a in plan["assumptions"]) or plan["fits"] is not None
+        assert any("root" in n for n in plan["notes"]) or plan["fits"] is not None

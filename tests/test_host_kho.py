@@ -15,11 +15,15 @@ from khotui.host.kho import (
     LAYOUT_LEGACY,
     LAYOUT_STATELESS,
     OFF_CMDLINE,
-    OFF_DEBUGFS_NOT_MOUNTED,
+    OFF_DEBUGFS_OFF,
     OFF_DEFAULT,
-    OFF_NO_DEBUGFS_CONFIG,
     OFF_NOT_BUILT,
-    OFF_PERMISSION,
+    OFF_SCRATCH_FAILED,
+    OFF_UNKNOWN,
+    UNREAD_DEBUGFS_NOT_MOUNTED,
+    UNREAD_NO_DEBUGFS_CONFIG,
+    UNREAD_PERMISSION,
+    UNREAD_UNKNOWN_LAYOUT,
     read_kho,
 )
 from khotui.host.sysroot import Sysroot
@@ -263,30 +267,85 @@ def test_off_not_built(tmp_path):
     assert state.off_reason == OFF_NOT_BUILT and "/boot/config-6.18.0" in state.off_message
 
 
-def test_off_no_debugfs_config(tmp_path):
-    state = _off(tmp_path, "kho=on", ["CONFIG_KEXEC_HANDOVER=y", "CONFIG_KEXEC_HANDOVER_DEBUG=y",
-                                      "CONFIG_DEBUG_FS=y"])
-    assert state.off_reason == OFF_NO_DEBUGFS_CONFIG and state.kernel_enabled is True
+def _on_unread(tmp_path, cmdline, config):
+    """KHO on by command line and build, but no kho/ to read: enabled, scratch unknown, a fix."""
+    write(tmp_path, {"/proc/cmdline": cmdline + "\n", "/proc/sys/kernel/osrelease": "6.18.0\n"})
+    if config is not None:
+        _config(tmp_path, config)
+    state = read_kho(Sysroot(tmp_path))
+    assert state.enabled and not state.scratch_known and state.scratch == []
+    assert state.scratch_message and state.scratch_fix and state.off_reason is None
+    return state
 
 
-def test_off_no_debugfs_at_all(tmp_path):
-    state = _off(tmp_path, "kho=on", ["CONFIG_KEXEC_HANDOVER=y"])
-    assert state.off_reason == OFF_NO_DEBUGFS_CONFIG and "CONFIG_DEBUG_FS" in state.off_message
+def test_kho_on_without_kho_debugfs_config(tmp_path):
+    state = _on_unread(tmp_path, "kho=on", ["CONFIG_KEXEC_HANDOVER=y", "CONFIG_KEXEC_HANDOVER_DEBUG=y",
+                                            "CONFIG_DEBUG_FS=y"])
+    assert state.scratch_reason == UNREAD_NO_DEBUGFS_CONFIG
+    assert "cannot read the scratch regions on this build" in state.scratch_message
+    assert "CONFIG_KEXEC_HANDOVER_DEBUGFS=y" in state.scratch_fix and "--force" in state.scratch_fix
 
 
-def test_off_debugfs_missing_in_snapshot(tmp_path):
-    state = _off(tmp_path, "kho=on", FULL)
-    assert state.off_reason == OFF_DEBUGFS_NOT_MOUNTED and "mount -t debugfs" in state.fix
+def test_kho_on_without_debugfs_at_all(tmp_path):
+    state = _on_unread(tmp_path, "kho=on", ["CONFIG_KEXEC_HANDOVER=y"])
+    assert state.scratch_reason == UNREAD_NO_DEBUGFS_CONFIG and "CONFIG_DEBUG_FS" in state.scratch_message
 
 
-def test_off_debugfs_not_mounted_live(tmp_path, monkeypatch):
+def test_kho_on_debugfs_missing_in_snapshot(tmp_path):
+    state = _on_unread(tmp_path, "kho=on", FULL)
+    assert state.scratch_reason == UNREAD_DEBUGFS_NOT_MOUNTED and "mount -t debugfs" in state.scratch_fix
+
+
+def test_kho_on_debugfs_empty_in_snapshot(tmp_path):
+    (tmp_path / "sys/kernel/debug").mkdir(parents=True)
+    state = _on_unread(tmp_path, "kho=on", FULL)
+    assert state.scratch_reason == UNREAD_DEBUGFS_NOT_MOUNTED
+
+
+def test_kho_on_debugfs_not_mounted_live(tmp_path, monkeypatch):
     # a live host whose /sys/kernel/debug is an empty mount point
     write(tmp_path, {"/proc/cmdline": "kho=on\n", "/proc/sys/kernel/osrelease": "6.18.0\n"})
     _config(tmp_path, FULL)
     (tmp_path / "sys/kernel/debug").mkdir(parents=True)
     monkeypatch.setattr(Sysroot, "is_live", property(lambda self: True))
     state = read_kho(Sysroot(tmp_path))
-    assert state.off_reason == OFF_DEBUGFS_NOT_MOUNTED and "not mounted" in state.off_message
+    assert state.enabled and state.scratch_reason == UNREAD_DEBUGFS_NOT_MOUNTED
+    assert "not mounted" in state.scratch_message
+    assert state.scratch_fix == "mount -t debugfs none /sys/kernel/debug"
+
+
+@pytest.mark.parametrize("mounted", [True, False])
+def test_live_debugfs_mount_is_read_from_proc_mounts(tmp_path, monkeypatch, mounted):
+    """Live: /proc/self/mounts says whether debugfs is mounted. Mounted without kho/ means
+    kho_init() turned KHO off; not mounted means KHO is on and the fix is the mount."""
+    line = "debugfs /sys/kernel/debug debugfs rw,relatime 0 0\n" if mounted else ""
+    write(tmp_path, {"/proc/cmdline": "kho=on\n", "/proc/sys/kernel/osrelease": "6.18.0\n",
+                     "/proc/self/mounts": "proc /proc proc rw 0 0\n" + line,
+                     "/sys/kernel/debug/tracing/x": "1\n"})
+    _config(tmp_path, FULL)
+    monkeypatch.setattr(Sysroot, "is_live", property(lambda self: True))
+    monkeypatch.setattr(kho_mod, "read_kernel_log", lambda sysroot: None)
+    state = read_kho(Sysroot(tmp_path))
+    if mounted:
+        assert not state.enabled and state.off_reason == OFF_UNKNOWN
+    else:
+        assert state.enabled and state.scratch_reason == UNREAD_DEBUGFS_NOT_MOUNTED
+
+
+def test_kho_on_debugfs_mounted_without_kho_dir_means_kho_init_failed(tmp_path):
+    # debugfs is there (other subsystems' files) and kho/ is not: kho_init() turned KHO off
+    write(tmp_path, {"/sys/kernel/debug/block/x": "1\n"})
+    state = _off(tmp_path, "kho=on", FULL)
+    assert state.off_reason == OFF_UNKNOWN and "kho_init()" in state.off_message
+
+
+def test_scratch_reservation_failure_in_the_log_turns_kho_off(tmp_path):
+    # kho_reserve_scratch() logs this and sets kho_enable = false (kexec_handover.c)
+    log = ("[    0.000000] KHO: Failed to reserve lowmem scratch buffer\n"
+           "[    0.000000] KHO: Failed to reserve scratch area, disabling kexec handover\n")
+    state = _off(tmp_path, "kho=on kho_scratch=8G,1G,1G", FULL, **{"/dmesg": log})
+    assert state.off_reason == OFF_SCRATCH_FAILED
+    assert "lowmem scratch buffer" in state.off_message and "kho_bootmem=" in state.fix
 
 
 def test_off_permission_denied(tmp_path, monkeypatch):
@@ -307,7 +366,62 @@ def test_off_permission_denied(tmp_path, monkeypatch):
         state = read_kho(Sysroot(tmp_path))
     finally:
         (tmp_path / "sys/kernel/debug").chmod(0o755)
-    assert state.off_reason == OFF_PERMISSION and "root" in state.fix
+    # kho=on and no config saying otherwise: KHO is on, its regions are what cannot be read
+    assert state.enabled and state.scratch_reason == UNREAD_PERMISSION and "root" in state.scratch_fix
+
+
+@pytest.mark.parametrize("param", ["debugfs=off", "debugfs=no-mount", "debugfs=on debugfs=off"])
+def test_debugfs_off_turns_kho_off(tmp_path, param):
+    """kho_init() -> kho_debugfs_init() fails when debugfs is off (debugfs_start_creating(),
+    fs/debugfs/inode.c: -EPERM) and kho_init() sets kho_enable = false: KHO is off, and the fix is
+    a reboot, not a mount. `no-mount` is an alias of `off` in 7.3 (debugfs_kernel())."""
+    state = _off(tmp_path, f"kho=on {param}", FULL)
+    assert state.off_reason == OFF_DEBUGFS_OFF and "debugfs=" in state.off_message
+    assert "reboot without debugfs=off" in state.fix and "mount -t" not in state.fix
+
+
+def test_debugfs_off_then_on_leaves_kho_on(tmp_path):
+    state = _on_unread(tmp_path, "kho=on debugfs=off debugfs=on", FULL)   # the last one wins
+    assert state.scratch_reason == UNREAD_DEBUGFS_NOT_MOUNTED
+
+
+def test_debugfs_allow_none_config_turns_kho_off(tmp_path):
+    state = _off(tmp_path, "kho=on", [*FULL, "CONFIG_DEBUG_FS_ALLOW_NONE=y"])
+    assert state.off_reason == OFF_DEBUGFS_OFF and "CONFIG_DEBUG_FS_ALLOW_NONE" in state.off_message
+
+
+def test_debugfs_off_without_kho_debugfs_leaves_kho_on(tmp_path):
+    # without CONFIG_KEXEC_HANDOVER_DEBUGFS kho_debugfs_init() is a stub returning 0
+    state = _on_unread(tmp_path, "kho=on debugfs=off", ["CONFIG_KEXEC_HANDOVER=y",
+                                                         "CONFIG_KEXEC_HANDOVER_DEBUG=y",
+                                                         "CONFIG_DEBUG_FS=y"])
+    assert state.scratch_reason == UNREAD_NO_DEBUGFS_CONFIG
+
+
+def test_invalid_kho_value_leaves_the_earlier_one(tmp_path):
+    # kstrtobool() rejects "maybe" and kho_parse_enable() leaves kho_enable as it was
+    state = _on_unread(tmp_path, "kho=on kho=maybe", FULL)
+    assert state.evidence and any("kho=" in e for e in state.evidence)
+
+
+@pytest.mark.parametrize("files", [
+    {"/sys/kernel/debug/kho/out/bootmem_phys": "0x1000\n", "/sys/kernel/debug/kho/out/fdt": b"x"},
+    {"/sys/kernel/debug/kho/outgoing/scratch_phys": "0x1000\n"},
+])
+def test_unknown_debugfs_layout_is_refused_by_name(tmp_path, files):
+    write(tmp_path, {"/proc/cmdline": "kho=on\n", **files})
+    state = read_kho(Sysroot(tmp_path))
+    assert state.enabled and state.scratch == [] and state.scratch_reason == UNREAD_UNKNOWN_LAYOUT
+    assert state.scratch_message.startswith("unknown KHO debugfs layout: files ")
+    assert "khotui knows 6.16–7.3" in state.scratch_message
+    name = next(iter(files)).removeprefix("/sys/kernel/debug/kho/")
+    assert name in state.scratch_message
+
+
+def test_extra_files_beside_the_known_ones_are_a_note(tmp_path):
+    write(tmp_path, {**BASE, "/sys/kernel/debug/kho/out/bootmem_phys": "0x1\n"})
+    state = read_kho(Sysroot(tmp_path))
+    assert state.scratch_known and any("out/bootmem_phys" in n for n in state.scratch_notes)
 
 
 def test_unreadable_blob_is_a_khotui_error(tmp_path, monkeypatch):

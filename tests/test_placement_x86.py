@@ -208,7 +208,7 @@ def test_kho_off_with_a_cma_area_cannot_be_predicted(bzimage, tmp_path):
     plan = plan_x86_64(inp)
     assert plan.fits is None and plan.walk == "cma"
     assert all(s.mem is None for s in plan.segments)
-    assert any("KEXEC_FILE_NO_CMA" in a for a in plan.assumptions)
+    assert any("KEXEC_FILE_NO_CMA" in n for n in plan.notes)
     inp.no_cma = True
     again = plan_x86_64(inp)
     assert again.fits is True

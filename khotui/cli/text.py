@@ -28,6 +28,28 @@ def _scratch(status: HostStatus, out: TextIO) -> None:
         out.write(f"  [{r.index}] {r.name:8} 0x{r.addr:<12x} .. {end:<14} {size(r.size):>9}\n")
 
 
+def _kho_line(status: HostStatus, out: TextIO, *, plan: bool) -> None:
+    """The KHO line: on with its regions, on with the regions unknown (why, the fix), or off."""
+    kho = status.kho
+    if kho.enabled and not kho.scratch_known:
+        out.write(f"KHO      on, scratch regions UNKNOWN: {kho.scratch_message}\n")
+        if kho.scratch_fix:
+            out.write(f"         fix: {kho.scratch_fix}\n")
+    elif kho.enabled:
+        fin = ""
+        if kho.layout == "6.16-7.0" and not plan:
+            fin = ", finalized" if kho.finalized else ", NOT finalized"
+        out.write(f"KHO      on, {status.kho_abi or 'ABI unknown'}{fin}; "
+                  f"{len(kho.scratch)} scratch regions:\n")
+        _scratch(status, out)
+        if kho.in_fdt is not None and not plan:
+            out.write("         incoming handover present (kho/in): this kernel was booted through KHO\n")
+    elif plan:
+        out.write(f"KHO      off ({kho.off_message or 'no kho/ in debugfs'}): segments go to System RAM\n")
+    else:
+        out.write(f"KHO      off: {kho.off_message or 'no kho/ in debugfs'}\n")
+
+
 def print_status(status: HostStatus, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     b, k = status.boot, status.kexec
@@ -35,17 +57,7 @@ def print_status(status: HostStatus, out: TextIO | None = None) -> None:
     out.write(f"khotui status: {where}\n")
     out.write(f"kernel   {b.osrelease or '?'} ({b.arch or 'unknown arch'})\n")
     out.write(f"cmdline  {b.cmdline}\n")
-    if status.kho.enabled:
-        fin = ""
-        if status.kho.layout == "6.16-7.0":
-            fin = ", finalized" if status.kho.finalized else ", NOT finalized"
-        out.write(f"KHO      on, {status.kho_abi or 'ABI unknown'}{fin}; "
-                  f"{len(status.kho.scratch)} scratch regions:\n")
-        _scratch(status, out)
-        if status.kho.in_fdt is not None:
-            out.write("         incoming handover present (kho/in): this kernel was booted through KHO\n")
-    else:
-        out.write(f"KHO      off: {status.kho.off_message or 'no kho/ in debugfs'}\n")
+    _kho_line(status, out, plan=False)
     out.write(f"kexec    loaded={_yn(k.loaded)} crash_loaded={_yn(k.crash_loaded)} "
               f"load_disabled={_yn(k.kexec_load_disabled)} "
               f"limit={load_limit(k.kexec_load_limit_reboot)} lockdown={k.lockdown or '?'}\n")
@@ -81,11 +93,7 @@ def print_plan(result: PlanResult, out: TextIO | None = None) -> None:
         out.write(f"initrd   {result.request.initrd}: {result.initrd.format}, "
                   f"{size(result.initrd.size)}\n")
     out.write(f"cmdline  {result.cmdline}\n")
-    if st.kho.enabled:
-        out.write(f"KHO      on, {st.kho_abi or 'ABI unknown'}; scratch regions:\n")
-        _scratch(st, out)
-    else:
-        out.write("KHO      off: segments go to System RAM\n")
+    _kho_line(st, out, plan=True)
     segs = result.segments()
     if segs:
         out.write(f"\n  {'segment':12} {'mem':>14} {'memsz':>10} {'bufsz':>10}  region\n")
@@ -95,13 +103,19 @@ def print_plan(result: PlanResult, out: TextIO | None = None) -> None:
                       f"  {s.region or ('fits nowhere' if result.fits is False else 'unknown')}\n")
     out.write("\nchecks\n")
     _findings(result.findings, out)
+    if result.notes:
+        out.write("notes\n")
+        for n in result.notes:
+            out.write(f"  - {n}\n")
     if result.assumptions:
-        out.write("assumptions\n")
+        out.write("assumptions (guessed inputs: what, why, how to provide it)\n")
         for a in result.assumptions:
             out.write(f"  - {a}\n")
+    out.write(f"\nprediction: {result.exactness}\n")
     if result.would_succeed:
-        inexact = " (placement not exactly predictable: see assumptions)" if result.fits is None else ""
-        out.write(f"\nverdict: the load would succeed{inexact}\n")
+        inexact = " (placement not known: see notes)" if result.fits is None else ""
+        out.write(f"verdict: the load would succeed{inexact}\n")
     else:
         why = f" ({result.errno})" if result.errno else ""
-        out.write(f"\nverdict: the load would FAIL{why}\n")
+        out.write(f"verdict: the load would FAIL{why}\n")
+

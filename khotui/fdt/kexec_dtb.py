@@ -318,7 +318,7 @@ def kexec_dtb_size(fdt: bytes, *, cmdline: bytes | None, initrd: bool, kho: bool
         if kho:
             cells = model.addrrange_len()
             if cells == 8:
-                assumptions.append("root #address-cells = 1: the KHO FDT page and the scratch "
+                out.notes.append("root #address-cells = 1: the KHO FDT page and the scratch "
                                    "array must lie below 4 GiB or the DTB cannot be built")
             step("linux,kho-fdt added", model.appendprop("linux,kho-fdt", cells))
             step("linux,kho-scratch added", model.appendprop("linux,kho-scratch", cells))

@@ -161,6 +161,7 @@ class Arm64PlanInput:
     ima_kexec: bool = False
     ima_size: int | None = None
     rng_initialized: bool = True
+    rng_source: str | None = None     # where rng_initialized was read; None: assumed
     image_loadable: bool | None = True
     image_why_not: str | None = None
     image_fix: str | None = None
@@ -224,11 +225,16 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
     dtb_error = inp.dtb_error
     if inp.dtb is not None:
         assumptions.extend(inp.dtb.assumptions)
+        plan.notes.extend(inp.dtb.notes)
     elif dtb_error is None:
         dtb_error = "the DTB segment's size was not computed"
-    if inp.rng_initialized:
-        assumptions.append("the RNG is initialised (\"random: crng init done\"): /chosen gets "
-                           "kaslr-seed and rng-seed")
+    if inp.rng_initialized and inp.rng_source:
+        plan.notes.append(f"the RNG is initialised ({inp.rng_source}): /chosen gets kaslr-seed "
+                          "and rng-seed")
+    elif inp.rng_initialized:
+        assumptions.append("the RNG is initialised, so /chosen gets kaslr-seed and rng-seed "
+                           "(assumed: no kernel log with \"random: crng init done\" was readable; "
+                           "run as root on the host, or give a snapshot with its dmesg)")
 
     def fail(kbuf: KexecBuf, errno: str, message: str) -> Plan:
         plan.regions_tried = _tried(placer, kbuf)

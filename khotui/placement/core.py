@@ -234,7 +234,11 @@ class Plan:
     regions_tried: list[RegionTried] = field(default_factory=list)
     message: str | None = None        # what goes wrong, for the operator
     fix: str | None = None
+    # guessed inputs only: each says what was assumed, why, and how to provide it; the plan is
+    # exact only when this stays empty (khotui.plan.dryrun.PlanResult.exact)
     assumptions: list[str] = field(default_factory=list)
+    # how the kernel's rule was applied, for the operator: facts and choices, not guesses
+    notes: list[str] = field(default_factory=list)
     exact: bool = True                # False: an input was approximated (see assumptions)
     walk: str = ""                    # 'kho-scratch', 'system-ram', 'memblock', 'cma'
     cmdline_len: int | None = None    # what the syscall gets, with the NUL
@@ -255,7 +259,8 @@ class Plan:
             "message": self.message,
             "fix": self.fix,
             "assumptions": list(self.assumptions),
-            "exact": self.exact,
+            "notes": list(self.notes),
+            "exact": self.exact and not self.assumptions,
             "walk": self.walk,
             "cmdline_len": self.cmdline_len,
             "retries": [r.as_dict() for r in self.retries],

@@ -220,7 +220,7 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
     plan = Plan(arch=ARCH, segments=[], fits=None, assumptions=assumptions,
                 cmdline_len=inp.cmdline_len)
     if b"\0" in inp.cmdline:
-        assumptions.append("the command line contains a NUL byte: the new kernel sees only the "
+        plan.notes.append("the command line contains a NUL byte: the new kernel sees only the "
                            "part before it")
     failure = _check_image(inp)
     if failure is not None:
@@ -250,7 +250,7 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
                             "/sys/kernel/debug/kho/out/scratch_phys and scratch_len as root")
             return plan
         placer = Placer(regions=regions, kho=True)
-        assumptions.append("KHO on: every segment goes only into the scratch regions, tried in "
+        plan.notes.append("KHO on: every segment goes only into the scratch regions, tried in "
                            "kho_scratch[] order (lowmem, global, nodes), top-down inside each")
     else:
         walk = _non_kho_placer(inp, plan, requests)
@@ -291,7 +291,6 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
 
 def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> Placer | None:
     """The KHO-off walk, or None (with plan filled in) when the addresses cannot be known."""
-    assumptions = plan.assumptions
     # mirrors kexec_locate_mem_hole(), kernel/kexec_file.c: CMA first, then the RAM walk
     cma_possible = (not inp.no_cma and inp.config_dma_cma is not False
                     and (inp.cma_total_kb is None or inp.cma_total_kb > 0))
@@ -301,7 +300,7 @@ def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> 
         size = "an unknown size" if inp.cma_total_kb is None else f"{inp.cma_total_kb} kB"
         plan.message = ("addresses unknown: with KHO off the kernel first asks the default CMA "
                         "area for each segment")
-        assumptions.append(
+        plan.notes.append(
             f"KHO off and a CMA area exists (CmaTotal {size}): kexec_alloc_contig() takes every "
             f"segment (IMA, purgatory, boot-params, kernel, initrd alike) from the default CMA "
             f"area when it can, and the page allocator picks the address, so no preview can be "
@@ -309,9 +308,9 @@ def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> 
             f"KEXEC_FILE_NO_CMA makes the placement predictable")
         return None
     if inp.no_cma:
-        assumptions.append("KEXEC_FILE_NO_CMA: the CMA area is skipped")
+        plan.notes.append("KEXEC_FILE_NO_CMA: the CMA area is skipped")
     elif inp.config_dma_cma is False and inp.cma_total_kb:
-        assumptions.append("CONFIG_DMA_CMA is off: kexec_alloc_contig() finds no default CMA area "
+        plan.notes.append("CONFIG_DMA_CMA is off: kexec_alloc_contig() finds no default CMA area "
                            "whatever CmaTotal says")
     if inp.config_arch_keep_memblock:
         plan.walk = "memblock"
@@ -319,13 +318,13 @@ def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> 
             plan.segments = [_unplaced(k) for k in requests]
             plan.message = ("addresses unknown: this kernel (CONFIG_ARCH_KEEP_MEMBLOCK) walks "
                             "the free memblock ranges, not /proc/iomem")
-            assumptions.append(
+            plan.notes.append(
                 "CONFIG_ARCH_KEEP_MEMBLOCK (selected by CONFIG_INTEL_TDX_HOST on x86): "
                 "kexec_walk_memblock() searches memblock.memory minus memblock.reserved, readable "
                 "in /sys/kernel/debug/memblock/{memory,reserved}")
             return None
         ranges = sorted(inp.memblock_free)
-        assumptions.append("KHO off: free memblock ranges walked from the highest down "
+        plan.notes.append("KHO off: free memblock ranges walked from the highest down "
                            "(for_each_free_mem_range_reverse)")
         regions = [Region(start=s, end=e, name=f"memblock 0x{s:x}-0x{e:x}") for s, e in ranges]
         return Placer(regions=regions, kho=False)
@@ -336,7 +335,7 @@ def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> 
                         "non-root readers see zeros)")
         return None
     ranges = sorted(inp.system_ram)
-    assumptions.append("KHO off: top-level System RAM ranges of /proc/iomem walked from the "
+    plan.notes.append("KHO off: top-level System RAM ranges of /proc/iomem walked from the "
                        "highest down (walk_system_ram_res_rev)")
     regions = [Region(start=s, end=e, name=f"System RAM 0x{s:x}-0x{e:x}") for s, e in ranges]
     return Placer(regions=regions, kho=False)

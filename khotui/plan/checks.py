@@ -21,9 +21,12 @@ from khotui.cmdline import (
     kho_requested,
     kstrtobool,
     length_text,
+    parse_scratch_size,
+    scratch_param,
 )
 from khotui.errors import Problem
 from khotui.types import FAIL, OK, SKIP, WARN, Finding, ScratchRegion, Surface
+from khotui.units import size
 
 __all__ = ["FAIL", "OK", "SKIP", "WARN", "CheckContext", "Finding", "run_plan_checks",
            "run_status_checks"]
@@ -41,6 +44,9 @@ class CheckContext:
     kho_enabled: bool = False
     kho_off_reason: str | None = None
     kho_off_fix: str | None = None
+    # KHO on but kho_scratch[] unreadable: why, and the fix (None: read, or KHO off)
+    kho_scratch_unknown: str | None = None
+    kho_scratch_unknown_fix: str | None = None
     kho_abi: str | None = None
     kho_layout: str | None = None
     kho_finalized: bool | None = None
@@ -133,6 +139,15 @@ def check_kho(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     if ctx.kho_error:
         out.append(Finding("kho-enabled", FAIL, ctx.kho_error, ctx.kho_off_fix))
+    elif ctx.kho_enabled and ctx.kho_scratch_unknown:
+        # the kernel confines every segment to scratch and adds the scratch array: a plan
+        # without the regions would be wrong, so there is none, and this check fails
+        out.append(Finding("kho-enabled", OK, "KHO is on: scratch regions unknown"))
+        out.append(Finding("kho-scratch", FAIL,
+                           f"KHO is on but its scratch regions cannot be read: "
+                           f"{ctx.kho_scratch_unknown}. The kernel places every segment only in "
+                           "them, so no placement can be previewed",
+                           ctx.kho_scratch_unknown_fix))
     elif ctx.kho_enabled:
         abi = ctx.kho_abi or "ABI unknown (outgoing FDT not readable)"
         out.append(Finding("kho-enabled", OK,
@@ -386,6 +401,7 @@ def check_cmdline(ctx: CheckContext) -> list[Finding]:
                                "the handed-over memory and lose what was preserved",
                                "add kho=on to the next kernel's command line",
                                how=_add_token_how("kho=on")))
+    out += _check_scratch_param(cmdline, ctx.kho_enabled)
     out.extend(_check_cmdline_length(ctx, cmdline))
     return out
 
@@ -406,6 +422,32 @@ def _check_cmdline_length(ctx: CheckContext, cmdline: str) -> list[Finding]:
                         "answers EINVAL",
                         f"shorten the command line by {length - room} bytes")]
     return [Finding("cmdline-length", OK, f"command line {length_text(length, room)}")]
+
+
+def _check_scratch_param(cmdline: str, kho_enabled: bool) -> list[Finding]:
+    """`kho_scratch=` (6.16-7.3) or `kho_bootmem=` (7.4's name for it) on the next command line,
+    read as kho_parse_scratch_size() reads it."""
+    found = scratch_param(cmdline)
+    if found is None:
+        return []
+    name, value = found
+    parsed = parse_scratch_size(name, value)
+    if parsed is None:
+        return [Finding("cmdline-scratch", WARN,
+                        f"{name}={value} on the next command line is not a value the kernel reads "
+                        "(N% or lowmem,global,per-node sizes, e.g. 256M,512M,256M): the next kernel "
+                        "ignores it and sizes its scratch regions by the default 200% scale",
+                        f"write it as {name}=256M,512M,256M or {name}=200%")]
+    if parsed.sizes is not None:
+        low, glob, node = (size(v) for v in parsed.sizes)
+        what = f"lowmem {low}, global {glob}, per node {node}"
+    else:
+        what = f"{parsed.scale}% of the kernel's own boot allocations"
+    # kho_memory_init(): a kernel that finds handed-over scratch reuses it and reserves none
+    when = (": a kernel booted through this KHO kexec inherits the current scratch regions, so "
+            "the sizes apply only from the next cold boot" if kho_enabled else "")
+    return [Finding("cmdline-scratch", OK, f"{name}={value}: scratch {what}{when}")]
+
 
 # 6.16-7.0 all write "kho-v1", yet "kho: increase metadata bitmap size to PAGE_SIZE" (Pasha
 # Tatashin, Oct/Nov 2025; Fixes: fc33e4b44b27 "kexec: enable KHO support for memory

@@ -72,9 +72,12 @@ class PlanInputs:
     # CONFIG_IMA_KEXEC: the IMA segment (khotui.host.ima), read after the files were opened
     ima_kexec: bool = False
     ima: ImaSegment | None = None
-    ima_notes: tuple[str, ...] = ()
+    ima_assumptions: tuple[str, ...] = ()     # guesses about the IMA segment
+    ima_notes: tuple[str, ...] = ()           # what was read and how the segment is sized
     # the KHO compatibles the new kernel's image carries (read only when KHO is on)
     next_abi: NextAbi | None = None
+    # arm64: the kernel log says "random: crng init done" (None: no readable log says so)
+    rng_source: str | None = None
 
 
 @dataclass
@@ -86,9 +89,28 @@ class PlanResult:
     cmdline: str
     kernel: KernelImage
     initrd: InitrdInfo | None
-    plan: Plan | None                 # None when not planned (see assumptions)
+    plan: Plan | None                 # None when not planned (see notes)
     findings: list[Finding]
-    assumptions: list[str]
+    assumptions: list[str]            # guessed inputs only: what, why, how to provide it
+    notes: list[str] = field(default_factory=list)   # how the plan was made: not guesses
+
+    @property
+    def exact(self) -> bool:
+        """Every input the kernel uses was read from this host: a plan was made (a definite
+        fit or refusal) and nothing was assumed."""
+        return self.plan is not None and self.plan.fits is not None and not self.assumptions
+
+    @property
+    def exactness(self) -> str:
+        """'exact ...' or 'not exact: ...' saying why: one wording for the CLI and the app."""
+        if self.exact:
+            return "exact (every input the kernel uses was read from this host)"
+        n = len(self.assumptions)
+        counted = f"{n} assumption{'s' * (n != 1)}"
+        if self.plan is None or self.plan.fits is None:
+            return "not exact: no placement could be predicted (see notes)" + (
+                f"; {counted}" if n else "")
+        return f"not exact: {counted}"
 
     @property
     def fits(self) -> bool | None:
@@ -117,7 +139,8 @@ class PlanResult:
         kho = self.status.kho_dict()
         return {
             "arch": self.arch,
-            "kho": {"enabled": kho["enabled"], "abi": kho["abi"], "scratch": kho["scratch"]},
+            "kho": {"enabled": kho["enabled"], "abi": kho["abi"], "scratch": kho["scratch"],
+                    "off_reason": kho["off_reason"], "scratch_unknown": kho["scratch_unknown"]},
             "kernel": {"path": self.request.kernel, "format": self.kernel.format,
                        "version": self.kernel.version, "size": self.kernel.size},
             "initrd": None if self.initrd is None else {
@@ -130,7 +153,9 @@ class PlanResult:
             "message": None if self.plan is None else self.plan.message,
             "would_succeed": self.would_succeed,
             "checks": [f.as_dict() for f in self.findings],
+            "exact": self.exact,
             "assumptions": self.assumptions,
+            "notes": self.notes,
         }
 
 
@@ -162,7 +187,7 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
     warnings = _writable_warnings("kernel", request.kernel, kernel_file)
     if request.initrd:
         warnings += _writable_warnings("initrd", request.initrd, initrd_file)
-    purgatory, fdt, fdt_error = DEFAULT_PURGATORY, None, None
+    purgatory, fdt, fdt_error, rng = DEFAULT_PURGATORY, None, None, None
     sysroot = status.sysroot
     if status.boot.arch == "x86_64":
         def from_log() -> Purgatory | None:
@@ -177,20 +202,31 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
             fdt = read_running_fdt(sysroot)
         except KhotuiError as exc:
             fdt_error = exc.problem
-    ima_kexec, ima, ima_notes = read_ima_segment(status, request, kernel_file, initrd_file)
+        try:
+            log = read_kernel_log(sysroot)
+        except KhotuiError:
+            log = None      # the RNG state is then assumed, and the plan says so
+        # _credit_init_bits(), drivers/char/random.c: logged once the crng is ready; the DTB
+        # gets kaslr-seed and rng-seed only then (of_kexec_alloc_and_setup_fdt())
+        if log is not None and "random: crng init done" in log:
+            rng = "the kernel log says \"random: crng init done\""
+    ima_kexec, ima, ima_assumptions, ima_notes = read_ima_segment(status, request, kernel_file,
+                                                                  initrd_file)
     next_abi = None
     if status.kho.enabled and kernel.loadable is not False:
         next_abi = read_next_abi(kernel_file if kernel_file is not None else request.kernel)
     return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings,
                       purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error,
-                      ima_kexec=ima_kexec, ima=ima, ima_notes=ima_notes, next_abi=next_abi)
+                      ima_kexec=ima_kexec, ima=ima, ima_assumptions=ima_assumptions, ima_notes=ima_notes,
+                      next_abi=next_abi,
+                      rng_source=rng)
 
 
 def read_ima_segment(status: HostStatus, request: PlanRequest,
                      kernel_file: BinaryIO | int | None,
                      initrd_file: BinaryIO | int | None,
-                     ) -> tuple[bool, ImaSegment | None, tuple[str, ...]]:
-    """(whether the kernel adds an IMA segment, its prediction, notes). Read here, after the
+                     ) -> tuple[bool, ImaSegment | None, tuple[str, ...], tuple[str, ...]]:
+    """(whether the kernel adds an IMA segment, its prediction, assumptions, notes). Read here, after the
     kernel and initrd were opened and inspected: their own FILE_CHECK measurements (as root,
     under a tcb-like policy) are in the list already, and the load re-plans on its open
     descriptors just before the syscall (LoadSession.recheck), so the list is read again then."""
@@ -200,18 +236,19 @@ def read_ima_segment(status: HostStatus, request: PlanRequest,
     try:
         state = read_ima(sysroot)
     except KhotuiError as exc:
-        return bool(configured), None, (f"IMA: {exc.problem.headline}",)
+        return bool(configured), None, (f"IMA: {exc.problem.headline}",), ()
+    assumed: list[str] = []
     notes: list[str] = []
     if configured is None:
         if not state.present:
             return False, None, ("CONFIG_IMA_KEXEC unknown (no /proc/config.gz or "
                                  "/boot/config-<release>) and no IMA in securityfs: assumed "
-                                 "no IMA segment; provide the config to be sure",)
-        notes.append("CONFIG_IMA_KEXEC unknown (no /proc/config.gz or /boot/config-<release>) "
+                                 "no IMA segment; provide the config to be sure",), ()
+        assumed.append("CONFIG_IMA_KEXEC unknown (no /proc/config.gz or /boot/config-<release>) "
                      "and IMA is running: assumed on, so an IMA segment is placed first; "
                      "provide the config to be sure")
     elif not configured:
-        return False, None, ()
+        return False, None, (), ()
     cmdline = request.cmdline if request.cmdline is not None else \
         next_cmdline(b.cmdline, request.append)
     files = [_load_file("kernel", request.kernel, kernel_file)]
@@ -222,13 +259,13 @@ def read_ima_segment(status: HostStatus, request: PlanRequest,
                           running_cmdline=b.cmdline or "", files=files,
                           next_cmdline=cmdline.encode(), page_size=page,
                           mem_total_kb=b.meminfo.get("MemTotal"))
-    notes.extend(seg.assumptions)
+    assumed.extend(seg.assumptions)
     if seg.list_size is not None:
         added = ", ".join(f"{what} {n} B" for what, n in seg.added) or "nothing"
         notes.append(f"IMA segment {seg.memsz:#x} bytes: measurement list {seg.list_size} B "
                      f"(read now), staged {seg.staged_size} B, two 24-byte headers, extra; "
                      f"this load adds {added}")
-    return not seg.dropped, seg, tuple(notes)
+    return not seg.dropped, seg, tuple(assumed), tuple(notes)
 
 
 def _load_file(role: str, path: str, source: BinaryIO | int | None) -> LoadFile:
@@ -328,41 +365,54 @@ def dry_run(status: HostStatus, request: PlanRequest, kernel: KernelImage,
     else:
         cmdline = next_cmdline(status.boot.cmdline, request.append)
 
+    # guesses go to `assumptions`, the rest to `notes`: `exact` derives from the first
     assumptions: list[str] = []
+    notes: list[str] = []
     if request.cmdline is None:
-        assumptions.append("command line: the running one (/proc/cmdline) without BOOT_IMAGE= "
-                           "and initrd=" + (f", plus {request.append!r}" if request.append else ""))
-    assumptions.extend(inputs.ima_notes)
-    plan = _simulate(status, kernel, initrd, cmdline, request, inputs, assumptions)
+        # a choice khotui makes (the documented default), not a guess about the host
+        notes.append("command line: the running one (/proc/cmdline) without BOOT_IMAGE= "
+                     "and initrd=" + (f", plus {request.append!r}" if request.append else ""))
+    assumptions.extend(inputs.ima_assumptions)
+    notes.extend(inputs.ima_notes)
+    plan = _simulate(status, kernel, initrd, cmdline, request, inputs, assumptions, notes)
     if plan is not None and inputs.ima is not None and not inputs.ima.exact:
         plan.exact = False
     if plan is not None:
         assumptions.extend(a for a in plan.assumptions if a not in assumptions)
+        notes.extend(n for n in plan.notes if n not in notes)
 
     ctx = context_for(status)
     _fill_plan_context(ctx, status, request, kernel, initrd, cmdline, plan, inputs)
     findings = checks.run_plan_checks(ctx)
     return PlanResult(status=status, request=request, cmdline=cmdline, kernel=kernel,
-                      initrd=initrd, plan=plan, findings=findings, assumptions=assumptions)
+                      initrd=initrd, plan=plan, findings=findings, assumptions=assumptions,
+                      notes=notes)
 
 
 def _simulate(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None, cmdline: str,
-              request: PlanRequest, inputs: PlanInputs, assumptions: list[str]) -> Plan | None:
+              request: PlanRequest, inputs: PlanInputs, assumptions: list[str],
+              notes: list[str]) -> Plan | None:
     arch = status.boot.arch
+    if status.kho.enabled and not status.kho.scratch_known:
+        # the kernel confines every segment to kho_scratch[] and adds the array itself: any
+        # placement without the regions would be wrong (the failing kho-scratch check says why)
+        notes.append("no placement preview: KHO is on but its scratch regions are unknown ("
+                     f"{status.kho.scratch_message})")
+        return None
     if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
         # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
         # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
         why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
                if status.iomem is not None else "/proc/iomem could not be read")
-        assumptions.append(f"no placement preview: with KHO off the kernel places segments in "
-                           f"System RAM, and {why}; run khotui as root for the preview")
+        notes.append(f"no placement preview: with KHO off the kernel places segments in "
+                     f"System RAM, and {why}; run khotui as root for the preview")
         return None
     if arch == "x86_64":
         return plan_x86_64(x86_input(status, kernel, initrd, cmdline, request, inputs))
     if arch == "arm64":
-        inp = arm64_input(status, kernel, initrd, cmdline, request, inputs, assumptions)
+        inp = arm64_input(status, kernel, initrd, cmdline, request, inputs, notes)
         return None if inp is None else plan_arm64(inp)
-    assumptions.append(f"no placement model for architecture {arch or 'unknown'}: "
+    notes.append(f"no placement model for architecture {arch or 'unknown'}: "
                        "khotui simulates x86_64 and arm64")
     return None
 
@@ -408,20 +458,21 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
 
 def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None,
                 cmdline: str, request: PlanRequest, inputs: PlanInputs,
-                assumptions: list[str]) -> Arm64PlanInput | None:
+                notes: list[str]) -> Arm64PlanInput | None:
     """The arm64 placement input, with the DTB segment's size computed from the running FDT;
-    None (and an assumption saying why) when there is no Image header or no FDT."""
+    None (and a note saying why: no plan, so not exact) when there is no Image header or no
+    FDT."""
     image = kernel.arm64
     if image is None:
         return None
     fdt = inputs.running_fdt
     if fdt is None:
         if inputs.running_fdt_error is not None:
-            assumptions.append(f"{inputs.running_fdt_error.headline}: the DTB segment's size "
-                               "cannot be computed")
+            notes.append(f"{inputs.running_fdt_error.headline}: the DTB segment's size "
+                         "cannot be computed")
         else:
-            assumptions.append("no /sys/firmware/fdt (root only, or an ACPI host): the DTB "
-                               "segment's size cannot be computed")
+            notes.append("no /sys/firmware/fdt (root only, or an ACPI host): the DTB "
+                         "segment's size cannot be computed")
         return None
     b = status.boot
     kho = status.kho.enabled
@@ -454,6 +505,7 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
         cma=bool(b.meminfo.get("CmaTotal")) and not request.no_cma,
         ima_kexec=ima_kexec,
         ima_size=None if inputs.ima is None else inputs.ima.memsz,
+        rng_source=inputs.rng_source,
     )
 
 

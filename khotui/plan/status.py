@@ -64,7 +64,13 @@ class HostStatus:
             "finalized": self.kho.finalized,
             "off_reason": None if self.kho.enabled else self.kho.off_message,
             "fix": None if self.kho.enabled else self.kho.fix,
-            "scratch": [r.as_dict() for r in self.kho.scratch],
+            # null, never [], when KHO is on and kho_scratch[] could not be read
+            "scratch": ([r.as_dict() for r in self.kho.scratch]
+                        if self.kho.scratch_known or not self.kho.enabled else None),
+            "scratch_unknown": None if self.kho.scratch_known or not self.kho.enabled else {
+                "reason": self.kho.scratch_reason, "message": self.kho.scratch_message,
+                "fix": self.kho.scratch_fix},
+            "evidence": list(self.kho.evidence),
             "incoming": self.kho.in_fdt is not None,
         }
         if self.kho_out is not None:
@@ -220,6 +226,8 @@ def context_for(status: HostStatus) -> CheckContext:
         kho_enabled=status.kho.enabled,
         kho_off_reason=status.kho.off_message,
         kho_off_fix=status.kho.fix,
+        kho_scratch_unknown=status.kho.scratch_message,
+        kho_scratch_unknown_fix=status.kho.scratch_fix,
         kho_abi=status.kho_abi,
         kho_layout=status.kho.layout,
         kho_finalized=status.kho.finalized,

@@ -490,3 +490,31 @@ async def test_unload_with_an_unusable_audit_log_is_refused_before_the_dialog(tm
         assert app.result is not None and app.result.title == "Not unloaded"
         assert "Type the host name" not in text and "audit log" in app.result.message
         assert fake.calls == []
+
+
+async def test_kho_on_without_debugfs_shows_on_scratch_unknown_and_the_fix(demo):
+    """The demo capture with its debugfs tree gone (a host that never mounted debugfs): the
+    Overview says KHO on, scratch unknown, why and the fix, never "off"; the Plan says there is
+    no exact prediction."""
+    import shutil
+    shutil.rmtree(demo / "sys/kernel/debug")
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert "KHO on" in text and "scratch regions unknown" in text
+        assert "mount -t debugfs none" in text and "KHO off" not in text
+        await press(pilot, app, "4", "p")
+        assert app.plan is not None and not app.plan.would_succeed
+        text = screen_text(app)
+        assert "prediction: not exact: no placement could be predicted" in text
+
+
+async def test_plan_screen_labels_assumptions_and_notes(demo):
+    app = app_for(demo, demo=True)
+    async with app.run_test(size=(120, 60)) as pilot:
+        await press(pilot, app, "4", "p")
+        text = screen_text(app)
+        assert "prediction: not exact: 1 assumption" in text
+        # the guess is labelled as assumed, the kernel's rule as a note
+        assert "assumed purgatory: assumed" in text and "note KHO on: every segment" in text

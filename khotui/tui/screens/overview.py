@@ -140,6 +140,12 @@ def kho_content(kho: KhoSummary | Problem | None) -> Content | Problem:
         if kho.fix:
             text += Content.from_markup("\n[$secondary]fix →[/] $f", f=kho.fix)
         return text
+    if kho.scratch_unknown:
+        text = Content.from_markup("[b $success]KHO on[/], [b $error]scratch regions unknown[/]\n$m",
+                                   m=kho.scratch_unknown)
+        if kho.scratch_fix:
+            text += Content.from_markup("\n[$secondary]fix →[/] $f", f=kho.scratch_fix)
+        return text
     rows: list[tuple[str, str | Content]] = [
         ("state", Content.from_markup("[b $success]on[/]")),
         ("ABI", kho.abi or "unknown (outgoing FDT unreadable)"),

@@ -47,7 +47,7 @@ run only and says so. **4** goes back to change the choice.
             yield DataTable(id="segments", cursor_type="row", show_cursor=False)
             yield MemoryBands(id="plan-bands", layers=("scratch", "plan"))
             yield Panel("Checks that fail or warn", id="plan-findings")
-            yield Panel("Assumptions", id="plan-notes")
+            yield Panel("Assumptions and notes", id="plan-notes")
 
     def on_mount(self) -> None:
         self.query_one("#segments").display = False
@@ -69,10 +69,15 @@ run only and says so. **4** goes back to change the choice.
         sign = "✓" if plan.would_succeed else "✗"
         text = (Content.from_markup(f"[b {style}]$s $v[/]", s=sign, v=plan.verdict)
                 + Content.from_markup("\n[dim]$k[/]", k=_request_line(self.khotui.source, plan)))
+        if plan.exactness:
+            style = "$success" if plan.exactness.startswith("exact") else "$warning"
+            text += Content.from_markup(f"\n[{style}]prediction: $e[/]", e=plan.exactness)
         verdict.update(text)
         notes = self.query_one("#plan-notes", Panel)
-        notes.show(Content("\n").join(Content.from_markup("[dim]·[/] $n", n=n) for n in plan.notes))
-        notes.display = bool(plan.notes)
+        notes.show(Content("\n").join(
+            [Content.from_markup("[b $warning]assumed[/] $a", a=a) for a in plan.assumptions]
+            + [Content.from_markup("[dim]note[/] $n", n=n) for n in plan.notes]))
+        notes.display = bool(plan.notes or plan.assumptions)
         table = self.query_one("#segments", DataTable)
         table.clear(columns=True)
         table.add_columns("#", "segment", "mem", "end", "memsz", "bufsz", "region")

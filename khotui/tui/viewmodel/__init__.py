@@ -56,6 +56,8 @@ class KhoSummary:
     off_message: str | None = None
     fix: str | None = None
     notes: list[str] = field(default_factory=list)
+    scratch_unknown: str | None = None    # KHO on, scratch regions unreadable: why
+    scratch_fix: str | None = None
 
 
 @dataclass
@@ -284,7 +286,9 @@ class Plan:
     regions: list[ScratchRegion]
     findings: list[Finding]
     files: list[tuple[str, str, int | None]] = field(default_factory=list)  # (path, sha256, size)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)         # how the plan was made: not guesses
+    assumptions: list[str] = field(default_factory=list)   # guessed inputs
+    exactness: str = ""               # "exact" or "not exact: ..." (khotui.cli.text.exactness)
     handle: PlanResult | None = None  # the core's plan, kept for the load
 
 

@@ -123,12 +123,13 @@ def _plan_of(request: PlanInput, result: PlanResult) -> Plan:
     regions = list(result.status.kho.scratch)
     message = None if result.plan is None else result.plan.message
     if ok:
-        where = "the scratch regions" if result.status.kho.enabled else "System RAM"
+        where = "the scratch regions" if result.status.kho.scratch_known else "System RAM"
         verdict = f"the load would succeed: {len(segments)} segments fit in {where}"
     else:
         verdict = _verdict(ok, findings, message)
     return Plan(request=request, would_succeed=ok, verdict=verdict, segments=segments,
-                regions=regions, findings=findings, notes=list(result.assumptions),
+                regions=regions, findings=findings, notes=list(result.notes),
+                assumptions=list(result.assumptions), exactness=result.exactness,
                 handle=result)
 
 

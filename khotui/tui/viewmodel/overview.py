@@ -36,7 +36,10 @@ def overview(src: Source) -> Overview:
         ov.kho = ov.scratch = errors["kho"]
     else:
         ov.kho = kho_summary(status)
-        ov.scratch = list(status.kho.scratch)
+        k = status.kho
+        ov.scratch = (Problem(f"KHO is on, scratch regions unknown: {k.scratch_message}",
+                              fix=k.scratch_fix)
+                      if k.enabled and not k.scratch_known else list(k.scratch))
     ov.kexec = errors["kexec"] if "kexec" in errors else kexec_summary(status.kexec)
     ov.findings = list(status.findings)
     ov.worst = worst(f.status for f in ov.findings)
@@ -63,7 +66,9 @@ def kho_summary(status: HostStatus) -> KhoSummary:
             notes.append(problem.headline)
     return KhoSummary(enabled=k.enabled, abi=status.kho_abi, layout=k.layout,
                       finalized=k.finalized, kho_booted=k.kho_booted, off_message=k.off_message,
-                      fix=k.fix, notes=notes)
+                      fix=k.fix, notes=notes,
+                      scratch_unknown=None if k.scratch_known or not k.enabled else k.scratch_message,
+                      scratch_fix=None if k.scratch_known or not k.enabled else k.scratch_fix)
 
 
 def kexec_summary(k: KexecState) -> KexecSummary:
