@@ -105,7 +105,7 @@ def test_a_path_the_demo_lists_plans_on_the_cli():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["would_succeed"] is True
-    assert any("read from the snapshot" in a for a in out["assumptions"])
+    assert any("read from the snapshot" in a for a in out["notes"])
 
 
 def test_a_link_out_of_the_snapshot_is_refused(tmp_path):

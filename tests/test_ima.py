@@ -128,7 +128,7 @@ def test_the_segment_counts_the_entries_this_load_adds(bzimage, tmp_path):
     cmdline_entry = 4 + 20 + 4 + 7 + 4 + (4 + 40) + (4 + 14) + (4 + len(cmdline))
     total = 4096 * 3 - 10 + kernel_entry + initrd_entry + cmdline_entry
     assert ima.memsz == (total + 4095) // 4096 * 4096 == 4 * 4096
-    notes = " ".join(result.assumptions)
+    notes = " ".join(result.notes)
     assert "this load adds kernel" in notes and "kexec-cmdline" in notes
 
 
@@ -140,7 +140,7 @@ def test_a_file_already_in_the_list_is_not_counted_again(bzimage, tmp_path):
     digest = hashlib.sha256(bzimage.read_bytes()).digest()
     lst.write_bytes(lst.read_bytes() + ima_ng_entry(str(bzimage.resolve()), digest))
     result = plan(root, bzimage, None)
-    notes = " ".join(result.assumptions)
+    notes = " ".join(result.notes)
     assert "this load adds nothing" in notes
 
 

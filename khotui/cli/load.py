@@ -120,7 +120,7 @@ def load(args: argparse.Namespace, root: Path, out: TextIO | None = None, *,
                                     live=True if syscalls is not None else None,
                                     sink=_audit_sink(args))
             if notes:
-                s.plan.assumptions[:0] = notes
+                s.plan.notes[:0] = notes
             with s:
                 return _load(args, s, root, out, syscalls)
         except KeyboardInterrupt as exc:

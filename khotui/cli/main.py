@@ -263,8 +263,8 @@ def cmd_plan(args: argparse.Namespace, target: Target) -> int:
     from khotui.plan import plan_load
     request, notes = resolve_request(args, target)
     result = plan_load(target.root, request)
-    # where each file came from is a rule applied, not the kernel's answer: an assumption
-    result.assumptions[:0] = notes
+    # where each file came from is a rule applied, not a guess: a note
+    result.notes[:0] = notes
     if args.json:
         write_json("plan", result.as_dict())
     else:

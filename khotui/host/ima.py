@@ -477,7 +477,11 @@ def predict_segment(state: ImaState, *, config: dict[str, str] | None, running_c
             continue
         seg.added.append((f"{f.role} {f.name} ({template})", size))
     if next_cmdline:
-        measured, tmpl, doubt = measured_by(policy, Access("KEXEC_CMDLINE"))
+        # ima_kexec_cmdline() (ima_main.c) measures the buffer against the kernel file's inode,
+        # so fowner/fsmagic conditions are the kernel's
+        kernel = next((f for f in files if f.role == "kernel"), None)
+        measured, tmpl, doubt = measured_by(policy, Access(
+            "KEXEC_CMDLINE", kernel.fowner if kernel else None, kernel.fsmagic if kernel else None))
         if doubt:
             seg.exact = False
             seg.assumptions.append(f"IMA policy for the command line: {doubt}")

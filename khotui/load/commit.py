@@ -22,7 +22,6 @@ from khotui.load.audit import DEFAULT_SINK, AuditLog, AuditSink
 from khotui.load.explain import ExplainContext, Explanation, explain
 from khotui.load.opened import OpenedFiles, run_load
 from khotui.plan import PlanResult
-from khotui.plan.status import kho_booted
 from khotui.types import Finding, JsonDict
 
 
@@ -151,7 +150,7 @@ def explain_context(plan_result: PlanResult, flags: int) -> ExplainContext:
         kernel_release=st.boot.osrelease,
         arch=st.boot.arch,
         kho_enabled=st.kho.enabled,
-        kho_booted=kho_booted(st),
+        kho_booted=st.kho_booted,
         kexec_loaded=k.loaded,
         flags=flags,
         kernel_path=plan_result.request.kernel,

@@ -42,6 +42,9 @@ class HostStatus:
     kho_in: KhoFdt | None = None      # kho/in/fdt decoded, after a KHO boot
     errors: dict[str, Problem] = field(default_factory=dict)   # source -> what went wrong
     findings: list[Finding] = field(default_factory=list)
+    # read once here, so that context_for() (used by the pure dry_run) reads nothing
+    secure_boot: bool | None = None   # the SecureBoot EFI variable, else the kernel log
+    kho_booted: bool = False          # this kernel booted through KHO
 
     @property
     def sysroot(self) -> Sysroot:
@@ -160,6 +163,8 @@ def host_status(root: str | os.PathLike[str] = "/") -> HostStatus:
     status = HostStatus(root=str(root), live=sysroot.is_live, boot=boot, kho=kho, kexec=kexec,
                         iomem=iomem, errors=errors)
     _decode_kho(status)
+    status.secure_boot = _secure_boot(status)
+    status.kho_booted = kho_booted(status)
     status.findings = checks.run_status_checks(context_for(status))
     for key in ("kho_out", "kho_in"):
         problem = status.errors.get(key)
@@ -243,8 +248,8 @@ def context_for(status: HostStatus) -> CheckContext:
         kexec_load_disabled=None if k.kexec_load_disabled is None else int(k.kexec_load_disabled),
         load_limit_reboot=k.kexec_load_limit_reboot,
         lockdown=k.lockdown,
-        secure_boot=_secure_boot(status),
-        kho_booted=kho_booted(status),
+        secure_boot=status.secure_boot,
+        kho_booted=status.kho_booted,
         kexec_loaded=k.loaded,
         iomem_all_zero=bool(status.iomem and status.iomem.all_zero),
     )
