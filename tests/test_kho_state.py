@@ -174,7 +174,8 @@ def test_x86_capture_is_not_exact_and_names_only_the_guess(tmp_path):
     assert code == 0 and plan["fits"] is True
     # every x86 capture still assumes the test build's purgatory (no earlier debug load)
     assert plan["exact"] is False
-    assert any(a.startswith("purgatory:") and "not read from the running kernel" in a for a in plan["assumptions"])
+    assert any(a.startswith("purgatory:") and "not read from the running kernel" in a
+               for a in plan["assumptions"])
     # explanations and choices are notes, not guesses
     for text in ("KHO on: every segment", "command line: the running one"):
         assert not any(a.startswith(text) for a in plan["assumptions"])
