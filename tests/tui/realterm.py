@@ -122,7 +122,9 @@ class Term:
         """Keys by tmux-like name (`Down`, `Tab`, `Escape`) or literal text, one write each."""
         for key in keys:
             self.pty.send(KEYS.get(key, key))
-            time.sleep(0.05)      # one key per read, as a person types (see issue 13 item 15)
+            # one key per read, as a person types (see issue 13 item 15); after a lone Esc,
+            # long enough that the next key is not read as Alt+key
+            time.sleep(0.3 if key == "Escape" else 0.05)
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ChildProcessError):

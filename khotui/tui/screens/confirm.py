@@ -15,6 +15,7 @@ from textual.widgets import Button, Checkbox, Input, Static
 from khotui.tui import fmt
 from khotui.tui.viewmodel import Plan
 from khotui.tui.widgets.findings import findings_content
+from khotui.tui.widgets.steady import SteadyInput
 
 
 class _TypedConfirm(ModalScreen["bool | str"]):
@@ -61,7 +62,7 @@ class _TypedConfirm(ModalScreen["bool | str"]):
                     id="confirm-dry")
             yield Static(Content.from_markup("Type the host name [b]$h[/] to confirm:", h=self.hostname),
                          id="confirm-hint")
-            yield Input(placeholder=self.hostname, id="confirm-host")
+            yield SteadyInput(placeholder=self.hostname, id="confirm-host")
             yield from self.extra()
             with Horizontal(id="confirm-buttons"):
                 yield Button("Cancel", id="confirm-no")

@@ -12,6 +12,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Input, Static
 
+from khotui.tui.widgets.steady import SteadyInput
+
 
 class FilePicker(ModalScreen[str | None]):
     """Returns the chosen file's path, or None on escape."""
@@ -33,7 +35,7 @@ class FilePicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical() as v:
             v.border_title = f"{self.title_text} — type a path or tab to browse; esc cancels"
-            yield Input(placeholder="type a path and press enter", id="picker-path")
+            yield SteadyInput(placeholder="type a path and press enter", id="picker-path")
             yield Static("", id="picker-error")
             yield DirectoryTree(self.start, id="picker-tree")
 

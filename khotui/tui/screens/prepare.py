@@ -17,6 +17,7 @@ from khotui.tui.messages import PlanRequested
 from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import Choices, CmdlinePreview, KernelChoice, PlanInput, Problem
 from khotui.tui.widgets.panel import problem_content
+from khotui.tui.widgets.steady import SteadyTextArea
 
 
 class ChoicesLoaded(Message):
@@ -65,7 +66,7 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
             yield DataTable(id="kernels", cursor_type="row")
             yield Static("", id="selection")
             yield Static("Next command line — e edits, ctrl+r resets", classes="pane-title")
-            yield TextArea("", id="cmdline", soft_wrap=True, show_line_numbers=False)
+            yield SteadyTextArea("", id="cmdline", soft_wrap=True, show_line_numbers=False)
             yield Static("", id="cmdline-diff")
             with Horizontal(id="prepare-actions"):
                 yield Static(Content.from_markup(

@@ -215,6 +215,9 @@ class MemoryBands(Widget, can_focus=True):
         self.bands = [Band("zoom", lo, lo + new - 1)]
         self.band_index = 0
         self.cursor = self._col_of(self.bands[0], centre)
+        # new bands: every line changes, and the band count (the height) may too; the cursor
+        # watcher fires only when the column moved, so a zoom that keeps it redrew nothing
+        self.refresh(layout=True)
         self._announce()
 
     def action_zoom_out(self) -> None:
@@ -230,7 +233,9 @@ class MemoryBands(Widget, can_focus=True):
         centre = (band.start + band.end) // 2
         lo = max(total_lo, centre - span // 2)
         self.bands = [Band("zoom", lo, lo + span - 1)]
+        self.band_index = 0
         self.cursor = self._col_of(self.bands[0], centre)
+        self.refresh(layout=True)
         self._announce()
 
     def action_zoom_reset(self) -> None:
