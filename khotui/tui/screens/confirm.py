@@ -30,7 +30,14 @@ class _TypedConfirm(ModalScreen["bool | str"]):
     _TypedConfirm Button { margin-left: 1; min-width: 10; }
     _TypedConfirm #confirm-hint { height: auto; }
     _TypedConfirm #confirm-force { margin-top: 1; border: none; }
+    /* A short terminal (80x24): the dialog takes the whole height and the plan scrolls in what
+       the controls leave, so the host name, "Load anyway" and both buttons stay on screen. */
+    _TypedConfirm.-short > Vertical { height: 100%; max-height: 100%; }
+    _TypedConfirm.-short #confirm-body { height: 1fr; max-height: 100%; }
+    _TypedConfirm.-short #confirm-force { margin-top: 0; }
     """
+    # below this many rows, the auto-height dialog (a 14-row plan + the controls) would not fit
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm-cancel")]
 
     def __init__(self, hostname: str, *, dry_run: bool, title: str, action: str) -> None:

@@ -94,13 +94,13 @@ class MemoryBands(Widget, can_focus=True):
     MemoryBands:focus { background: $boost; }
     """
     BINDINGS = [
-        Binding("left,h", "move(-1)", "←", show=False, id="map-left"),
-        Binding("right,l", "move(1)", "→", show=False, id="map-right"),
-        Binding("up,k", "band(-1)", "prev band", show=False, id="map-up"),
-        Binding("down,j", "band(1)", "next band", show=False, id="map-down"),
+        Binding("left,h", "move(-1)", "Move the cursor left", show=False, id="map-left"),
+        Binding("right,l", "move(1)", "Move the cursor right", show=False, id="map-right"),
+        Binding("up,k", "band(-1)", "Cursor to the band above", show=False, id="map-up"),
+        Binding("down,j", "band(1)", "Cursor to the band below", show=False, id="map-down"),
         Binding("plus,equals_sign,enter", "zoom_in", "Zoom in", id="map-zoom-in", key_display="+"),
         Binding("minus", "zoom_out", "Zoom out", id="map-zoom-out", key_display="-"),
-        Binding("0", "zoom_reset", "All", id="map-zoom-reset"),
+        Binding("0", "zoom_reset", "All memory", id="map-zoom-reset", show=False),
         Binding("n", "next_mark", "Next scratch/segment", id="map-next"),
     ]
 
