@@ -203,7 +203,8 @@ class Sshd:
         return False
 
     def client_argv(self, command: str, *, tty: bool = True) -> list[str]:
-        return ["ssh", "-tt" if tty else "-T", "-F", "/dev/null", "-i", str(self.client_key),
+        ssh = shutil.which("ssh") or "/usr/bin/ssh"      # Pty execs a path, not a name
+        return [ssh, "-tt" if tty else "-T", "-F", "/dev/null", "-i", str(self.client_key),
                 "-p", str(self.port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
                 "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={self.dir / 'known'}",
                 "-o", "LogLevel=ERROR", "-o", "SendEnv=LANG COLORTERM",
