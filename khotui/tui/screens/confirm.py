@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
 from khotui.tui import fmt
+from khotui.tui._hooks import HeldOutputApp
 from khotui.tui.viewmodel import Plan
 from khotui.tui.widgets.findings import findings_content
 from khotui.tui.widgets.steady import SteadyInput
@@ -78,6 +79,12 @@ class _TypedConfirm(ModalScreen["bool | str"]):
 
     def on_mount(self) -> None:
         self.query_one("#confirm-host", Input).focus()
+        # one frame for the dialog, not the three or four its layout settles in (each a full
+        # 80x24 screen over SSH, ~10 KB): held until mounted and laid out (HeldOutputApp)
+        app = self.app
+        if isinstance(app, HeldOutputApp):
+            app.hold_output(self, 0.5)
+            self.set_timer(0.15, lambda: self.call_after_refresh(app.release_output, self))
 
     def _matches(self, typed: str) -> bool:
         # an empty host name is never confirmed: typing nothing must not load
