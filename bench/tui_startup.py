@@ -13,7 +13,8 @@ the floor that Python + Textual start-up costs on this machine.
 --ssh runs both under `ssh -tt` to a throwaway sshd on 127.0.0.1 (tests/tui/realterm.py's
 Sshd: its own host and client keys, its own port; needs openssh-server): the bytes are then
 what came out of the SSH channel, what an operator's link carries. --idle S also counts the
-bytes written in S seconds with no key pressed after each step of the walk (once settled).
+bytes written in S seconds with no key pressed after each step of the walk (once settled), and
+walks the screens with a text input or a dialog (INPUT_WALK) the same way.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ BASELINE = textwrap.dedent("""
 # (key to send, marker that proves the screen is drawn)
 WALK = [("2", b"node1"), ("3", b"outgoing (kho/out)"), ("4", b"vmlinuz-7.3.4"),
         ("p", b"would succeed"), ("1", b"ready")]
+
+
+# the screens with a text input or a dialog, for --idle: (keys, marker); "\x1b" is Esc
+INPUT_WALK = [("2", b"node1"), ("/", b"search name"), ("\x1b3", b"outgoing (kho/out)"),
+              ("4", b"vmlinuz-7.3.4"), ("e", b"Done editing"), ("\x1bp", b"would succeed"),
+              ("l", b"Type the host name")]
 
 
 class Pty:
@@ -145,6 +152,34 @@ def measure_khotui(cols: int, rows: int, idle: float = 0.0,
         p.close()
 
 
+def measure_idle_walk(cols: int, rows: int, idle: float) -> list[tuple[str, int, int]]:
+    """[(key, bytes to reach the screen, bytes in `idle` quiet seconds on it)] along INPUT_WALK,
+    each screen let settle (and its toasts expire) first."""
+    p = Pty(launch([sys.executable, "-m", "khotui", "--demo"]), cols, rows)
+    out = []
+    try:
+        p.read_until(b"ready")
+        p.drain(1.0)
+        for keys, marker in INPUT_WALK:
+            before = len(p.buf)
+            for key in keys:
+                p.send(key)
+                time.sleep(0.3 if key == "\x1b" else 0.05)   # a lone Esc, not Alt+key
+            p.read_until(marker)
+            p.drain(2.2)
+            step = len(p.buf) - before
+            quiet = len(p.buf)
+            end = time.perf_counter() + idle
+            while (left := end - time.perf_counter()) > 0:
+                r, _, _ = select.select([p.fd], [], [], left)
+                if r:
+                    p.buf += os.read(p.fd, 65536)
+            out.append((keys.replace("\x1b", "esc "), step, len(p.buf) - quiet))
+        return out
+    finally:
+        p.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -205,6 +240,9 @@ def _report(args: argparse.Namespace, cols: int, rows: int,
           + "(" + ", ".join(f"{k}: {n}" for k, n in walk) + ")")
     if idle:
         print(f"  idle {args.idle:.0f} s after each step: " + ", ".join(str(n) for n in idle) + " bytes")
+        print(f"  screens with an input or a dialog (key: bytes to open, bytes in {args.idle:.0f} idle s):")
+        for key, step, quiet in measure_idle_walk(cols, rows, args.idle):
+            print(f"    {key:>6}: {step:6d} {quiet:6d}")
     print(f"  at 56 kbit/s: start-up {k_bytes * 8 / 56000:.1f} s, "
           f"walk {walk_total * 8 / 56000:.1f} s of transfer")
 
