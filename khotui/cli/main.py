@@ -332,6 +332,8 @@ def cmd_unload(args: argparse.Namespace, target: Target, syscalls: Syscalls | No
 
 def cmd_tui(args: argparse.Namespace, target: Target) -> int:
     try:
+        from khotui.tui import require_terminal
+        require_terminal()      # before Textual is even imported: no terminal, no wait
         from khotui.tui.app import run_app
     except ImportError as exc:  # the TUI is optional for scripts; say what is missing
         raise KhotuiError(f"the interactive app is not available: {exc}",

@@ -173,6 +173,9 @@ class KhotuiApp(HeldOutputApp[int]):
     def _files_opened(self, event: FilesOpened) -> None:
         from khotui.tui.screens.confirm import ConfirmLoadScreen
         event.plan.files = event.hashes
+        # the "opening and hashing" toast is done with: gone in the dialog's first frame, not
+        # redrawn away a second later under the dialog (a full screen over SSH)
+        self.clear_notifications()
 
         def confirmed(ok: bool | str | None) -> None:
             if ok:

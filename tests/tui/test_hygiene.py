@@ -91,3 +91,20 @@ def test_the_private_textual_hooks_the_app_relies_on_are_there():
     assert textual.__version__ == _hooks.TEXTUAL_PIN, \
         "Textual moved: re-check every hook in khotui/tui/_hooks.py and the snapshots"
     assert _hooks.broken_assumptions() == []
+
+
+def test_every_text_input_is_a_steady_one():
+    """A blinking cursor redraws twice a second: bytes over SSH while the operator only reads
+    (issue 13 item 6). khotui makes its Input and TextArea only from widgets/steady.py, whose
+    cursor never blinks; tests/tui/test_real_terminal.py measures the idle bytes."""
+    import ast
+
+    from khotui.tui.widgets.steady import SteadyInput, SteadyTextArea
+    made = []
+    for path in (REPO / "khotui" / "tui").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("Input", "TextArea"):
+                made.append(f"{path.relative_to(REPO)}:{node.lineno} {node.func.id}(...)")
+    assert made == [], f"make it a SteadyInput/SteadyTextArea: {made}"
+    assert SteadyInput().cursor_blink is False and SteadyTextArea().cursor_blink is False

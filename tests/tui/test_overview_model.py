@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 
+from textual.content import Content
+
 from khotui.errors import Problem as CoreProblem
 from khotui.tui.screens.overview import kexec_content, scratch_content
 from khotui.tui.viewmodel import Finding, Problem, ScratchRegion, Source
@@ -38,8 +40,20 @@ def test_overview_hands_the_core_types_to_the_screen(shared):
     assert [r.name for r in ov.scratch] == ["lowmem", "global", "node0", "node1"]
     assert all(isinstance(f, Finding) for f in ov.findings)
     assert ov.worst in ("ok", "warn", "fail")
-    lines = scratch_content(ov.scratch).plain.splitlines()
-    assert lines[3].split()[:3] == ["2", "node", "0"] and "36 MiB" in lines[3]
+    head, body = scratch_content(ov.scratch)
+    assert isinstance(head, Content) and head.plain.split()[:2] == ["#", "kind"]
+    lines = body.plain.splitlines()
+    assert lines[2].split()[:3] == ["2", "node", "0"] and "36 MiB" in lines[2]
+
+
+def test_many_scratch_regions_get_a_summary_above_the_list():
+    regions = [ScratchRegion(0, "lowmem", None, 0x70000000, 128 << 20),
+               ScratchRegion(1, "global", None, 0x100000000, 0)] + [
+        ScratchRegion(2 + n, "node", n, (n + 1) << 36, 512 << 20) for n in range(32)]
+    head, body = scratch_content(regions)
+    assert isinstance(head, Content)
+    assert head.plain.splitlines()[0].startswith("34 regions, 16.1 GiB in all, nodes 0–31, 1 empty")
+    assert len(body.plain.splitlines()) == 34
 
 
 def test_an_unreadable_source_is_its_panels_problem_with_its_fix(shared, tmp_path):

@@ -44,8 +44,6 @@ def _run_before(keys: list[str]):
         for key in keys:
             await pilot.press(key)
             await settle(pilot, app)
-        for widget in app.screen.query("Input, TextArea"):
-            widget.cursor_blink = False
         # toasts expire on a timer: whether one is still up depends on machine load, not khotui
         app.clear_notifications()
         await settle(pilot, app)

@@ -20,6 +20,7 @@ class KhotuiScreen(HeldPaintScreen[None]):
 
     MODE = ""
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
     # Until its data is in, the screen sends nothing to the terminal (at most this long, s);
     # see HeldOutputApp.hold_output. 0: draw at once.

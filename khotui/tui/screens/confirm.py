@@ -13,8 +13,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
 from khotui.tui import fmt
+from khotui.tui._hooks import HeldOutputApp
 from khotui.tui.viewmodel import Plan
 from khotui.tui.widgets.findings import findings_content
+from khotui.tui.widgets.steady import SteadyInput
 
 
 class _TypedConfirm(ModalScreen["bool | str"]):
@@ -29,7 +31,14 @@ class _TypedConfirm(ModalScreen["bool | str"]):
     _TypedConfirm Button { margin-left: 1; min-width: 10; }
     _TypedConfirm #confirm-hint { height: auto; }
     _TypedConfirm #confirm-force { margin-top: 1; border: none; }
+    /* A short terminal (80x24): the dialog takes the whole height and the plan scrolls in what
+       the controls leave, so the host name, "Load anyway" and both buttons stay on screen. */
+    _TypedConfirm.-short > Vertical { height: 100%; max-height: 100%; }
+    _TypedConfirm.-short #confirm-body { height: 1fr; max-height: 100%; }
+    _TypedConfirm.-short #confirm-force { margin-top: 0; }
     """
+    # below this many rows, the auto-height dialog (a 14-row plan + the controls) would not fit
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm-cancel")]
 
     def __init__(self, hostname: str, *, dry_run: bool, title: str, action: str) -> None:
@@ -65,7 +74,7 @@ class _TypedConfirm(ModalScreen["bool | str"]):
                     id="confirm-dry")
             yield Static(Content.from_markup("Type the host name [b]$h[/] to confirm:", h=self.hostname),
                          id="confirm-hint")
-            yield Input(placeholder=self.hostname, id="confirm-host")
+            yield SteadyInput(placeholder=self.hostname, id="confirm-host")
             yield from self.extra()
             with Horizontal(id="confirm-buttons"):
                 yield Button("Cancel", id="confirm-no")
@@ -74,6 +83,12 @@ class _TypedConfirm(ModalScreen["bool | str"]):
 
     def on_mount(self) -> None:
         self.query_one("#confirm-host", Input).focus()
+        # one frame for the dialog, not the three or four its layout settles in (each a full
+        # 80x24 screen over SSH, ~10 KB): held until mounted and laid out (HeldOutputApp)
+        app = self.app
+        if isinstance(app, HeldOutputApp):
+            app.hold_output(self, 0.5)
+            self.set_timer(0.15, lambda: self.call_after_refresh(app.release_output, self))
 
     def _matches(self, typed: str) -> bool:
         # an empty host name is never confirmed: typing nothing must not load

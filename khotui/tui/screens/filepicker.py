@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Input, Static
 
 from khotui.tui import fmt
+from khotui.tui.widgets.steady import SteadyInput
 
 
 class _Tree(DirectoryTree):
@@ -44,7 +45,7 @@ class FilePicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical() as v:
             v.border_title = f"{self.title_text} — type a path or tab to browse; esc cancels"
-            yield Input(placeholder="type a path and press enter", id="picker-path")
+            yield SteadyInput(placeholder="type a path and press enter", id="picker-path")
             yield Static("", id="picker-error")
             yield _Tree(self.start, id="picker-tree")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from rich.text import Text
@@ -17,7 +18,7 @@ from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import FdtBlob, FdtNodeView, Handover, HandoverSide, Problem
 from khotui.tui.widgets.lazytree import Group, TreeShape, add_children, expand_group
 from khotui.tui.widgets.panel import problem_content
-from khotui.tui.widgets.textview import TextView
+from khotui.tui.widgets.textview import TextView, terminal_lines
 
 VIEWS = ("decoded", "dts", "hex")
 
@@ -65,7 +66,9 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
     ]
 
     def compose_body(self) -> ComposeResult:
-        yield Static("", id="fdt-warnings")
+        # every warning is reachable: a count, and a box that scrolls (issue 13 item 5)
+        with VerticalScroll(id="fdt-warnings"):
+            yield Static("", id="fdt-warnings-text")
         yield Horizontal(id="fdt-trees")
         with Vertical(id="fdt-detail-box"):
             with VerticalScroll(id="fdt-detail-scroll"):
@@ -96,7 +99,7 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
         self.call_after_refresh(self.release_paint)
         trees = self.query_one("#fdt-trees", Horizontal)
         await trees.remove_children()
-        warnings = self.query_one("#fdt-warnings", Static)
+        warnings = self.query_one("#fdt-warnings", VerticalScroll)
         detail = self.query_one("#fdt-detail", Static)
         if isinstance(ho.sides, Problem):
             warnings.display = False
@@ -107,7 +110,10 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
             for blob in side.blobs:
                 notes += [f"{blob.name}: {w}" for w in blob.warnings]
         warnings.display = bool(notes)
-        warnings.update(Content("\n").join(Content.from_markup("[b $warning]![/] $n", n=n) for n in notes))
+        lines = [Content.from_markup("[b $warning]![/] $n", n=n) for n in notes]
+        if len(notes) > 1:
+            lines.insert(0, Content.from_markup("[b $warning]$c warnings[/]", c=str(len(notes))))
+        self.query_one("#fdt-warnings-text", Static).update(Content("\n").join(lines))
         if not ho.sides:
             detail.update(Content.from_markup("[dim]no handover state on this host (KHO off)[/]"))
             return
@@ -170,7 +176,10 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
         scroll.display = False
         text_view.display = True
         text_view.set_lines([f"rendering the {mode}…"])
-        self.render_text(blob, mode)
+        # the cells the text gets (the box less the view's padding and scrollbar): the hex dump
+        # is made to fit them (issue 13 item 5)
+        width = box.content_region.width
+        self.render_text(blob, mode, width - 4 if width else 0)
 
     def _text_mode(self, blob: FdtBlob) -> str | None:
         """None for the decoded view, else which text: raw blobs are only ever hex."""
@@ -181,13 +190,13 @@ A warning at the top says when debugfs shows fewer bytes than the FDT header's `
         return "dts" if self.view_mode == "dts" and blob.kind == "fdt" else "hex"
 
     @work(thread=True, exclusive=True, group="fdt-text", exit_on_error=False)
-    def render_text(self, blob: FdtBlob, mode: str) -> None:
+    def render_text(self, blob: FdtBlob, mode: str, width: int = 0) -> None:
         """DTS or hex lines off the event loop: 40,000 lines for a 10,000-node FDT."""
         if mode == "dts":
             lines = (blob.dts() or "(no DTS view for this blob)").splitlines()
         else:
-            lines = hex_lines(blob)
-        self.post_message(TextReady(blob, mode, lines, max((len(x) for x in lines), default=0)))
+            lines = hex_lines(blob, width)
+        self.post_message(TextReady(blob, mode, *terminal_lines(lines)))
 
     @on(TextReady)
     def _text_ready(self, event: TextReady) -> None:
@@ -213,8 +222,30 @@ def _nodes_of(blob: FdtBlob) -> TreeShape[FdtNodeView]:
                      group_label=lambda cs: f"{cs[0].name} … {cs[-1].name}")
 
 
-def hex_lines(blob: FdtBlob) -> list[str]:
-    return [f"{blob.path}, {blob.size} bytes", *blob.hex().splitlines()]
+# one `hexdump -C` line of 16 bytes (khotui/fdt/render.py hexdump): offset, hex bytes, |ascii|
+_HEX16 = re.compile(r"^([0-9a-f]{8})  (.{49}) \|(.*)\|$")
+HEX16_WIDTH = 78
+
+
+def hex_lines(blob: FdtBlob, width: int = 0) -> list[str]:
+    """The hex dump, with 8 bytes a line when 16 do not fit `width` cells (0: any width), so
+    the ASCII column stays on screen at 80 columns."""
+    lines = blob.hex().splitlines()
+    if 0 < width < HEX16_WIDTH:
+        lines = [half for line in lines for half in _hex8(line)]
+    return [f"{blob.path}, {blob.size} bytes", *lines]
+
+
+def _hex8(line: str) -> list[str]:
+    m = _HEX16.match(line)
+    if m is None:                   # "… N more bytes", "(empty)"
+        return [line]
+    offset, text = int(m.group(1), 16), m.group(3)
+    hexes = m.group(2).split()
+    out = [f"{offset:08x}  {' '.join(hexes[:8]):<23} |{text[:8]}|"]
+    if len(hexes) > 8:
+        out.append(f"{offset + 8:08x}  {' '.join(hexes[8:]):<23} |{text[8:]}|")
+    return out
 
 
 def detail_content(blob: FdtBlob, fnode: FdtNodeView | None) -> Content:

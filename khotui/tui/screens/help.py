@@ -23,7 +23,8 @@ tab moves between panes, q quits. Nothing is loaded without the confirmation on 
 
 def bindings_of(screen: Screen[Any]) -> list[tuple[str, str, str]]:
     """(keys, description, id) for every binding active on `screen`, focused widget included;
-    aliases of one action (f1 and ?) share a row."""
+    aliases of one action (f1 and ?) share a row. khotui's own (they carry an id) first; the
+    focused widget's generic Textual keys (scrolling, ...) after, with an empty id."""
     rows: dict[tuple[str, str], list[str]] = {}
     ids: dict[tuple[str, str], str] = {}
     for key, active in screen.active_bindings.items():
@@ -34,10 +35,30 @@ def bindings_of(screen: Screen[Any]) -> list[tuple[str, str, str]]:
         if shown not in rows[sig]:
             rows[sig].append(shown)
         ids[sig] = b.id or b.action
-    out = [(", ".join(keys), sig[0], ids[sig]) for sig, keys in rows.items()]
-    # khotui's own bindings (they all carry an id) first; the focused widget's generic keys after
     own = {b.id for b in _declared(screen)}
-    return sorted(out, key=lambda r: r[2] not in own)
+    out = [(", ".join(keys), sig[0], ids[sig] if ids[sig] in own else "") for sig, keys in rows.items()]
+    return sorted(out, key=lambda r: not r[2])
+
+
+def keys_table(rows: list[tuple[str, str, str]], width: int) -> Content:
+    """The key table in `width` cells: columns as wide as their longest entry, so at 80
+    columns a row stays one line (a fixed 44-cell description column wrapped every id onto a
+    line of its own, doubling the list). Textual's own keys for the focused widget come under
+    a heading of their own, not as khotui's."""
+    own = [r for r in rows if r[2]]
+    generic = [r for r in rows if not r[2]]
+    kw = min(max((len(k) for k, _, _ in rows), default=3), 16)
+    iw = max((len(i) for _, _, i in own), default=2)
+    dw = max(min(max((len(d) for _, d, _ in rows), default=4), width - kw - iw - 2), 12)
+    lines = [Content.from_markup("[b]$h[/]", h=f"{'key':<{kw}} {'what it does':<{dw}} id")]
+    for keys, desc, bid in own:
+        lines.append(Content.from_markup("[b $secondary]$k[/] $d [dim]$i[/]",
+                                         k=f"{keys:<{kw}}", d=f"{desc:<{dw}}", i=bid))
+    if generic:
+        lines.append(Content.from_markup("\n[b]$h[/]", h="Textual's keys for the focused pane"))
+        for keys, desc, _ in generic:
+            lines.append(Content.from_markup("[$secondary]$k[/] $d", k=f"{keys:<{kw}}", d=desc))
+    return Content("\n").join(lines)
 
 
 def _declared(screen: Screen[Any]) -> Iterator[Binding]:
@@ -75,11 +96,10 @@ class HelpScreen(ModalScreen[None]):
             with VerticalScroll(can_focus=True, id="help-body"):
                 yield Markdown(screen.HELP or "")
                 yield Markdown(GENERAL)
-                lines = [Content.from_markup("[b]$h[/]", h=f"{'key':<16} {'what it does':<44} id")]
-                for keys, desc, bid in self.rows:
-                    lines.append(Content.from_markup("[b $secondary]$k[/] $d [dim]$i[/]",
-                                                     k=f"{keys:<16}", d=f"{desc:<44}", i=bid))
-                yield Static(Content("\n").join(lines), id="keys")
+                # the dialog's inner width: 90% of the screen (at most 100), less the border,
+                # padding and scrollbar
+                inner = min(100, self.app.size.width * 9 // 10) - 6
+                yield Static(keys_table(self.rows, inner), id="keys")
 
     def on_mount(self) -> None:
         self.query_one("#help-body").focus()

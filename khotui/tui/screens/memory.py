@@ -21,6 +21,7 @@ from khotui.tui.widgets.lazytree import Group, TreeShape, add_children, expand_g
 from khotui.tui.widgets.memory_bands import MemoryBands, legend
 from khotui.tui.widgets.panel import problem_content
 from khotui.tui.widgets.rowtable import RowTable
+from khotui.tui.widgets.steady import SteadyInput
 
 MAX_RESULTS = 200
 DEFER_TREE = 40       # top-level /proc/iomem lines: more than a pane shows
@@ -106,7 +107,7 @@ of them on a 24 TiB host.
 
     async def _mount_panes(self) -> None:
         switcher = ContentSwitcher(
-            Vertical(Input(placeholder="/ search name or address (enter)", id="iomem-search"),
+            Vertical(SteadyInput(placeholder="/ search name or address (enter)", id="iomem-search"),
                      OptionList(id="iomem-results"), Tree("/proc/iomem", id="iomem-tree"),
                      id="tab-iomem"),
             Vertical(RowTable(id="blocks"), id="tab-blocks"),

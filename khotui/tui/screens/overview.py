@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, VerticalScroll
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Static
@@ -15,7 +15,7 @@ from khotui.tui.messages import UnloadRequested
 from khotui.tui.screens.base import KhotuiScreen
 from khotui.tui.viewmodel import KexecSummary, KhoSummary, Overview, Problem, ScratchRegion, SystemSummary
 from khotui.tui.widgets.findings import findings_content, summary_content
-from khotui.tui.widgets.panel import Panel
+from khotui.tui.widgets.panel import Panel, problem_content
 
 
 class OverviewLoaded(Message):
@@ -26,6 +26,29 @@ class OverviewLoaded(Message):
 
 class MemoryChanged(Message):
     """A memory block came or went (pyudev, live host only)."""
+
+
+class ScratchPanel(Vertical):
+    """The scratch regions: a bordered box whose heading (a summary when there are many, and
+    the column names) stays put while the regions scroll under it, so the box fits on the first
+    80x24 screen with the verdict and the KHO state above it, however many nodes the host has."""
+
+    def __init__(self, title: str, *, id: str) -> None:
+        super().__init__(id=id)
+        self.border_title = title
+
+    def compose(self) -> ComposeResult:
+        yield Static(Content.from_markup("[dim]reading…[/]"), id="scratch-head")
+        with VerticalScroll(id="scratch-list"):
+            yield Static(id="scratch-rows")
+
+    def show(self, rows: list[ScratchRegion] | Problem) -> None:
+        head, body = scratch_content(rows)
+        self.set_class(isinstance(head, Problem), "-problem")
+        self.query_one("#scratch-head", Static).update(
+            problem_content(head) if isinstance(head, Problem) else head)
+        self.query_one("#scratch-rows", Static).update(body)
+        self.query_one("#scratch-list").display = bool(body)
 
 
 class OverviewScreen(KhotuiScreen):
@@ -53,12 +76,14 @@ choose the kernel to load.
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="overview-body", can_focus=True):
             yield Static(Content.from_markup("[dim]reading the host state…[/]"), id="verdict")
+            # the first 80x24 screen holds the verdict, the KHO state and every scratch region
+            # (with many nodes: a summary line and a scrolling list of its own)
+            yield Panel("KHO", id="kho")
+            yield ScratchPanel("Scratch regions (kho_scratch[], tried in this order)", id="scratch")
             with Grid(id="cards"):
-                yield Panel("KHO", id="kho")
                 yield Panel("kexec", id="kexec")
                 yield Panel("Running kernel", id="boot")
                 yield Panel("System", id="system")
-            yield Panel("Scratch regions (kho_scratch[], tried in this order)", id="scratch")
             yield Panel("Pre-flight findings", id="findings")
 
     def on_mount(self) -> None:
@@ -124,7 +149,7 @@ choose the kernel to load.
         self.query_one("#kexec", Panel).show(kexec_content(ov.kexec))
         self.query_one("#boot", Panel).show(boot_content(ov))
         self.query_one("#system", Panel).show(system_content(ov.system))
-        self.query_one("#scratch", Panel).show(scratch_content(ov.scratch))
+        self.query_one("#scratch", ScratchPanel).show(ov.scratch)
         findings = ov.findings
         self.query_one("#findings", Panel).show(findings if isinstance(findings, Problem)
                                                 else findings_content(findings))
@@ -208,14 +233,28 @@ def system_content(s: SystemSummary | Problem | None) -> Content | Problem:
     return fmt.kv(rows, 8)
 
 
-def scratch_content(rows: list[ScratchRegion] | Problem) -> Content | Problem:
+# more regions than this: a summary line above the list (the list scrolls inside its box)
+SCRATCH_SUMMARY_AT = 6
+
+
+def scratch_content(rows: list[ScratchRegion] | Problem) -> tuple[Content | Problem, Content]:
+    """(the heading that stays put, the region lines that scroll)."""
     if isinstance(rows, Problem):
-        return rows
+        return rows, Content()
     if not rows:
-        return Content.from_markup("[dim]no scratch regions (KHO off): the kernel walks System RAM[/]")
+        return Content.from_markup("[dim]no scratch regions (KHO off): the kernel walks System RAM[/]"), \
+            Content()
     head = Content.from_markup(
         "[b]$h[/]", h=f"{'#':>2} {'kind':<8} {'node':>4} {'address':>14} {'end':>14} {'size':>9}")
-    lines = [head]
+    heading = [head]
+    lines: list[Content] = []
+    if len(rows) > SCRATCH_SUMMARY_AT:
+        nodes = sorted({r.node for r in rows if r.node is not None})
+        span = f", nodes {nodes[0]}–{nodes[-1]}" if nodes else ""
+        empty = sum(1 for r in rows if not r.size)
+        heading.insert(0, Content.from_markup(
+            "[b]$n regions[/], $t in all$s$e  [dim](scroll for all)[/]", n=str(len(rows)),
+            t=fmt.size(sum(r.size for r in rows)), s=span, e=f", {empty} empty" if empty else ""))
     for r in rows:
         node = "" if r.node is None else str(r.node)
         end = "—" if not r.size else fmt.addr(r.addr + r.size - 1)
@@ -225,4 +264,4 @@ def scratch_content(rows: list[ScratchRegion] | Problem) -> Content | Problem:
         if not r.size:
             line += Content.from_markup("  [$warning]empty[/]")
         lines.append(line)
-    return Content("\n").join(lines)
+    return Content("\n").join(heading), Content("\n").join(lines)

@@ -33,6 +33,13 @@ class PreviewReady(Message):
         self.preview = preview
 
 
+class CmdlineEditor(OrderedTextArea):
+    """The next kernel's command line. While it is being edited the key bar says how to
+    finish (esc), which is the screen's own escape (back to the kernel list), shown here."""
+
+    BINDINGS = [Binding("escape", "screen.focus_table", "Done editing", id="cmdline-done")]
+
+
 class PrepareScreen(KhotuiScreen):
     MODE = "prepare"
     # styled by prepare.tcss, which the app loads (KhotuiApp.CSS_PATH)
@@ -67,8 +74,8 @@ warning when `kho=on` is missing (the new kernel would ignore the handover).
             yield DataTable(id="kernels", cursor_type="row")
             yield Static("", id="selection")
             yield Static("Next command line — e edits, ctrl+r resets", classes="pane-title")
-            # OrderedTextArea: keys batched by a slow link keep their order (widgets/inputs.py)
-            yield OrderedTextArea("", id="cmdline", soft_wrap=True, show_line_numbers=False)
+            # CmdlineEditor is an OrderedTextArea: keys batched by a slow link keep their order
+            yield CmdlineEditor("", id="cmdline", soft_wrap=True, show_line_numbers=False)
             yield Static("", id="cmdline-diff")
             with Horizontal(id="prepare-actions"):
                 yield Static(Content.from_markup(

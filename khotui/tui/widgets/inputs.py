@@ -16,6 +16,8 @@ from textual import events
 from textual.binding import Binding
 from textual.widgets import Input, TextArea
 
+from khotui.tui.widgets.steady import SteadyTextArea
+
 
 def _own_action(widget: Input | TextArea, key: str) -> str | None:
     """The action the widget's own BINDINGS give `key` (None: not one of its editing keys)."""
@@ -26,25 +28,15 @@ def _own_action(widget: Input | TextArea, key: str) -> str | None:
     return None
 
 
-class OrderedTextArea(TextArea):
-    """TextArea whose editing keys are applied in arrival order (the Textual 8.2.8 bug above)."""
+class OrderedTextArea(SteadyTextArea):
+    """A steady TextArea whose editing keys are applied in arrival order (the Textual 8.2.8
+    bug above). Input in 8.2.8 keeps the order, so it needs no such class."""
 
     async def on_key(self, event: events.Key) -> None:
         if self.read_only:
             return
         action = _own_action(self, event.key)
         if action is not None:
-            event.stop()
-            event.prevent_default()
-            await self.run_action(action)
-
-
-class OrderedInput(Input):
-    """Input with the same rule (Input in 8.2.8 keeps the order; the rule guards a change)."""
-
-    async def on_key(self, event: events.Key) -> None:
-        action = _own_action(self, event.key)
-        if action is not None and action not in ("submit",):
             event.stop()
             event.prevent_default()
             await self.run_action(action)

@@ -14,6 +14,9 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widget import Widget
 
+# the app's help binding (KhotuiApp.BINDINGS): kept last, whatever else has to go
+HELP_KEYS = ("f1", "question_mark")
+
 
 class KeyBar(Widget):
     DEFAULT_CSS = """
@@ -55,15 +58,39 @@ class KeyBar(Widget):
             self.refresh()
 
     def render(self) -> Content:
-        parts = [self._entry(key, shown, what, enabled) for key, shown, what, enabled in self._keys]
+        """Whole entries only, never one cut mid-word (`/ Search iom…` at 80 columns): when
+        they do not all fit, the palette entry drops its word, then entries drop from the
+        end, and help, always last, says it lists the rest ("? All keys")."""
+        width = self.size.width
+        keys = [k for k in self._keys if k[0] not in HELP_KEYS]
+        help_key = next((k for k in self._keys if k[0] in HELP_KEYS), None)
+        palette = None
+        if self._palette is not None:
+            palette = Content("│") + self._entry(self._palette[0], self._palette[1], "palette", True)
+            if self._width(keys, help_key) > width - palette.cell_length:
+                palette = Content("│") + self._entry(self._palette[0], self._palette[1], "", True)
+        room = width - (palette.cell_length if palette is not None else 0)
+        shown = list(keys)
+        all_keys = None if help_key is None else (help_key[0], help_key[1], "All keys", help_key[3])
+        while shown and self._width(shown, help_key if len(shown) == len(keys) else all_keys) > room:
+            shown.pop()
+        if len(shown) < len(keys):
+            help_key = all_keys
+        parts = [self._entry(*k) for k in shown]
+        if help_key is not None:
+            parts.append(self._entry(*help_key))
         line = Content(" ").join(parts)
-        if self._palette is None:
-            return line
-        palette = Content("│") + self._entry(self._palette[0], self._palette[1], "palette", True)
-        room = self.size.width - palette.cell_length
-        if line.cell_length > room:
+        if line.cell_length > room:         # a terminal too narrow even for help: cut
             line = line.truncate(max(room, 0), ellipsis=True)
+        if palette is None:
+            return line
         return line.pad_right(room - line.cell_length) + palette
+
+    @classmethod
+    def _width(cls, keys: list[tuple[str, str, str, bool]],
+               help_key: tuple[str, str, str, bool] | None) -> int:
+        entries = [*keys, *([help_key] if help_key else [])]
+        return sum(cls._entry(*k).cell_length for k in entries) + max(len(entries) - 1, 0)
 
     @staticmethod
     def _entry(key: str, shown: str, what: str, enabled: bool) -> Content:

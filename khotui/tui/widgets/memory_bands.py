@@ -106,13 +106,13 @@ class MemoryBands(Widget, can_focus=True):
     MemoryBands:focus { background: $boost; }
     """
     BINDINGS = [
-        Binding("left,h", "move(-1)", "←", show=False, id="map-left"),
-        Binding("right,l", "move(1)", "→", show=False, id="map-right"),
-        Binding("up,k", "band(-1)", "prev band", show=False, id="map-up"),
-        Binding("down,j", "band(1)", "next band", show=False, id="map-down"),
+        Binding("left,h", "move(-1)", "Move the cursor left", show=False, id="map-left"),
+        Binding("right,l", "move(1)", "Move the cursor right", show=False, id="map-right"),
+        Binding("up,k", "band(-1)", "Cursor to the band above", show=False, id="map-up"),
+        Binding("down,j", "band(1)", "Cursor to the band below", show=False, id="map-down"),
         Binding("plus,equals_sign,enter", "zoom_in", "Zoom in", id="map-zoom-in", key_display="+"),
         Binding("minus", "zoom_out", "Zoom out", id="map-zoom-out", key_display="-"),
-        Binding("0", "zoom_reset", "All", id="map-zoom-reset"),
+        Binding("0", "zoom_reset", "All memory", id="map-zoom-reset", show=False),
         Binding("n", "next_mark", "Next scratch/segment", id="map-next"),
     ]
 
@@ -227,6 +227,9 @@ class MemoryBands(Widget, can_focus=True):
         self.bands = [Band("zoom", lo, lo + new - 1)]
         self.band_index = 0
         self.cursor = self._col_of(self.bands[0], centre)
+        # new bands: every line changes, and the band count (the height) may too; the cursor
+        # watcher fires only when the column moved, so a zoom that keeps it redrew nothing
+        self.refresh(layout=True)
         self._announce()
 
     def action_zoom_out(self) -> None:
@@ -242,7 +245,9 @@ class MemoryBands(Widget, can_focus=True):
         centre = (band.start + band.end) // 2
         lo = max(total_lo, centre - span // 2)
         self.bands = [Band("zoom", lo, lo + span - 1)]
+        self.band_index = 0
         self.cursor = self._col_of(self.bands[0], centre)
+        self.refresh(layout=True)
         self._announce()
 
     def action_zoom_reset(self) -> None:
