@@ -6,6 +6,7 @@ demo runs through exactly the code paths of `--root DIR`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -56,10 +57,20 @@ def _materialise(dest: Path) -> None:
     _write_sparse_cpio(boot / f"initrd.img-{KERNEL_RELEASE}", INITRD_SIZE)
 
 
+def _fingerprint() -> str:
+    """What the bundled files are (names and sizes, ~1 ms): a cache made from other files, by
+    an older checkout of the same version, is not reused (it once lacked khotui-purgatory.ro)."""
+    h = hashlib.sha256(str(KERNEL_SIZE).encode())
+    for path in sorted(p for p in HERE.rglob("*") if "__pycache__" not in p.parts):
+        h.update(f"{path.relative_to(HERE)}\0{path.lstat().st_size}\0".encode())
+    return h.hexdigest()[:12]
+
+
 def demo_root() -> Path:
     """The demo sysroot, created on first use under ~/.cache/khotui (or a temp dir)."""
+    key = f"demo-{__version__}-{_fingerprint()}"
     for base in (_cache_base(), Path(tempfile.gettempdir()) / f"khotui-{os.getuid()}"):
-        final = base / f"demo-{__version__}"
+        final = base / key
         if (final / ".complete").exists():
             return final / "sysroot"
         try:
