@@ -21,13 +21,37 @@ from typing import BinaryIO
 from khotui.cmdline import next_cmdline
 from khotui.errors import KhotuiError, Problem
 from khotui.fdt.kexec_dtb import DtbError, kexec_dtb_size
-from khotui.host.boot import parse_config, read_running_fdt
+from khotui.host.boot import BootInfo, parse_config, read_running_fdt
 from khotui.host.kernellog import purgatory_from_log, read_kernel_log
+from khotui.host.kernelmem import (
+    EFI_MEMDESC_NOT_READ,
+    MEMBLOCK_NOT_READ,
+    PAGE_SIZE_NOT_READ,
+    DefaultCma,
+    EfiMemdescSize,
+    Memblock,
+    PageSize,
+    default_cma_area,
+    read_efi_memdesc_size,
+    read_memblock,
+    read_page_size,
+)
 from khotui.host.ownership import writable_by_others
 from khotui.image.inspect import InitrdInfo, KernelImage, inspect_initrd, inspect_kernel
-from khotui.placement.arm64 import Arm64PlanInput, free_ranges_in_ram, plan_arm64
+from khotui.placement.arm64 import (
+    Arm64PlanInput,
+    free_ranges_from_memblock,
+    free_ranges_in_ram,
+    plan_arm64,
+)
 from khotui.placement.core import Plan, Segment
-from khotui.placement.x86_64 import X86Kernel, X86PlanInput, X86Setup, plan_x86_64
+from khotui.placement.x86_64 import (
+    EFI_MEMDESC_SIZE,
+    X86Kernel,
+    X86PlanInput,
+    X86Setup,
+    plan_x86_64,
+)
 from khotui.plan import checks
 from khotui.plan.checks import CheckContext
 from khotui.plan.status import HostStatus, context_for, host_status
@@ -64,6 +88,14 @@ class PlanInputs:
     # arm64: /sys/firmware/fdt, the base of the DTB segment; None when absent or unreadable
     running_fdt: bytes | None = None
     running_fdt_error: Problem | None = None
+    # the running kernel's PAGE_SIZE (khotui.host.kernelmem: source None = 4K assumed)
+    page_size: PageSize = PAGE_SIZE_NOT_READ
+    # x86_64 EFI boot: efi.memmap.desc_size from /sys/kernel/boot_params/data
+    efi_memdesc: EfiMemdescSize = EFI_MEMDESC_NOT_READ
+    # KHO off: the memblock arrays (CONFIG_ARCH_KEEP_MEMBLOCK kernels walk them) and whether
+    # the default CMA area, the one kexec_alloc_contig() tries first, exists
+    memblock: Memblock = MEMBLOCK_NOT_READ
+    default_cma: DefaultCma | None = None
 
 
 @dataclass
@@ -153,19 +185,30 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
         warnings += _writable_warnings("initrd", request.initrd, initrd_file)
     purgatory, fdt, fdt_error = DEFAULT_PURGATORY, None, None
     sysroot = status.sysroot
+    log = None
+    efi = EfiMemdescSize(None, why="no EFI runtime map")
     if status.boot.arch == "x86_64":
         try:
             log = read_kernel_log(sysroot)
         except KhotuiError:
             log = None      # the purgatory is then assumed, and the plan says so
         purgatory = purgatory_from_log(log)
+        if status.boot.efi_runtime_map_entries:
+            efi = read_efi_memdesc_size(sysroot)
     elif status.boot.arch == "arm64":
         try:
             fdt = read_running_fdt(sysroot)
         except KhotuiError as exc:
             fdt_error = exc.problem
+    memblock, cma = Memblock(None, None, why="KHO is on"), None
+    if not status.kho.enabled:
+        memblock = read_memblock(sysroot)
+        cma = default_cma_area(sysroot, status.boot, running_fdt=fdt,
+                               kernel_log=log)
     return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings,
-                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error)
+                      purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error,
+                      page_size=read_page_size(sysroot, status.boot), efi_memdesc=efi,
+                      memblock=memblock, default_cma=cma)
 
 
 def read_next_config(status: HostStatus, kernel: KernelImage) -> NextConfig:
@@ -242,7 +285,11 @@ def dry_run(status: HostStatus, request: PlanRequest, kernel: KernelImage,
 def _simulate(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None, cmdline: str,
               request: PlanRequest, inputs: PlanInputs, assumptions: list[str]) -> Plan | None:
     arch = status.boot.arch
-    if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
+    # the KHO-off walk that needs /proc/iomem: System RAM on x86_64 (kexec_walk_resources());
+    # arm64 and CONFIG_ARCH_KEEP_MEMBLOCK kernels walk memblock, from iomem only as a fallback
+    memblock_walk = arch == "arm64" or bool(status.boot.config_enabled("CONFIG_ARCH_KEEP_MEMBLOCK"))
+    needs_iomem = not (memblock_walk and inputs.memblock.memory is not None)
+    if not status.kho.enabled and needs_iomem and (status.iomem is None or status.iomem.all_zero):
         # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
         # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
         why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
@@ -276,6 +323,11 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
               cmdline: str, request: PlanRequest, inputs: PlanInputs) -> X86PlanInput:
     b = status.boot
     cfg = b.config_enabled
+    memblock_free = None
+    if inputs.memblock.memory is not None and inputs.memblock.reserved is not None:
+        memblock_free = [(r.start, r.end) for r in free_ranges_from_memblock(
+            inputs.memblock.memory, inputs.memblock.reserved, movable_node=_movable_node(b))]
+    cma = inputs.default_cma
     return X86PlanInput(
         kho_enabled=status.kho.enabled,
         kernel=x86_kernel(kernel),
@@ -287,6 +339,13 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
         cma_total_kb=b.meminfo.get("CmaTotal"),
         no_cma=request.no_cma,
         efi_runtime_map_entries=b.efi_runtime_map_entries,
+        efi_memdesc_size=inputs.efi_memdesc.size or EFI_MEMDESC_SIZE,
+        efi_memdesc_source=inputs.efi_memdesc.source,
+        efi_memdesc_why=inputs.efi_memdesc.why,
+        default_cma=None if cma is None else cma.present,
+        default_cma_why=None if cma is None else cma.why,
+        memblock_free=memblock_free,
+        memblock_why=inputs.memblock.why,
         config_kexec_handover=cfg("CONFIG_KEXEC_HANDOVER") is not False,
         config_ima_kexec=bool(cfg("CONFIG_IMA_KEXEC")),
         config_dma_cma=cfg("CONFIG_DMA_CMA"),
@@ -294,6 +353,14 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
         mem_total_kb=b.meminfo.get("MemTotal"),
         purgatory=inputs.purgatory,
     )
+
+
+def _movable_node(boot: BootInfo) -> bool:
+    """`movable_node` on the command line makes for_each_free_mem_range() skip HOTPLUG memblock
+    regions (should_skip_region(), mm/memblock.c), but only on kernels with
+    CONFIG_MEMORY_HOTPLUG, where cmdline_parse_movable_node() (mm/memory_hotplug.c) exists."""
+    return ("movable_node" in boot.cmdline_tokens()
+            and boot.config_enabled("CONFIG_MEMORY_HOTPLUG") is not False)
 
 
 def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None,
@@ -321,10 +388,29 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
     dtb, dtb_error = arm64_dtb(fdt, cmdline=cmd, initrd=initrd is not None, kho=kho,
                                kexec_handover=kexec_handover, ima_kexec=ima_kexec)
     free = []
-    if not kho and status.iomem is not None:
+    memblock = inputs.memblock
+    exact_free = memblock.memory is not None and memblock.reserved is not None
+    if kho:
+        pass
+    elif memblock.memory is not None and memblock.reserved is not None:
+        # kexec_walk_memblock(), kernel/kexec_file.c: arm64 always keeps memblock
+        free = free_ranges_from_memblock(memblock.memory, memblock.reserved,
+                                         movable_node=_movable_node(b))
+    elif status.iomem is not None:
         ram = [r for r in status.iomem.resources if r.name == "System RAM"]
         free = free_ranges_in_ram([(r.start, r.end) for r in ram],
                                   [(c.start, c.end) for r in ram for c in r.children])
+    page = inputs.page_size
+    page_guess = page.assumption()
+    if page_guess is not None:
+        assumptions.append(page_guess)
+    cma = inputs.default_cma
+    if cma is None:       # not read: the old rule, any CMA area counts
+        cma = DefaultCma(bool(b.meminfo.get("CmaTotal")), "CmaTotal is not 0")
+    elif cma.present is False and b.meminfo.get("CmaTotal") and not kho:
+        assumptions.append(f"no default CMA area ({cma.why}): the CmaTotal of "
+                           f"{b.meminfo['CmaTotal']} kB is other areas, which "
+                           "kexec_alloc_contig() never uses")
     return Arm64PlanInput(
         # the header parser saw only the head of the file; the segment's bufsz is the whole file
         kernel_size=kernel.size,
@@ -340,9 +426,11 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
         kho=kho,
         scratch=list(status.kho.scratch),
         free_ranges=free,
-        free_ranges_exact=False,
-        cma=bool(b.meminfo.get("CmaTotal")) and not request.no_cma,
+        free_ranges_exact=exact_free,
+        cma=cma.present is not False and not request.no_cma,
+        cma_why=cma.why if cma.present else f"perhaps: {cma.why}",
         ima_kexec=ima_kexec,
+        page_size=page.size,
     )
 
 
