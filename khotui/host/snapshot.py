@@ -37,7 +37,6 @@ from khotui.errors import KhotuiError
 from khotui.host.blockrecord import RECORD, format_record, parse_record
 from khotui.host.kernellog import kmsg_to_dmesg
 from khotui.host.kernellog import read_kmsg as kernellog_read_kmsg
-from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kernelmem import (
     BOOT_PARAMS_DATA,
     BOOT_PARAMS_VERSION,
@@ -46,6 +45,7 @@ from khotui.host.kernelmem import (
     MEMBLOCK_MEMORY,
     MEMBLOCK_RESERVED,
 )
+from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR
 from khotui.host.memory import (
     BLOCK_READ,
