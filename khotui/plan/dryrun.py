@@ -27,6 +27,7 @@ from khotui.host.kernelmem import (
     EFI_MEMDESC_NOT_READ,
     MEMBLOCK_NOT_READ,
     PAGE_SIZE_NOT_READ,
+    X86_PAGE_SIZE,
     DefaultCma,
     EfiMemdescSize,
     Memblock,
@@ -386,7 +387,8 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
     ima_kexec = bool(b.config_enabled("CONFIG_IMA_KEXEC"))
     cmd = cmdline.encode()
     dtb, dtb_error = arm64_dtb(fdt, cmdline=cmd, initrd=initrd is not None, kho=kho,
-                               kexec_handover=kexec_handover, ima_kexec=ima_kexec)
+                               kexec_handover=kexec_handover, ima_kexec=ima_kexec,
+                               page_size=inputs.page_size.size)
     free = []
     memblock = inputs.memblock
     exact_free = memblock.memory is not None and memblock.reserved is not None
@@ -436,12 +438,13 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
 
 def arm64_dtb(fdt: bytes, *, cmdline: bytes | None, initrd: bool, kho: bool,
               kexec_handover: bool = True, ima_kexec: bool = False,
-              rng_initialized: bool = True) -> tuple[DtbSize | None, str | None]:
+              rng_initialized: bool = True,
+              page_size: int = X86_PAGE_SIZE) -> tuple[DtbSize | None, str | None]:
     """(DtbSize, None), or (None, why) when of_kexec_alloc_and_setup_fdt() would fail."""
     try:
         return kexec_dtb_size(fdt, cmdline=cmdline, initrd=initrd, kho=kho,
                               kexec_handover=kexec_handover, rng_initialized=rng_initialized,
-                              ima_buffer=ima_kexec), None
+                              ima_buffer=ima_kexec, page_size=page_size), None
     except DtbError as exc:
         return None, str(exc)
 
