@@ -159,6 +159,11 @@ def test_page_size_without_config_from_hugepagesize_else_assumed(arm64_image, tm
     assert result.plan is not None and result.plan.page_size == 64 << 10
     assert not guesses(result, "page size")
     edit_meminfo(root, "Hugepagesize", None)
+    block = root / "sys/devices/system/memory/block_size_bytes"
+    block.write_text("20000000\n")                  # 512 MiB sections: 64K pages only
+    result = plan(cap, root, arm64_image, tmp_path)
+    assert result.plan is not None and result.plan.page_size == 64 << 10
+    block.write_text("8000000\n")                   # 128 MiB: 4K or 16K, no answer
     result = plan(cap, root, arm64_image, tmp_path)
     assert result.plan is not None and result.plan.page_size == 4096
     [guess] = guesses(result, "page size")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from khotui.errors import KhotuiError
 from khotui.host.boot import BootInfo
+from khotui.host.memory import BLOCK_SIZE, read_block_size
 from khotui.host.sysroot import Sysroot
 
 BOOT_PARAMS_DATA = "/sys/kernel/boot_params/data"
@@ -46,6 +47,7 @@ ARM64_PAGE_CONFIGS = {"CONFIG_ARM64_4K_PAGES": 4 << 10, "CONFIG_ARM64_16K_PAGES"
 # (arch/arm64/include/asm/pgtable-hwdef.h), unless default_hugepagesz= chose another
 # (hugetlb_init(), mm/hugetlb.c): PAGE_SIZE * PAGE_SIZE / 8.
 ARM64_PMD_KB_TO_PAGE = {size * size // 8 // 1024: size for size in ARM64_PAGE_CONFIGS.values()}
+ARM64_64K_BLOCK = 1 << 29
 _MACHINES = {"aarch64": "arm64", "arm64": "arm64", "x86_64": "x86_64", "amd64": "x86_64"}
 
 # struct boot_params, arch/x86/include/uapi/asm/bootparam.h: efi_info at 0x1c0,
@@ -95,6 +97,16 @@ def read_page_size(sysroot: Sysroot, boot: BootInfo) -> PageSize:
             and boot.cmdline_param("hugepagesz") is None):
         return PageSize(ARM64_PMD_KB_TO_PAGE[huge],
                         f"/proc/meminfo Hugepagesize {huge} kB (the PMD size of the page size)")
+    try:
+        block = read_block_size(sysroot)
+    except KhotuiError:
+        block = None
+    if block == ARM64_64K_BLOCK:
+        # memory_block_size_bytes() is the __weak default on arm64 (drivers/base/memory.c):
+        # 1 << SECTION_SIZE_BITS, 29 only with 64K pages (arch/arm64/include/asm/sparsemem.h);
+        # 4K and 16K share 27, so a 128 MiB block tells nothing
+        return PageSize(64 << 10, f"{sysroot.display(BLOCK_SIZE)} 0x{block:x} (512 MiB "
+                                  "sections exist only with 64K pages)")
     return PageSize(X86_PAGE_SIZE, None)
 
 
