@@ -368,3 +368,17 @@ def test_movable_node_skips_hotplug_memory(arm64_image, tmp_path):
     # should_skip_region(): HOTPLUG regions are left out, so the DTB goes below 0x80000000
     assert all(s.mem is not None and s.mem + s.memsz <= 0x80000000 for s in p.segments)
     assert p.segment("dtb").mem == 0x7FE00000
+
+
+def test_dtb_boot_initrd_reservation_is_matched_by_the_running_page_size():
+    """of_kexec_alloc_and_setup_fdt() (drivers/of/kexec.c) removes the boot initrd's
+    reserve-map entry of its exact size or `round_up(size, PAGE_SIZE)`: a firmware entry
+    rounded to 64K is found only by a 64K kernel."""
+    from khotui.fdt.kexec_dtb import kexec_dtb_size
+    from tests.test_placement_arm64 import build_fdt, cell
+    chosen = {"linux,initrd-start": cell(0x48000000), "linux,initrd-end": cell(0x48001800)}
+    fdt = build_fdt({"#address-cells": cell(1), "#size-cells": cell(1)}, chosen,
+                    rsv=[(0x48000000, 0x10000)])
+    small = kexec_dtb_size(fdt, cmdline=None, initrd=False, kho=False, page_size=4096)
+    large = kexec_dtb_size(fdt, cmdline=None, initrd=False, kho=False, page_size=64 << 10)
+    assert small.totalsize - large.totalsize == 16     # one struct fdt_reserve_entry
