@@ -382,3 +382,18 @@ def test_dtb_boot_initrd_reservation_is_matched_by_the_running_page_size():
     small = kexec_dtb_size(fdt, cmdline=None, initrd=False, kho=False, page_size=4096)
     large = kexec_dtb_size(fdt, cmdline=None, initrd=False, kho=False, page_size=64 << 10)
     assert small.totalsize - large.totalsize == 16     # one struct fdt_reserve_entry
+
+
+def test_memblock_walk_needs_no_iomem_addresses(arm64_image, tmp_path):
+    """A non-root reader sees /proc/iomem as zeros; an arm64 KHO-off plan walks memblock and
+    does not need it (the x86 System RAM walk does, and says so)."""
+    cap = need("two-nodes-arm64")
+    root = arm64_kho_off(cap, tmp_path, "cma=0")
+    iomem = root / "proc/iomem"
+    iomem.write_text(re.sub(r"[0-9a-f]{8,16}", lambda m: "0" * len(m[0]), iomem.read_text()))
+    result = plan(cap, root, arm64_image, tmp_path, cmdline="console=ttyAMA0")
+    assert result.plan is not None and result.plan.exact and result.plan.fits is True
+    assert not guesses(result, "no placement preview")
+    (root / "sys/kernel/debug/memblock/memory").unlink()
+    result = plan(cap, root, arm64_image, tmp_path, cmdline="console=ttyAMA0")
+    assert result.plan is None and guesses(result, "no placement preview")

@@ -295,6 +295,9 @@ def _simulate(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
         # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
         why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
                if status.iomem is not None else "/proc/iomem could not be read")
+        if memblock_walk:
+            why = (f"the free memblock ranges could not be read ({inputs.memblock.why}), and "
+                   f"{why}")
         assumptions.append(f"no placement preview: with KHO off the kernel places segments in "
                            f"System RAM, and {why}; run khotui as root for the preview")
         return None
