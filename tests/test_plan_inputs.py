@@ -168,6 +168,7 @@ def test_page_size_without_config_from_hugepagesize_else_assumed(arm64_image, tm
     assert result.plan is not None and result.plan.page_size == 4096
     [guess] = guesses(result, "page size")
     assert "4 KiB assumed" in guess and "config" in guess
+    assert not result.plan.exact and guess in result.plan.assumptions
 
 
 # --- 5. the EFI descriptor size -------------------------------------------------------------

@@ -173,6 +173,7 @@ class Arm64PlanInput:
     image_why_not: str | None = None
     image_fix: str | None = None
     page_size: int = PAGE_SIZE        # the running kernel's (CONFIG_ARM64_{4K,16K,64K}_PAGES)
+    page_size_guess: str | None = None  # set when page_size was assumed: what and why
 
 
 def scratch_regions(scratch: list[ScratchRegion]) -> list[Region]:
@@ -208,6 +209,9 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
     """Mirror kimage_file_prepare_segments() + image_load() for an arm64 Image (normal load)."""
     assumptions: list[str] = []
     exact = True
+    if inp.page_size_guess is not None:
+        exact = False
+        assumptions.append(inp.page_size_guess)
     if inp.kho:
         regions = scratch_regions(inp.scratch)
     else:

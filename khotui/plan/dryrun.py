@@ -406,9 +406,6 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
         free = free_ranges_in_ram([(r.start, r.end) for r in ram],
                                   [(c.start, c.end) for r in ram for c in r.children])
     page = inputs.page_size
-    page_guess = page.assumption()
-    if page_guess is not None:
-        assumptions.append(page_guess)
     cma = inputs.default_cma
     if cma is None:       # not read: the old rule, any CMA area counts
         cma = DefaultCma(bool(b.meminfo.get("CmaTotal")), "CmaTotal is not 0")
@@ -436,6 +433,7 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
         cma_why=cma.why if cma.present else f"perhaps: {cma.why}",
         ima_kexec=ima_kexec,
         page_size=page.size,
+        page_size_guess=page.assumption(),
     )
 
 
