@@ -165,7 +165,7 @@ class Arm64PlanInput:
     free_ranges: list[Region] = field(default_factory=list)
     free_ranges_exact: bool = True
     cma: bool = False
-    cma_why: str | None = None        # what says the default CMA area exists (or may)
+    cma_why: str | None = None        # "exists: <evidence>" or "may exist: <why unknown>"
     ima_kexec: bool = False
     ima_size: int | None = None
     rng_initialized: bool = True
@@ -225,9 +225,8 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
                                "plan")
         if inp.cma:
             exact = False
-            why = f" ({inp.cma_why})" if inp.cma_why else ""
-            assumptions.append(f"KHO off and a default CMA area exists{why}: every segment is "
-                               "first allocated from CMA by the page allocator "
+            assumptions.append(f"KHO off and the default CMA area {inp.cma_why or 'exists'}: "
+                               "every segment is first allocated from CMA by the page allocator "
                                "(kexec_alloc_contig()), which no preview can know; pass "
                                "KEXEC_FILE_NO_CMA for the walk shown here")
     placer = Placer(regions=regions, kho=inp.kho, page_size=inp.page_size)

@@ -395,13 +395,11 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
     free = []
     memblock = inputs.memblock
     exact_free = memblock.memory is not None and memblock.reserved is not None
-    if kho:
-        pass
-    elif memblock.memory is not None and memblock.reserved is not None:
+    if not kho and memblock.memory is not None and memblock.reserved is not None:
         # kexec_walk_memblock(), kernel/kexec_file.c: arm64 always keeps memblock
         free = free_ranges_from_memblock(memblock.memory, memblock.reserved,
                                          movable_node=_movable_node(b))
-    elif status.iomem is not None:
+    elif not kho and status.iomem is not None:
         ram = [r for r in status.iomem.resources if r.name == "System RAM"]
         free = free_ranges_in_ram([(r.start, r.end) for r in ram],
                                   [(c.start, c.end) for r in ram for c in r.children])
@@ -430,7 +428,7 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
         free_ranges=free,
         free_ranges_exact=exact_free,
         cma=cma.present is not False and not request.no_cma,
-        cma_why=cma.why if cma.present else f"perhaps: {cma.why}",
+        cma_why=f"exists: {cma.why}" if cma.present else f"may exist: {cma.why}",
         ima_kexec=ima_kexec,
         page_size=page.size,
         page_size_guess=page.assumption(),
