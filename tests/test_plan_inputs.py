@@ -124,6 +124,7 @@ def test_64k_arm64_kernel_rounds_every_memsz_to_64k(arm64_image, tmp_path):
     assert by_name["kho-scratch"].memsz == 0x10000      # 4 entries of 16 bytes, one 64K page
     assert by_name["dtb"].memsz == 0x10000
     assert by_name["initrd"].memsz == align(by_name["initrd"].bufsz, 64 << 10)
+    assert result.as_dict()["page_size"] == 64 << 10        # `plan --json` says so
 
 
 def test_16k_and_4k_from_the_config(arm64_image, tmp_path):

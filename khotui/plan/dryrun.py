@@ -149,6 +149,8 @@ class PlanResult:
                           "region": s.region} for s in self.segments()],
             "fits": self.fits,
             "errno": self.errno,
+            # the running kernel's PAGE_SIZE every memsz was rounded to (arm64: 4K/16K/64K)
+            "page_size": None if self.plan is None else self.plan.page_size,
             "message": None if self.plan is None else self.plan.message,
             "would_succeed": self.would_succeed,
             "checks": [f.as_dict() for f in self.findings],
