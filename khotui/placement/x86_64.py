@@ -315,9 +315,10 @@ def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> 
         plan.message = ("addresses unknown: with KHO off the kernel first asks the default CMA "
                         "area for each segment")
         why = f" ({inp.default_cma_why})" if inp.default_cma_why else ""
+        exists = "exists" if inp.default_cma else "may exist"
         assumptions.append(
-            f"KHO off and a default CMA area exists{why} (CmaTotal {size}): kexec_alloc_contig() "
-            f"takes every "
+            f"KHO off and a default CMA area {exists}{why} (CmaTotal {size}): "
+            f"kexec_alloc_contig() takes every "
             f"segment (IMA, purgatory, boot-params, kernel, initrd alike) from the default CMA "
             f"area when it can, and the page allocator picks the address, so no preview can be "
             f"exact; a segment CMA cannot hold falls back to the top-down RAM walk. Passing "
