@@ -399,3 +399,24 @@ def test_memblock_walk_needs_no_iomem_addresses(arm64_image, tmp_path):
     (root / "sys/kernel/debug/memblock/memory").unlink()
     result = plan(cap, root, arm64_image, tmp_path, cmdline="console=ttyAMA0")
     assert result.plan is None and guesses(result, "no placement preview")
+
+
+def test_cma_sysfs_names_the_default_area(tmp_path):
+    """/sys/kernel/mm/cma/<name> (CONFIG_CMA_SYSFS): the default area is "reserved"
+    (dma_contiguous_reserve_area(), kernel/dma/contiguous.c); hugetlb's are not it."""
+    cap = need("kho-off")
+    if not BZIMAGE.is_file():
+        pytest.skip(f"{BZIMAGE} is missing")
+    root = copy_root(cap, tmp_path)
+    edit_config(root, DMA_CMA="y", CMA_SIZE_MBYTES="16", CMA_SIZE_SEL_MBYTES="y")
+    edit_meminfo(root, "CmaTotal", 16384)
+    areas = root / "sys/kernel/mm/cma"
+    (areas / "hugetlb0").mkdir(parents=True)
+    # the config asks for 16 MiB, but only hugetlb0 exists: the reservation did not happen
+    result = plan(cap, root, BZIMAGE, tmp_path)
+    assert result.plan is not None and result.plan.fits is True
+    assert [s.mem for s in result.plan.segments] == [s.mem for s in logged(cap).segments]
+    (areas / "reserved").mkdir()
+    result = plan(cap, root, BZIMAGE, tmp_path)
+    assert result.plan is not None and result.plan.fits is None and result.plan.walk == "cma"
+    assert guesses(result, "/sys/kernel/mm/cma/reserved")
