@@ -420,3 +420,23 @@ def test_cma_sysfs_names_the_default_area(tmp_path):
     result = plan(cap, root, BZIMAGE, tmp_path)
     assert result.plan is not None and result.plan.fits is None and result.plan.walk == "cma"
     assert guesses(result, "/sys/kernel/mm/cma/reserved")
+
+
+def test_a_64k_image_on_a_64k_kernel_is_not_doubted(arm64_image, tmp_path):
+    """image_load() (arch/arm64/kernel/kexec_image.c) refuses an Image whose page-size flag the
+    CPUs do not implement; the running kernel's own granule always is. Found on the real 64K
+    capture: the file-only inspection assumed a 4K running kernel and doubted the 64K Image."""
+    cap = need("two-nodes-arm64")
+    data = bytearray(arm64_image.read_bytes())
+    flags = struct.unpack_from("<Q", data, 24)[0]
+    struct.pack_into("<Q", data, 24, (flags & ~0b110) | (3 << 1))   # page size flag: 64K
+    image64 = tmp_path / "Image-64k"
+    image64.write_bytes(bytes(data))
+    root = copy_root(cap, tmp_path)
+    set_arm64_pages(root, "64K")
+    result = plan(cap, root, image64, tmp_path)
+    assert result.plan is not None and result.plan.exact and result.plan.fits is True
+    assert not guesses(result, "may be refused")
+    on_4k = plan(cap, cap / "sysroot", image64, tmp_path)
+    assert on_4k.plan is not None and not on_4k.plan.exact
+    assert guesses(on_4k, "may be refused")

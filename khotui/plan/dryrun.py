@@ -38,6 +38,7 @@ from khotui.host.kernelmem import (
     read_page_size,
 )
 from khotui.host.ownership import writable_by_others
+from khotui.image.arm64 import Arm64Running, check_against
 from khotui.image.inspect import InitrdInfo, KernelImage, inspect_initrd, inspect_kernel
 from khotui.placement.arm64 import (
     Arm64PlanInput,
@@ -377,6 +378,11 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
     image = kernel.arm64
     if image is None:
         return None
+    if inputs.page_size.source is not None:
+        # image_load() compares the Image's page-size flag with the running kernel's granule
+        image = check_against(image, Arm64Running(
+            page_size=inputs.page_size.size,
+            big_endian=status.boot.config_enabled("CONFIG_CPU_BIG_ENDIAN") is True))
     fdt = inputs.running_fdt
     if fdt is None:
         if inputs.running_fdt_error is not None:
