@@ -26,7 +26,7 @@ from khotui.fdt.reader import (
 from khotui.types import DtbSize
 
 ULONG_MAX = (1 << 64) - 1
-PAGE_SIZE = 4096
+PAGE_SIZE = 4096                 # the default; the running kernel's comes in as page_size
 
 # drivers/of/kexec.c
 FDT_EXTRA_SPACE = 0x1000
@@ -253,7 +253,7 @@ def _read_number(value: bytes) -> int:
 
 def kexec_dtb_size(fdt: bytes, *, cmdline: bytes | None, initrd: bool, kho: bool,
                    kexec_handover: bool = True, rng_initialized: bool = True,
-                   ima_buffer: bool = False) -> DtbSize:
+                   ima_buffer: bool = False, page_size: int = PAGE_SIZE) -> DtbSize:
     """Size of the DTB segment built from the running kernel's FDT, step by step.
 
     Mirrors of_kexec_alloc_and_setup_fdt() (drivers/of/kexec.c) then fdt_pack()
@@ -299,7 +299,8 @@ def kexec_dtb_size(fdt: bytes, *, cmdline: bytes | None, initrd: bool, kho: bool
         tmp_start, tmp_end = _read_number(start), _read_number(end)
         tmp_size = tmp_end - tmp_start
         if (model.del_mem_rsv(tmp_start, tmp_size)
-                or model.del_mem_rsv(tmp_start, _align_up(tmp_size, PAGE_SIZE))):
+                # "firmware may reserve a multiple of PAGE_SIZE": the running kernel's
+                or model.del_mem_rsv(tmp_start, _align_up(tmp_size, page_size))):
             step("reserve map: the boot initrd's entry removed", -FDT_RSV_ENTRY)
 
     if initrd:

@@ -41,6 +41,14 @@ from khotui.host.ima import BINARY_LIST, STAGED_LIST
 from khotui.host.ima import FILES as IMA_FILES
 from khotui.host.kernellog import kmsg_to_dmesg
 from khotui.host.kernellog import read_kmsg as kernellog_read_kmsg
+from khotui.host.kernelmem import (
+    BOOT_PARAMS_DATA,
+    BOOT_PARAMS_VERSION,
+    CMA_DEBUGFS,
+    CMA_SYSFS,
+    MEMBLOCK_MEMORY,
+    MEMBLOCK_RESERVED,
+)
 from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR
 from khotui.host.memory import (
@@ -74,6 +82,8 @@ FILES = (
     "/etc/hostname",
     f"{MEMORY_DIR}/block_size_bytes", f"{MEMORY_DIR}/auto_online_blocks",
     *IMA_FILES,
+    # placement inputs (khotui.host.kernelmem): the EFI descriptor size, the memblock arrays
+    BOOT_PARAMS_DATA, BOOT_PARAMS_VERSION, MEMBLOCK_MEMORY, MEMBLOCK_RESERVED,
 )
 # The IMA measurement lists grow for the life of the host (tens of MiB under ima_policy=tcb);
 # their size sizes the IMA segment, so they are copied whole up to this.
@@ -82,6 +92,9 @@ TREES = (
     KHO_DIR, "/sys/kernel/kexec", "/sys/firmware/efi/runtime-map",
     "/sys/firmware/devicetree/base/chosen", SETUP_DATA_DIR,
 )
+# Directories whose entries' names are the information (which CMA areas exist), copied as
+# empty directories: khotui.host.kernelmem.default_cma_area() lists them.
+NAMED_DIRS = (CMA_SYSFS, CMA_DEBUGFS)
 # Directories whose mere presence is information (efi_boot = /sys/firmware/efi exists).
 DIRS = ("/sys/firmware/efi", "/sys/kernel/debug")
 
@@ -434,6 +447,11 @@ def _copy(sysroot: Sysroot, copier: _Copier, progress: Callable[[str], None] | N
             copier.dir(host)
     for host in TREES:
         copier.tree(host, limit=MAX_BLOB_BYTES)
+    for host in NAMED_DIRS:
+        if sysroot.is_dir(host) and not sysroot.is_symlink(host):
+            for name in sysroot.listdir(host):
+                if _plain(f"{host}/{name}") and sysroot.is_dir(f"{host}/{name}"):
+                    copier.dir(f"{host}/{name}")
 
     osrelease = (sysroot.read_optional_text("/proc/sys/kernel/osrelease") or "").strip()
     if osrelease:

@@ -18,7 +18,7 @@ import bz2
 import lzma
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from khotui.types import JsonDict
@@ -204,6 +204,16 @@ def _image(data: bytes, running: Arm64Running) -> Arm64Image:
                       big_endian=big_endian, page_size=page_size, phys_base_anywhere=phys_base,
                       pe_offset=res5 if efi_stub else None, loadable=loadable, why_not=why_not,
                       fix=fix, notes=tuple(notes))
+
+
+def check_against(image: Arm64Image, running: Arm64Running) -> Arm64Image:
+    """`image` with image_load()'s checks redone against `running` (the plan layer knows the
+    running kernel's page size; the file inspection alone assumes 4K). A plain Image only."""
+    if image.kind != "image" or image.image_size is None or image.big_endian is None:
+        return image
+    loadable, why_not, fix = _image_load_checks(image.image_size, image.big_endian,
+                                                image.page_size, running)
+    return replace(image, loadable=loadable, why_not=why_not, fix=fix)
 
 
 def _image_load_checks(image_size: int, big_endian: bool, page_size: int | None,

@@ -69,18 +69,23 @@ def _memblock_regions(text: str) -> list[tuple[int, int, str]]:
     return regions
 
 
-def free_ranges_from_memblock(memory: str, reserved: str) -> list[Region]:
+def free_ranges_from_memblock(memory: str, reserved: str, *,
+                              movable_node: bool = False) -> list[Region]:
     """Free memblock ranges, ascending: what kexec_walk_memblock() walks with KHO off.
 
     From /sys/kernel/debug/memblock/memory and .../reserved (memblock_debug_show(),
-    mm/memblock.c: `   N: 0xSTART..0xEND NID FLAGS`, END inclusive). Mirrors
-    for_each_free_mem_range(NUMA_NO_NODE, MEMBLOCK_NONE): NOMAP and DRIVER_MANAGED memory is
-    skipped (should_skip_region()), reserved ranges are cut out.
+    mm/memblock.c: `   N: 0xSTART..0xEND NID FLAGS`, END inclusive, NID `x` when none, FLAGS
+    `NONE` or flagname[] joined by `|`). Mirrors for_each_free_mem_range(NUMA_NO_NODE,
+    MEMBLOCK_NONE) and should_skip_region(): NOMAP and DRV_MNG memory is skipped, and HOTPLUG
+    memory too when `movable_node` is on the command line (movable_node_is_enabled(), only with
+    CONFIG_MEMORY_HOTPLUG: the caller decides); reserved ranges are cut out. Used by x86_64
+    kernels built with CONFIG_ARCH_KEEP_MEMBLOCK as well.
     """
     taken = sorted((start, end) for start, end, _ in _memblock_regions(reserved))
+    skip = {"NOMAP", "DRV_MNG"} | ({"HOTPLUG"} if movable_node else set())
     free: list[Region] = []
     for start, end, flags in _memblock_regions(memory):
-        if "NOMAP" in flags or "DRV_MNG" in flags or "DRIVER_MANAGED" in flags:
+        if skip & set(flags.split("|")):
             continue
         cursor = start
         for r_start, r_end in taken:
@@ -143,7 +148,9 @@ class Arm64PlanInput:
     passed: the kernel tries it first and the page allocator picks the address;
     ima_kexec: CONFIG_IMA_KEXEC, with ima_size the measurement list segment's memsz when known;
     rng_initialized: the kernel's RNG is ready ("random: crng init done"), so /chosen gets
-    kaslr-seed and rng-seed.
+    kaslr-seed and rng-seed;
+    page_size: the running kernel's PAGE_SIZE, by which kexec_add_buffer() rounds every memsz
+    (the plan layer says where it came from, or assumes 4K and says so).
     """
 
     kernel_size: int
@@ -158,6 +165,7 @@ class Arm64PlanInput:
     free_ranges: list[Region] = field(default_factory=list)
     free_ranges_exact: bool = True
     cma: bool = False
+    cma_why: str | None = None        # "exists: <evidence>" or "may exist: <why unknown>"
     ima_kexec: bool = False
     ima_size: int | None = None
     rng_initialized: bool = True
@@ -165,6 +173,8 @@ class Arm64PlanInput:
     image_loadable: bool | None = True
     image_why_not: str | None = None
     image_fix: str | None = None
+    page_size: int = PAGE_SIZE        # the running kernel's (CONFIG_ARM64_{4K,16K,64K}_PAGES)
+    page_size_guess: str | None = None  # set when page_size was assumed: what and why
 
 
 def scratch_regions(scratch: list[ScratchRegion]) -> list[Region]:
@@ -175,7 +185,7 @@ def scratch_regions(scratch: list[ScratchRegion]) -> list[Region]:
 
 def _why_not(placer: Placer, region: Region, kbuf: KexecBuf) -> str:
     # the reasons locate_mem_hole_callback(), kernel/kexec_file.c, returns 0 for a region
-    memsz = align_up(kbuf.memsz, PAGE_SIZE)
+    memsz = align_up(kbuf.memsz, placer.page_size)
     if region.size < memsz:
         return f"too small: {region.size:#x} bytes < memsz {memsz:#x}"
     if region.end < kbuf.buf_min:
@@ -185,7 +195,7 @@ def _why_not(placer: Placer, region: Region, kbuf: KexecBuf) -> str:
     placed = ", ".join(s.name for s in placer.segments if s.mem is not None
                        and s.mem <= region.end and s.mem + s.memsz - 1 >= region.start)
     where = f" ({placed} already there)" if placed else ""
-    align = max(kbuf.buf_align, PAGE_SIZE)
+    align = max(kbuf.buf_align, placer.page_size)
     return (f"no free {align:#x}-aligned hole of {memsz:#x} bytes within "
             f"[{max(region.start, kbuf.buf_min):#x}, {min(region.end, kbuf.buf_max):#x}]{where}")
 
@@ -200,6 +210,9 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
     """Mirror kimage_file_prepare_segments() + image_load() for an arm64 Image (normal load)."""
     assumptions: list[str] = []
     exact = True
+    if inp.page_size_guess is not None:
+        exact = False
+        assumptions.append(inp.page_size_guess)
     if inp.kho:
         regions = scratch_regions(inp.scratch)
     else:
@@ -213,12 +226,13 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
                                "plan")
         if inp.cma:
             exact = False
-            assumptions.append("KHO off and a default CMA area exists: every segment is first "
-                               "allocated from CMA by the page allocator (kexec_alloc_contig()),"
-                               " which no preview can know; pass KEXEC_FILE_NO_CMA for the "
-                               "walk shown here")
-    placer = Placer(regions=regions, kho=inp.kho)
+            assumptions.append(f"KHO off and the default CMA area {inp.cma_why or 'exists'}: "
+                               "every segment is first allocated from CMA by the page allocator "
+                               "(kexec_alloc_contig()), which no preview can know; pass "
+                               "KEXEC_FILE_NO_CMA for the walk shown here")
+    placer = Placer(regions=regions, kho=inp.kho, page_size=inp.page_size)
     plan = Plan(arch="arm64", segments=placer.segments, fits=False, exact=exact,
+                page_size=inp.page_size,
                 assumptions=assumptions, dtb=inp.dtb,
                 cmdline_len=0 if inp.cmdline is None else len(inp.cmdline) + 1,
                 walk="kho-scratch" if inp.kho else ("cma" if inp.cma else "memblock"))
@@ -260,8 +274,8 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
             assumptions.append("CONFIG_IMA_KEXEC: the IMA measurement list size is not known; "
                                "the segment is sized for an empty list (one page) — a long "
                                "list makes it larger and moves the segments after it")
-        ima = KexecBuf("ima", bufsz=0, memsz=inp.ima_size or align_up(48 + PAGE_SIZE // 2,
-                                                                      PAGE_SIZE))
+        ima = KexecBuf("ima", bufsz=0, memsz=inp.ima_size or align_up(48 + inp.page_size // 2,
+                                                                      inp.page_size))
         if placer.fits(ima) is None:
             return fail(ima, "EADDRNOTAVAIL", "the IMA measurement list fits in no region")
         placer.add(ima)
@@ -293,9 +307,10 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
                         "kernel location!\"")
         return plan
 
-    # mirrors image_load(), arch/arm64/kernel/kexec_image.c
+    # mirrors image_load(), arch/arm64/kernel/kexec_image.c (kexec_add_buffer() rounds memsz
+    # up to the running kernel's PAGE_SIZE)
     kernel = KexecBuf("kernel", bufsz=inp.kernel_size,
-                      memsz=align_up(inp.image_size + inp.text_offset, PAGE_SIZE),
+                      memsz=align_up(inp.image_size + inp.text_offset, inp.page_size),
                       buf_align=SZ_2M, buf_min=0, buf_max=ULONG_MAX, top_down=False)
     while True:
         if placer.fits(kernel) is None:
@@ -306,7 +321,7 @@ def plan_arm64(inp: Arm64PlanInput) -> Plan:
                        "fit nowhere above it, and no higher place is left for the kernel")
             else:
                 kind = "scratch region" if inp.kho else "free memory range"
-                why = (f"the kernel (memsz {align_up(kernel.memsz, PAGE_SIZE):#x}, "
+                why = (f"the kernel (memsz {align_up(kernel.memsz, inp.page_size):#x}, "
                        f"2 MiB aligned) fits in no {kind}")
             return fail(kernel, "EADDRNOTAVAIL", why)
         kernel_segment = placer.add(kernel)

@@ -14,6 +14,11 @@ walks exist:
   picks the address, which no preview can know (the per-architecture planner says so).
 
 Within a region the hole search is `locate_mem_hole_top_down()` or `_bottom_up()`.
+
+The page size is an input of each `Placer`, not a constant: kexec_add_buffer() rounds memsz up
+to the running kernel's PAGE_SIZE and raises buf_align to it, and the hole walks step by it. An
+arm64 kernel built with 16K or 64K pages therefore gives the same addresses but other memsz
+values than a 4K one (the KHO scratch array: 0x1000 → 0x10000).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass, field
 
 from khotui.types import DtbSize
 
+# x86_64's only page size, and the default of a Placer; arm64 passes the running kernel's own
+# (CONFIG_ARM64_{4K,16K,64K}_PAGES, khotui.host.kernelmem.read_page_size()).
 PAGE_SIZE = 4096
 ULONG_MAX = (1 << 64) - 1
 
@@ -106,14 +113,20 @@ class Placer:
     kho: bool
     segments: list[Segment] = field(default_factory=list)
     failed: Segment | None = None
+    page_size: int = PAGE_SIZE        # the running kernel's PAGE_SIZE
+
+    def request(self, kbuf: KexecBuf) -> Segment:
+        """The segment `kbuf` asks for, not placed yet: the first lines of kexec_add_buffer(),
+        kernel/kexec_file.c: `kbuf->memsz = ALIGN(kbuf->memsz, PAGE_SIZE); kbuf->buf_align =
+        max(kbuf->buf_align, PAGE_SIZE);`."""
+        return Segment(name=kbuf.name, bufsz=kbuf.bufsz,
+                       memsz=align_up(kbuf.memsz, self.page_size), mem=None,
+                       buf_align=max(kbuf.buf_align, self.page_size), buf_min=kbuf.buf_min,
+                       buf_max=kbuf.buf_max, top_down=kbuf.top_down)
 
     def add(self, kbuf: KexecBuf) -> Segment:
         """Mirror of `kexec_add_buffer()`, kernel/kexec_file.c: align, then find a hole."""
-        memsz = align_up(kbuf.memsz, PAGE_SIZE)
-        buf_align = max(kbuf.buf_align, PAGE_SIZE)
-        segment = Segment(name=kbuf.name, bufsz=kbuf.bufsz, memsz=memsz, mem=None,
-                          buf_align=buf_align, buf_min=kbuf.buf_min, buf_max=kbuf.buf_max,
-                          top_down=kbuf.top_down)
+        segment = self.request(kbuf)
         if self.failed is None:
             for region in self._walk_order(kbuf.top_down):
                 mem = self._locate_in(region, segment)
@@ -128,10 +141,7 @@ class Placer:
 
     def fits(self, kbuf: KexecBuf) -> int | None:
         """Where `kbuf` would go now, without recording it (for arm64's retry loop)."""
-        memsz = align_up(kbuf.memsz, PAGE_SIZE)
-        probe = Segment(name=kbuf.name, bufsz=kbuf.bufsz, memsz=memsz, mem=None,
-                        buf_align=max(kbuf.buf_align, PAGE_SIZE), buf_min=kbuf.buf_min,
-                        buf_max=kbuf.buf_max, top_down=kbuf.top_down)
+        probe = self.request(kbuf)
         for region in self._walk_order(kbuf.top_down):
             mem = self._locate_in(region, probe)
             if mem is not None:
@@ -172,7 +182,7 @@ class Placer:
                 return None
             t_end = t_start + seg.memsz - 1
             if self._overlaps(t_start, t_end):
-                t_start -= PAGE_SIZE
+                t_start -= self.page_size
                 continue
             return t_start
 
@@ -185,7 +195,7 @@ class Placer:
             if t_end > res.end or t_end > seg.buf_max:
                 return None
             if self._overlaps(t_start, t_end):
-                t_start += PAGE_SIZE
+                t_start += self.page_size
                 continue
             return t_start
 
@@ -244,6 +254,7 @@ class Plan:
     cmdline_len: int | None = None    # what the syscall gets, with the NUL
     retries: list[Retry] = field(default_factory=list)
     dtb: DtbSize | None = None
+    page_size: int = PAGE_SIZE        # the running kernel's PAGE_SIZE the plan was made with
 
     def segment(self, name: str) -> Segment | None:
         return next((s for s in self.segments if s.name == name), None)
@@ -265,4 +276,5 @@ class Plan:
             "cmdline_len": self.cmdline_len,
             "retries": [r.as_dict() for r in self.retries],
             "dtb": None if self.dtb is None else self.dtb.as_dict(),
+            "page_size": self.page_size,
         }

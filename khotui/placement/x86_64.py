@@ -50,7 +50,7 @@ SIZEOF_EFI_SETUP_DATA = 96       # arch/x86/include/asm/setup_data.h: 4 u64 + re
 RNG_SEED_LENGTH = 32
 SIZEOF_IMA_SETUP_DATA = 16       # addr, size
 SIZEOF_KHO_DATA = 32             # fdt_addr, fdt_size, scratch_addr, scratch_size
-EFI_MEMDESC_SIZE = 48            # efi.memmap.desc_size as UEFI firmware reports it on x86_64
+EFI_MEMDESC_SIZE = 48            # what OVMF and most x86_64 firmware report; assumed when unread
 IMA_KEXEC_HDR = 24               # struct ima_kexec_hdr, counted once per list (ima_queue.c)
 KHO_SCRATCH_ENTRY = 16           # struct kho_scratch { phys_addr_t addr, size; }
 KHO_SCRATCH_ALIGN = 64 << 10     # SZ_64K in kho_fill_kimage()
@@ -94,15 +94,22 @@ class X86PlanInput:
     cma_total_kb: int | None = 0            # /proc/meminfo CmaTotal; None: unknown
     no_cma: bool = False                    # KEXEC_FILE_NO_CMA will be passed
     efi_runtime_map_entries: int = 0        # entries under /sys/firmware/efi/runtime-map/
-    efi_memdesc_size: int = EFI_MEMDESC_SIZE
+    efi_memdesc_size: int = EFI_MEMDESC_SIZE  # efi.memmap.desc_size
+    efi_memdesc_source: str | None = None   # where efi_memdesc_size was read; None: assumed
+    efi_memdesc_why: str | None = None      # why it could not be read
     config_kexec_handover: bool = True      # CONFIG_KEXEC_HANDOVER of the running kernel
     config_ima_kexec: bool = False          # CONFIG_IMA_KEXEC
     ima_kexec_extra_kb: int = 0             # CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB
     ima_memsz: int | None = None            # the IMA segment's memsz (khotui.host.ima); None: unknown
     ima_segment: bool = True                # False: the list is over half of RAM, no segment
     config_dma_cma: bool | None = None      # CONFIG_DMA_CMA (the default CMA area kexec uses)
+    # whether dma_contiguous_default_area exists (khotui.host.kernelmem.default_cma_area()) and
+    # why; None: decided from cma_total_kb and config_dma_cma alone
+    default_cma: bool | None = None
+    default_cma_why: str | None = None
     config_arch_keep_memblock: bool = False  # CONFIG_ARCH_KEEP_MEMBLOCK: memblock walk, not iomem
     memblock_free: list[tuple[int, int]] | None = None  # free memblock ranges, [start, end]
+    memblock_why: str | None = None         # why memblock_free could not be read
     force_dtb: bool = False                 # KEXEC_FILE_FORCE_DTB
     boot_dtb_size: int | None = None        # fdt_totalsize(initial_boot_params), if any
     mem_total_kb: int | None = None         # /proc/meminfo MemTotal, for the half-of-RAM check
@@ -228,11 +235,15 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
         return plan
     if not inp.purgatory.exact:
         assumptions.append(f"purgatory: {inp.purgatory.source}")
-    if inp.efi_runtime_map_entries:
+    if inp.efi_runtime_map_entries and inp.efi_memdesc_source is None:
+        # bzImage64_load() copies nr_map * efi.memmap.desc_size bytes (efi_get_runtime_map_size(),
+        # arch/x86/platform/efi/runtime-map.c): the descriptor size is the firmware's
         assumptions.append(
-            f"EFI runtime map: {inp.efi_runtime_map_entries} entries of {inp.efi_memdesc_size} "
-            f"bytes (the firmware's descriptor size; 48 on OVMF and most x86_64 firmware) copied "
-            f"into the boot-params segment")
+            f"EFI descriptor size: {inp.efi_memdesc_size} bytes assumed for the "
+            f"{inp.efi_runtime_map_entries} runtime-map entries copied into the boot-params "
+            f"segment (48 on OVMF and most x86_64 firmware): "
+            f"{inp.efi_memdesc_why or 'efi.memmap.desc_size was not read'}. Run as root, or "
+            f"snapshot /sys/kernel/boot_params/data, for the firmware's own size")
     if inp.force_dtb:
         assumptions.append(
             "KEXEC_FILE_FORCE_DTB: the boot DTB is appended to boot-params "
@@ -291,17 +302,25 @@ def plan_x86_64(inp: X86PlanInput) -> Plan:
 
 def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> Placer | None:
     """The KHO-off walk, or None (with plan filled in) when the addresses cannot be known."""
-    # mirrors kexec_locate_mem_hole(), kernel/kexec_file.c: CMA first, then the RAM walk
-    cma_possible = (not inp.no_cma and inp.config_dma_cma is not False
-                    and (inp.cma_total_kb is None or inp.cma_total_kb > 0))
+    # mirrors kexec_locate_mem_hole(), kernel/kexec_file.c: CMA first, then the RAM walk.
+    # kexec_alloc_contig() asks only the default area (dma_alloc_from_contiguous(NULL, ...)):
+    # other CMA areas in CmaTotal never take a segment
+    if inp.default_cma is not None:
+        cma_possible = not inp.no_cma and inp.default_cma
+    else:
+        cma_possible = (not inp.no_cma and inp.config_dma_cma is not False
+                        and (inp.cma_total_kb is None or inp.cma_total_kb > 0))
     if cma_possible:
         plan.walk = "cma"
         plan.segments = [_unplaced(k) for k in requests]
         size = "an unknown size" if inp.cma_total_kb is None else f"{inp.cma_total_kb} kB"
         plan.message = ("addresses unknown: with KHO off the kernel first asks the default CMA "
                         "area for each segment")
+        why = f" ({inp.default_cma_why})" if inp.default_cma_why else ""
+        exists = "exists" if inp.default_cma else "may exist"
         plan.notes.append(
-            f"KHO off and a CMA area exists (CmaTotal {size}): kexec_alloc_contig() takes every "
+            f"KHO off and a default CMA area {exists}{why} (CmaTotal {size}): "
+            f"kexec_alloc_contig() takes every "
             f"segment (IMA, purgatory, boot-params, kernel, initrd alike) from the default CMA "
             f"area when it can, and the page allocator picks the address, so no preview can be "
             f"exact; a segment CMA cannot hold falls back to the top-down RAM walk. Passing "
@@ -309,7 +328,11 @@ def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> 
         return None
     if inp.no_cma:
         plan.notes.append("KEXEC_FILE_NO_CMA: the CMA area is skipped")
-    elif inp.config_dma_cma is False and inp.cma_total_kb:
+    elif inp.default_cma is False and inp.cma_total_kb:
+        plan.notes.append(f"no default CMA area ({inp.default_cma_why}): the CmaTotal of "
+                          f"{inp.cma_total_kb} kB is other areas, which kexec_alloc_contig() "
+                          "never uses")
+    elif inp.default_cma is None and inp.config_dma_cma is False and inp.cma_total_kb:
         plan.notes.append("CONFIG_DMA_CMA is off: kexec_alloc_contig() finds no default CMA area "
                            "whatever CmaTotal says")
     if inp.config_arch_keep_memblock:
@@ -318,10 +341,13 @@ def _non_kho_placer(inp: X86PlanInput, plan: Plan, requests: list[KexecBuf]) -> 
             plan.segments = [_unplaced(k) for k in requests]
             plan.message = ("addresses unknown: this kernel (CONFIG_ARCH_KEEP_MEMBLOCK) walks "
                             "the free memblock ranges, not /proc/iomem")
+            why = f" ({inp.memblock_why})" if inp.memblock_why else ""
             plan.notes.append(
                 "CONFIG_ARCH_KEEP_MEMBLOCK (selected by CONFIG_INTEL_TDX_HOST on x86): "
-                "kexec_walk_memblock() searches memblock.memory minus memblock.reserved, readable "
-                "in /sys/kernel/debug/memblock/{memory,reserved}")
+                "kexec_walk_memblock() searches memblock.memory minus memblock.reserved, which "
+                f"could not be read{why}: mount debugfs (mount -t debugfs none "
+                "/sys/kernel/debug) and read /sys/kernel/debug/memblock/{memory,reserved} "
+                "as root")
             return None
         ranges = sorted(inp.memblock_free)
         plan.notes.append("KHO off: free memblock ranges walked from the highest down "

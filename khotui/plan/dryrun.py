@@ -22,16 +22,42 @@ from typing import BinaryIO
 from khotui.cmdline import next_cmdline
 from khotui.errors import KhotuiError, Problem
 from khotui.fdt.kexec_dtb import DtbError, kexec_dtb_size
-from khotui.host.boot import parse_config, read_running_fdt
+from khotui.host.boot import BootInfo, parse_config, read_running_fdt
 from khotui.host.ima import ImaSegment, LoadFile, file_digest, predict_segment, read_ima
 from khotui.host.kernellog import learnt_purgatory, read_kernel_log
+from khotui.host.kernelmem import (
+    EFI_MEMDESC_NOT_READ,
+    MEMBLOCK_NOT_READ,
+    PAGE_SIZE_NOT_READ,
+    X86_PAGE_SIZE,
+    DefaultCma,
+    EfiMemdescSize,
+    Memblock,
+    PageSize,
+    default_cma_area,
+    read_efi_memdesc_size,
+    read_memblock,
+    read_page_size,
+)
 from khotui.host.ownership import fs_type, writable_by_others
 from khotui.host.running_image import running_purgatory
+from khotui.image.arm64 import Arm64Running, check_against
 from khotui.image.inspect import InitrdInfo, KernelImage, inspect_initrd, inspect_kernel
 from khotui.image.kho_abi import NextAbi, read_next_abi
-from khotui.placement.arm64 import Arm64PlanInput, free_ranges_in_ram, plan_arm64
+from khotui.placement.arm64 import (
+    Arm64PlanInput,
+    free_ranges_from_memblock,
+    free_ranges_in_ram,
+    plan_arm64,
+)
 from khotui.placement.core import Plan, Segment
-from khotui.placement.x86_64 import X86Kernel, X86PlanInput, X86Setup, plan_x86_64
+from khotui.placement.x86_64 import (
+    EFI_MEMDESC_SIZE,
+    X86Kernel,
+    X86PlanInput,
+    X86Setup,
+    plan_x86_64,
+)
 from khotui.plan import checks
 from khotui.plan.checks import CheckContext
 from khotui.plan.status import HostStatus, context_for, host_status
@@ -78,6 +104,14 @@ class PlanInputs:
     next_abi: NextAbi | None = None
     # arm64: the kernel log says "random: crng init done" (None: no readable log says so)
     rng_source: str | None = None
+    # the running kernel's PAGE_SIZE (khotui.host.kernelmem: source None = 4K assumed)
+    page_size: PageSize = PAGE_SIZE_NOT_READ
+    # x86_64 EFI boot: efi.memmap.desc_size from /sys/kernel/boot_params/data
+    efi_memdesc: EfiMemdescSize = EFI_MEMDESC_NOT_READ
+    # KHO off: the memblock arrays (CONFIG_ARCH_KEEP_MEMBLOCK kernels walk them) and whether
+    # the default CMA area, the one kexec_alloc_contig() tries first, exists
+    memblock: Memblock = MEMBLOCK_NOT_READ
+    default_cma: DefaultCma | None = None
 
 
 @dataclass
@@ -150,6 +184,8 @@ class PlanResult:
                           "region": s.region} for s in self.segments()],
             "fits": self.fits,
             "errno": self.errno,
+            # the running kernel's PAGE_SIZE every memsz was rounded to (arm64: 4K/16K/64K)
+            "page_size": None if self.plan is None else self.plan.page_size,
             "message": None if self.plan is None else self.plan.message,
             "would_succeed": self.would_succeed,
             "checks": [f.as_dict() for f in self.findings],
@@ -189,6 +225,8 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
         warnings += _writable_warnings("initrd", request.initrd, initrd_file)
     purgatory, fdt, fdt_error, rng = DEFAULT_PURGATORY, None, None, None
     sysroot = status.sysroot
+    log = None
+    efi = EfiMemdescSize(None, why="no EFI runtime map")
     if status.boot.arch == "x86_64":
         def from_log() -> Purgatory | None:
             try:
@@ -197,6 +235,8 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
                 return None      # the purgatory is then assumed, and the plan says so
         # the running image, a snapshot's record, /proc/kcore, then the log (running_image.py)
         purgatory = running_purgatory(sysroot, from_log)
+        if status.boot.efi_runtime_map_entries:
+            efi = read_efi_memdesc_size(sysroot)
     elif status.boot.arch == "arm64":
         try:
             fdt = read_running_fdt(sysroot)
@@ -210,24 +250,32 @@ def read_plan_inputs(status: HostStatus, request: PlanRequest, kernel: KernelIma
         # gets kaslr-seed and rng-seed only then (of_kexec_alloc_and_setup_fdt())
         if log is not None and "random: crng init done" in log:
             rng = "the kernel log says \"random: crng init done\""
-    ima_kexec, ima, ima_assumptions, ima_notes = read_ima_segment(status, request, kernel_file,
-                                                                  initrd_file)
+    page_size = read_page_size(sysroot, status.boot)
+    memblock, cma = Memblock(None, None, why="KHO is on"), None
+    if not status.kho.enabled:
+        if log is None:
+            with contextlib.suppress(KhotuiError):
+                log = read_kernel_log(sysroot)
+        memblock = read_memblock(sysroot)
+        cma = default_cma_area(sysroot, status.boot, running_fdt=fdt, kernel_log=log)
+    ima_kexec, ima, ima_assumptions, ima_notes = read_ima_segment(
+        status, request, kernel_file, initrd_file, page_size=page_size.size)
     next_abi = None
     if status.kho.enabled and kernel.loadable is not False:
         next_abi = read_next_abi(kernel_file if kernel_file is not None else request.kernel)
     return PlanInputs(next_config=read_next_config(status, kernel), file_warnings=warnings,
                       purgatory=purgatory, running_fdt=fdt, running_fdt_error=fdt_error,
-                      ima_kexec=ima_kexec, ima=ima, ima_assumptions=ima_assumptions, ima_notes=ima_notes,
-                      next_abi=next_abi,
-                      rng_source=rng)
+                      ima_kexec=ima_kexec, ima=ima, ima_assumptions=ima_assumptions,
+                      ima_notes=ima_notes, next_abi=next_abi, rng_source=rng,
+                      page_size=page_size, efi_memdesc=efi, memblock=memblock, default_cma=cma)
 
 
 def read_ima_segment(status: HostStatus, request: PlanRequest,
                      kernel_file: BinaryIO | int | None,
-                     initrd_file: BinaryIO | int | None,
+                     initrd_file: BinaryIO | int | None, *, page_size: int,
                      ) -> tuple[bool, ImaSegment | None, tuple[str, ...], tuple[str, ...]]:
-    """(whether the kernel adds an IMA segment, its prediction, assumptions, notes). Read here, after the
-    kernel and initrd were opened and inspected: their own FILE_CHECK measurements (as root,
+    """(whether the kernel adds an IMA segment, its prediction, assumptions, notes). Read
+    here, after the kernel and initrd were opened and inspected: their own FILE_CHECK measurements (as root,
     under a tcb-like policy) are in the list already, and the load re-plans on its open
     descriptors just before the syscall (LoadSession.recheck), so the list is read again then."""
     b = status.boot
@@ -254,7 +302,7 @@ def read_ima_segment(status: HostStatus, request: PlanRequest,
     files = [_load_file("kernel", request.kernel, kernel_file)]
     if request.initrd:
         files.append(_load_file("initrd", request.initrd, initrd_file))
-    page = 4096
+    page = page_size
     seg = predict_segment(state, config=b.config if b.config_source else None,
                           running_cmdline=b.cmdline or "", files=files,
                           next_cmdline=cmdline.encode(), page_size=page,
@@ -399,11 +447,18 @@ def _simulate(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
         notes.append("no placement preview: KHO is on but its scratch regions are unknown ("
                      f"{status.kho.scratch_message})")
         return None
-    if not status.kho.enabled and (status.iomem is None or status.iomem.all_zero):
+    # the KHO-off walk that needs /proc/iomem: System RAM on x86_64 (kexec_walk_resources());
+    # arm64 and CONFIG_ARCH_KEEP_MEMBLOCK kernels walk memblock, from iomem only as a fallback
+    memblock_walk = arch == "arm64" or bool(status.boot.config_enabled("CONFIG_ARCH_KEEP_MEMBLOCK"))
+    needs_iomem = not (memblock_walk and inputs.memblock.memory is not None)
+    if not status.kho.enabled and needs_iomem and (status.iomem is None or status.iomem.all_zero):
         # KHO off: the kernel walks System RAM from /proc/iomem. Without real addresses (a
         # non-root reader sees zeros) a simulation would "fail" against a map of zeros.
         why = ("/proc/iomem shows every address as 0 (it hides them from non-root readers)"
                if status.iomem is not None else "/proc/iomem could not be read")
+        if memblock_walk:
+            why = (f"the free memblock ranges could not be read ({inputs.memblock.why}), and "
+                   f"{why}")
         notes.append(f"no placement preview: with KHO off the kernel places segments in "
                      f"System RAM, and {why}; run khotui as root for the preview")
         return None
@@ -433,6 +488,11 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
               cmdline: str, request: PlanRequest, inputs: PlanInputs) -> X86PlanInput:
     b = status.boot
     cfg = b.config_enabled
+    memblock_free = None
+    if inputs.memblock.memory is not None and inputs.memblock.reserved is not None:
+        memblock_free = [(r.start, r.end) for r in free_ranges_from_memblock(
+            inputs.memblock.memory, inputs.memblock.reserved, movable_node=_movable_node(b))]
+    cma = inputs.default_cma
     return X86PlanInput(
         kho_enabled=status.kho.enabled,
         kernel=x86_kernel(kernel),
@@ -444,6 +504,13 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
         cma_total_kb=b.meminfo.get("CmaTotal"),
         no_cma=request.no_cma,
         efi_runtime_map_entries=b.efi_runtime_map_entries,
+        efi_memdesc_size=inputs.efi_memdesc.size or EFI_MEMDESC_SIZE,
+        efi_memdesc_source=inputs.efi_memdesc.source,
+        efi_memdesc_why=inputs.efi_memdesc.why,
+        default_cma=None if cma is None else cma.present,
+        default_cma_why=None if cma is None else cma.why,
+        memblock_free=memblock_free,
+        memblock_why=inputs.memblock.why,
         config_kexec_handover=cfg("CONFIG_KEXEC_HANDOVER") is not False,
         config_ima_kexec=inputs.ima_kexec,
         ima_kexec_extra_kb=int(b.config.get("CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB", "0") or 0)
@@ -456,6 +523,14 @@ def x86_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None
     )
 
 
+def _movable_node(boot: BootInfo) -> bool:
+    """`movable_node` on the command line makes for_each_free_mem_range() skip HOTPLUG memblock
+    regions (should_skip_region(), mm/memblock.c), but only on kernels with
+    CONFIG_MEMORY_HOTPLUG, where cmdline_parse_movable_node() (mm/memory_hotplug.c) exists."""
+    return ("movable_node" in boot.cmdline_tokens()
+            and boot.config_enabled("CONFIG_MEMORY_HOTPLUG") is not False)
+
+
 def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | None,
                 cmdline: str, request: PlanRequest, inputs: PlanInputs,
                 notes: list[str]) -> Arm64PlanInput | None:
@@ -465,6 +540,11 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
     image = kernel.arm64
     if image is None:
         return None
+    if inputs.page_size.source is not None:
+        # image_load() compares the Image's page-size flag with the running kernel's granule
+        image = check_against(image, Arm64Running(
+            page_size=inputs.page_size.size,
+            big_endian=status.boot.config_enabled("CONFIG_CPU_BIG_ENDIAN") is True))
     fdt = inputs.running_fdt
     if fdt is None:
         if inputs.running_fdt_error is not None:
@@ -480,12 +560,27 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
     ima_kexec = inputs.ima_kexec
     cmd = cmdline.encode()
     dtb, dtb_error = arm64_dtb(fdt, cmdline=cmd, initrd=initrd is not None, kho=kho,
-                               kexec_handover=kexec_handover, ima_kexec=ima_kexec)
+                               kexec_handover=kexec_handover, ima_kexec=ima_kexec,
+                               page_size=inputs.page_size.size)
     free = []
-    if not kho and status.iomem is not None:
+    memblock = inputs.memblock
+    exact_free = memblock.memory is not None and memblock.reserved is not None
+    if not kho and memblock.memory is not None and memblock.reserved is not None:
+        # kexec_walk_memblock(), kernel/kexec_file.c: arm64 always keeps memblock
+        free = free_ranges_from_memblock(memblock.memory, memblock.reserved,
+                                         movable_node=_movable_node(b))
+    elif not kho and status.iomem is not None:
         ram = [r for r in status.iomem.resources if r.name == "System RAM"]
         free = free_ranges_in_ram([(r.start, r.end) for r in ram],
                                   [(c.start, c.end) for r in ram for c in r.children])
+    page = inputs.page_size
+    cma = inputs.default_cma
+    if cma is None:       # not read: the old rule, any CMA area counts
+        cma = DefaultCma(bool(b.meminfo.get("CmaTotal")), "CmaTotal is not 0")
+    elif cma.present is False and b.meminfo.get("CmaTotal") and not kho:
+        notes.append(f"no default CMA area ({cma.why}): the CmaTotal of "
+                     f"{b.meminfo['CmaTotal']} kB is other areas, which "
+                     "kexec_alloc_contig() never uses")
     return Arm64PlanInput(
         # the header parser saw only the head of the file; the segment's bufsz is the whole file
         kernel_size=kernel.size,
@@ -501,22 +596,26 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
         kho=kho,
         scratch=list(status.kho.scratch),
         free_ranges=free,
-        free_ranges_exact=False,
-        cma=bool(b.meminfo.get("CmaTotal")) and not request.no_cma,
+        free_ranges_exact=exact_free,
+        cma=cma.present is not False and not request.no_cma,
+        cma_why=f"exists: {cma.why}" if cma.present else f"may exist: {cma.why}",
         ima_kexec=ima_kexec,
         ima_size=None if inputs.ima is None else inputs.ima.memsz,
         rng_source=inputs.rng_source,
+        page_size=page.size,
+        page_size_guess=page.assumption(),
     )
 
 
 def arm64_dtb(fdt: bytes, *, cmdline: bytes | None, initrd: bool, kho: bool,
               kexec_handover: bool = True, ima_kexec: bool = False,
-              rng_initialized: bool = True) -> tuple[DtbSize | None, str | None]:
+              rng_initialized: bool = True,
+              page_size: int = X86_PAGE_SIZE) -> tuple[DtbSize | None, str | None]:
     """(DtbSize, None), or (None, why) when of_kexec_alloc_and_setup_fdt() would fail."""
     try:
         return kexec_dtb_size(fdt, cmdline=cmdline, initrd=initrd, kho=kho,
                               kexec_handover=kexec_handover, rng_initialized=rng_initialized,
-                              ima_buffer=ima_kexec), None
+                              ima_buffer=ima_kexec, page_size=page_size), None
     except DtbError as exc:
         return None, str(exc)
 
