@@ -97,6 +97,12 @@ def guesses(result: PlanResult, word: str) -> list[str]:
     return [a for a in result.assumptions if word in a]
 
 
+def said(result: PlanResult, word: str) -> list[str]:
+    """What the plan says, guesses or notes (a reason for no preview is a note: no plan, not
+    exact either way)."""
+    return [a for a in result.assumptions + result.notes if word in a]
+
+
 # --- 4. the page size ----------------------------------------------------------------------
 
 
@@ -268,13 +274,13 @@ def test_cma_from_other_areas_keeps_the_walk_exact(tmp_path):
     result = plan(cap, root, BZIMAGE, tmp_path)
     assert result.plan is not None and result.plan.fits is True
     assert [s.mem for s in result.plan.segments] == [s.mem for s in logged(cap).segments]
-    [note] = guesses(result, "no default CMA area")
+    [note] = said(result, "no default CMA area")
     assert "never uses" in note
     # cma= on the command line makes a default area: the page allocator places the segments
     (root / "proc/cmdline").write_text((root / "proc/cmdline").read_text().strip() + " cma=64M\n")
     result = plan(cap, root, BZIMAGE, tmp_path)
     assert result.plan is not None and result.plan.fits is None and result.plan.walk == "cma"
-    assert guesses(result, "cma=64M")
+    assert said(result, "cma=64M")
     # ... unless the load passes KEXEC_FILE_NO_CMA
     again = plan(cap, root, BZIMAGE, tmp_path, no_cma=True)
     assert [s.mem for s in again.plan.segments] == [s.mem for s in logged(cap).segments]
@@ -304,7 +310,7 @@ def test_x86_keep_memblock_walks_debugfs_memblock(tmp_path):
     edit_config(root, ARCH_KEEP_MEMBLOCK="y")
     unread = plan(cap, root, BZIMAGE, tmp_path)
     assert unread.plan is not None and unread.plan.fits is None
-    assert unread.plan.walk == "memblock" and guesses(unread, "mount -t debugfs")
+    assert unread.plan.walk == "memblock" and said(unread, "mount -t debugfs")
     ram = system_ram(root)
     memblock = root / "sys/kernel/debug/memblock"
     memblock.mkdir(parents=True)
@@ -348,7 +354,7 @@ def test_arm64_kho_off_walks_memblock_exactly(arm64_image, tmp_path):
     with_cma = arm64_kho_off(cap, tmp_path / "a", "")
     result = plan(cap, with_cma, arm64_image, tmp_path, cmdline="console=ttyAMA0")
     assert result.plan is not None and result.plan.walk == "cma" and not result.plan.exact
-    assert guesses(result, "CONFIG_CMA_SIZE_SEL_MBYTES")
+    assert said(result, "CONFIG_CMA_SIZE_SEL_MBYTES")
 
     root = arm64_kho_off(cap, tmp_path / "b", "cma=0")
     result = plan(cap, root, arm64_image, tmp_path, cmdline="console=ttyAMA0")
@@ -395,10 +401,10 @@ def test_memblock_walk_needs_no_iomem_addresses(arm64_image, tmp_path):
     iomem.write_text(re.sub(r"[0-9a-f]{8,16}", lambda m: "0" * len(m[0]), iomem.read_text()))
     result = plan(cap, root, arm64_image, tmp_path, cmdline="console=ttyAMA0")
     assert result.plan is not None and result.plan.exact and result.plan.fits is True
-    assert not guesses(result, "no placement preview")
+    assert not said(result, "no placement preview")
     (root / "sys/kernel/debug/memblock/memory").unlink()
     result = plan(cap, root, arm64_image, tmp_path, cmdline="console=ttyAMA0")
-    assert result.plan is None and guesses(result, "no placement preview")
+    assert result.plan is None and said(result, "no placement preview")
 
 
 def test_cma_sysfs_names_the_default_area(tmp_path):
@@ -419,7 +425,7 @@ def test_cma_sysfs_names_the_default_area(tmp_path):
     (areas / "reserved").mkdir()
     result = plan(cap, root, BZIMAGE, tmp_path)
     assert result.plan is not None and result.plan.fits is None and result.plan.walk == "cma"
-    assert guesses(result, "/sys/kernel/mm/cma/reserved")
+    assert said(result, "/sys/kernel/mm/cma/reserved")
 
 
 def test_a_64k_image_on_a_64k_kernel_is_not_doubted(arm64_image, tmp_path):

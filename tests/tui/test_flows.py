@@ -510,11 +510,21 @@ async def test_kho_on_without_debugfs_shows_on_scratch_unknown_and_the_fix(demo)
         assert "prediction: not exact: no placement could be predicted" in text
 
 
-async def test_plan_screen_labels_assumptions_and_notes(demo):
+async def test_plan_screen_labels_assumptions_and_notes(demo, tmp_path):
+    # the demo keeps its running kernel's purgatory (khotui-purgatory.ro): nothing is guessed
     app = app_for(demo, demo=True)
     async with app.run_test(size=(120, 60)) as pilot:
         await press(pilot, app, "4", "p")
         text = screen_text(app)
+        assert "prediction: exact" in text and "note KHO on: every segment" in text
+        assert "assumed " not in text
+    # without that record the purgatory is the test build's: a guess, labelled as one
+    (tmp_path / "bare").mkdir()
+    root = copy_demo(tmp_path / "bare")
+    (root / "khotui-purgatory.ro").unlink()
+    app = app_for(root)
+    async with app.run_test(size=(120, 60)) as pilot:
+        await press(pilot, app, "4", "p")
+        text = screen_text(app)
         assert "prediction: not exact: 1 assumption" in text
-        # the guess is labelled as assumed, the kernel's rule as a note
-        assert "assumed purgatory: assumed" in text and "note KHO on: every segment" in text
+        assert "assumed purgatory: size from the 7.3.4 test build" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from textual import on
 from textual.app import ComposeResult
@@ -61,16 +62,9 @@ class FilePicker(ModalScreen[str | None]):
         """A typed path read as the CLI reads --kernel (khotui.host.choose): on a snapshot, an
         absolute path the snapshot has is the snapshot's file, as the tree shows it."""
         source = getattr(self.app, "source", None)
-        if source is None or source.live or not typed.startswith("/"):
+        if source is None:
             return Path(typed).expanduser()
-        from khotui.errors import KhotuiError
-        from khotui.host.choose import resolve_file
-        if source.sysroot.is_dir(typed):
-            return Path(source.sysroot.path(typed))
-        try:
-            return Path(resolve_file(source.sysroot, typed).path)
-        except KhotuiError:
-            return Path(typed)
+        return cast("Path", source.typed_path(typed))
 
     @on(Input.Submitted, "#picker-path")
     def _typed(self, event: Input.Submitted) -> None:

@@ -9,10 +9,9 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import DataTable, Static
 
-from khotui.cmdline import cmdline_len, length_text
 from khotui.tui import fmt
 from khotui.tui.screens.base import KhotuiScreen
-from khotui.tui.viewmodel import MemRange, Plan, Source
+from khotui.tui.viewmodel import MemRange, Plan, Source, cmdline_length, length_words
 from khotui.tui.widgets.findings import findings_content
 from khotui.tui.widgets.memory_bands import MemoryBands
 from khotui.tui.widgets.panel import Panel
@@ -106,4 +105,4 @@ def _request_line(source: Source, plan: Plan) -> str:
     initrd = source.shown(r.initrd) if r.initrd else "none"
     # the kernel's count (cmdline_len(), NUL included): the number Prepare shows for this line
     return (f"kernel {source.shown(r.kernel)} · initrd {initrd} · cmdline "
-            f"{length_text(cmdline_len(r.cmdline), None)}")
+            f"{length_words(cmdline_length(r.cmdline), None)}")

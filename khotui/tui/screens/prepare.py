@@ -12,11 +12,17 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import DataTable, Static, TextArea
 
-from khotui.cmdline import length_text
 from khotui.tui import fmt
 from khotui.tui.messages import PlanRequested
 from khotui.tui.screens.base import KhotuiScreen
-from khotui.tui.viewmodel import Choices, CmdlinePreview, KernelChoice, PlanInput, Problem
+from khotui.tui.viewmodel import (
+    Choices,
+    CmdlinePreview,
+    KernelChoice,
+    PlanInput,
+    Problem,
+    length_words,
+)
 from khotui.tui.widgets.inputs import OrderedTextArea
 from khotui.tui.widgets.panel import problem_content
 
@@ -246,10 +252,10 @@ def diff_content(p: CmdlinePreview) -> Content:
     # the same count and words as the plan's cmdline-length check (khotui.cmdline.length_text)
     if p.limit:
         style = "$error" if p.length > p.limit else "$success"
-        lines.append(Content.from_markup(f"[{style}]$t[/]", t=f"  length {length_text(p.length, p.limit)}"))
+        lines.append(Content.from_markup(f"[{style}]$t[/]", t=f"  length {length_words(p.length, p.limit)}"))
     else:
         lines.append(Content.from_markup(
-            "[dim]$t[/]", t=f"  length {length_text(p.length, None)}; image limit unknown"))
+            "[dim]$t[/]", t=f"  length {length_words(p.length, None)}; image limit unknown"))
     for w in p.warnings:
         lines.append(Content.from_markup("[b $warning]! $w[/]", w=w))
     return Content("\n").join(lines)

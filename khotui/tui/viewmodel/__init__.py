@@ -563,9 +563,35 @@ class Source:
         from khotui.tui.viewmodel import load as l
         return l.unload_refusal(self)
 
+    def typed_path(self, typed: str) -> Path:
+        """A path typed in the file picker, read as the CLI reads --kernel (khotui.host.choose):
+        on a snapshot, an absolute path the snapshot has is the snapshot's file (beneath the
+        root), a directory the snapshot has is browsed there; else a file on this machine."""
+        if self.live or not typed.startswith("/"):
+            return Path(typed).expanduser()
+        from khotui.host.choose import resolve_file
+        if self.sysroot.is_dir(typed):
+            return Path(self.sysroot.path(typed))
+        try:
+            return Path(resolve_file(self.sysroot, typed).path)
+        except KhotuiError:
+            return Path(typed)
+
 
 # ---------------------------------------------------------------------------------------------
 # Mappings from the core's objects
+
+
+def cmdline_length(cmdline: str) -> int:
+    """The kernel's count of a command line (NUL included): khotui.cmdline.cmdline_len."""
+    from khotui.cmdline import cmdline_len
+    return cmdline_len(cmdline)
+
+
+def length_words(length: int, limit: int | None) -> str:
+    """The words every surface uses for a command-line length (khotui.cmdline.length_text)."""
+    from khotui.cmdline import length_text
+    return length_text(length, limit)
 
 
 def segment_rows(segments: list[Segment]) -> list[SegmentRow]:
