@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -408,6 +409,7 @@ def cmdline_findings(status: HostStatus, cmdline: str,
 def dry_run(status: HostStatus, request: PlanRequest, kernel: KernelImage,
             initrd: InitrdInfo | None, inputs: PlanInputs) -> PlanResult:
     """The placement and the checks, from values already read: no file is touched here."""
+    kernel = _against_running_kernel(status, kernel, inputs)
     if request.cmdline is not None:
         cmdline = request.cmdline
     else:
@@ -540,11 +542,6 @@ def arm64_input(status: HostStatus, kernel: KernelImage, initrd: InitrdInfo | No
     image = kernel.arm64
     if image is None:
         return None
-    if inputs.page_size.source is not None:
-        # image_load() compares the Image's page-size flag with the running kernel's granule
-        image = check_against(image, Arm64Running(
-            page_size=inputs.page_size.size,
-            big_endian=status.boot.config_enabled("CONFIG_CPU_BIG_ENDIAN") is True))
     fdt = inputs.running_fdt
     if fdt is None:
         if inputs.running_fdt_error is not None:
@@ -618,6 +615,22 @@ def arm64_dtb(fdt: bytes, *, cmdline: bytes | None, initrd: bool, kho: bool,
                               ima_buffer=ima_kexec, page_size=page_size), None
     except DtbError as exc:
         return None, str(exc)
+
+
+def _against_running_kernel(status: HostStatus, kernel: KernelImage,
+                            inputs: PlanInputs) -> KernelImage:
+    """The arm64 Image with image_load()'s checks redone against the running kernel's page
+    size, once it was read (the file inspection alone assumes 4K): for the placement and for
+    the kernel-image check alike."""
+    if kernel.arm64 is None or status.boot.arch != "arm64" or inputs.page_size.source is None:
+        return kernel
+    image = check_against(kernel.arm64, Arm64Running(
+        page_size=inputs.page_size.size,
+        big_endian=status.boot.config_enabled("CONFIG_CPU_BIG_ENDIAN") is True))
+    if image is kernel.arm64:
+        return kernel
+    return dataclasses.replace(kernel, arm64=image, loadable=image.loadable,
+                               why_not=image.why_not)
 
 
 def _fill_plan_context(ctx: CheckContext, status: HostStatus, request: PlanRequest,
