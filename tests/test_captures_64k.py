@@ -23,8 +23,8 @@ import pytest
 
 from khotui.demo import _write_sparse_cpio
 from khotui.host.kernellog import parse_kernel_log
-from tests.fixtures.where import REPO
 from tests.fixtures.trees import copy_tree
+from tests.fixtures.where import REPO
 
 HERE = REPO / "tests" / "fixtures" / "captures"
 IMAGE_HEAD = HERE / "Image-kho-7.3.4-arm64-64k.head"
