@@ -34,10 +34,10 @@ def align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-def test_the_six_captures_are_there() -> None:
+def test_the_eight_captures_are_there() -> None:
     assert [p.name for p in CAPTURES] == [
         "ima-kho-booted", "ima-list-long", "ima-list-short", "ima-nodebugfs-cold",
-        "ima-nodebugfs-kho-booted", "ima-two-nodes"]
+        "ima-nodebugfs-kho-booted", "ima-tight-long", "ima-tight-short", "ima-two-nodes"]
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
@@ -78,3 +78,18 @@ def test_the_longer_list_moves_the_initrd_below_the_kernel() -> None:
     assert short[5][1] >= kernel[1] + kernel[2]           # above the kernel's end
     assert long[5][1] + long[5][2] <= kernel[1]           # below its start
     assert long[0][2] > short[0][2]
+
+
+def test_under_tight_scratch_the_longer_list_moves_the_initrd_to_another_region() -> None:
+    kho = GROUND_TRUTH / "ima-tight-short" / "sysroot" / "sys" / "kernel" / "debug" / "kho" / "out"
+    phys = [int(x, 16) for x in (kho / "scratch_phys").read_text().split()]
+    lens = [int(x, 16) for x in (kho / "scratch_len").read_text().split()]
+
+    def region(mem: int) -> int:
+        return next(i for i, (p, n) in enumerate(zip(phys, lens, strict=True))
+                    if p <= mem < p + n)
+
+    short, long = (segments(GROUND_TRUTH / n) for n in ("ima-tight-short", "ima-tight-long"))
+    assert [region(m) for _b, m, _s in short] == [0] * 6
+    # IMA segment 0x59000: the kernel drops to the region's start, the initrd leaves region 0.
+    assert long[4][1] == phys[0] and region(long[5][1]) == 1
