@@ -273,7 +273,7 @@ mnt() { mount "$@" || say "mount $* failed (rc $?)"; }
 mnt -t proc proc /proc
 mnt -t sysfs sysfs /sys
 mountpoint -q /dev || mnt -t devtmpfs devtmpfs /dev  # CONFIG_DEVTMPFS_MOUNT may have done it
-mnt -t debugfs debugfs /sys/kernel/debug
+@MOUNT_DEBUGFS@mnt -t debugfs debugfs /sys/kernel/debug
 mnt -t securityfs securityfs /sys/kernel/security
 mnt -t tmpfs -o mode=0755 tmpfs /run
 # Not /tmp: the host's /tmp (seen through the root share) may hold this script and its run dir.
@@ -331,8 +331,10 @@ case "$STAGE" in
 """
 
 
-def _init_script(run_dir: Path, stages: Sequence[Sequence[str]]) -> str:
-    head = (_INIT_HEAD.replace("@VENV_BIN@", str(VENV_BIN)).replace("@REPO@", shlex.quote(str(REPO)))
+def _init_script(run_dir: Path, stages: Sequence[Sequence[str]], debugfs: bool = True) -> str:
+    # Without debugfs the guest is a host that never mounted it (no sys/kernel/debug/kho view).
+    head = (_INIT_HEAD.replace("@MOUNT_DEBUGFS@", "" if debugfs else "# no debugfs: ")
+            .replace("@VENV_BIN@", str(VENV_BIN)).replace("@REPO@", shlex.quote(str(REPO)))
             .replace("@GUESTUTIL@", shlex.quote(str(GUESTUTIL)))
             .replace("@RUN_DIR@", shlex.quote(str(run_dir)))
             .replace("@STEP_TIMEOUT@", str(STEP_TIMEOUT)))
@@ -383,12 +385,14 @@ def qemu_command(run_dir: Path, out: Path, *, numa: Sequence[int], append: str,
 
 def boot(stages: Sequence[Sequence[StepSpec]], *, numa: Sequence[int] = (1024, 1024),
          append: str = "kho=on", kho_scratch: str | None = None, efi: bool = False,
-         smp: int = 2, timeout: float | None = None, run_dir: Path | str | None = None) -> GuestRun:
+         smp: int = 2, timeout: float | None = None, run_dir: Path | str | None = None,
+         debugfs: bool = True) -> GuestRun:
     """Boot the KHO kernel, run `stages` (a list of lists of steps), return the results.
 
     A step is a bash command line or a (name, command line) pair. `numa` lists the NUMA nodes'
     sizes in MiB (the guest's RAM is their sum); `append` is added to the known-good command
     line, then `kho_scratch=` if given, then `khostage=1`. `efi` boots through OVMF.
+    `debugfs=False`: the init script does not mount debugfs (in any stage).
 
     Stage N+1 only runs if stage N loaded a kernel (with KHO_NEXT_CMDLINE) before it ended.
     Never raises for guest misbehaviour: check `assert_completed()` / `assert_steps_ok()`.
@@ -401,7 +405,7 @@ def boot(stages: Sequence[Sequence[StepSpec]], *, numa: Sequence[int] = (1024, 1
     out = run_dir / "out"
     out.mkdir(exist_ok=True)
     init = run_dir / "init.sh"
-    init.write_text(_init_script(run_dir, stages))
+    init.write_text(_init_script(run_dir, stages, debugfs))
     init.chmod(0o755)
     # Boot params: the known-good base, the caller's, the scratch override, the stage marker.
     parts = [BASE_APPEND, f"init={init}", append]

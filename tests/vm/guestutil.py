@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Guest-side helpers for the VM tier: standard library only, run as root inside the guest.
 
-    guestutil.py load KERNEL [--initrd FILE] [--cmdline STR] [--flags N]
+    guestutil.py load KERNEL [--initrd FILE] [--cmdline STR] [--flags N] [--ima-copy DIR]
         kexec_file_load(2) through ctypes (syscall 320 on x86_64, 294 on arm64); prints a JSON
         line {"errno": N, "error": "...", "flags": N}; exit 0 on success, 1 on failure.
         --cmdline defaults to $KHO_NEXT_CMDLINE (set by the init script); flags default to
         KEXEC_FILE_DEBUG (0x8), plus KEXEC_FILE_NO_INITRAMFS (0x4) without --initrd.
+        --ima-copy DIR: after opening the files (opening them as root adds IMA FILE_CHECK
+        measurements under ima_policy=tcb) and right before the syscall, copy the IMA
+        measurement list (binary_runtime_measurements, runtime_measurements_count) to DIR:
+        the list the kernel sizes its kexec IMA segment from.
     guestutil.py kexec
         reboot(LINUX_REBOOT_CMD_KEXEC); only returns (exit 1) if the kernel refused.
     guestutil.py kmsg OUT
@@ -38,6 +42,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 def load(argv: list[str]) -> int:
     kernel, initrd, cmdline, flags = None, None, os.environ.get("KHO_NEXT_CMDLINE"), None
+    ima_copy = None
     it = iter(argv)
     for a in it:
         if a == "--initrd":
@@ -46,6 +51,8 @@ def load(argv: list[str]) -> int:
             cmdline = next(it)
         elif a == "--flags":
             flags = int(next(it), 0)
+        elif a == "--ima-copy":
+            ima_copy = next(it)
         elif kernel is None:
             kernel = a
         else:
@@ -57,6 +64,13 @@ def load(argv: list[str]) -> int:
     kfd = os.open(kernel, os.O_RDONLY)
     ifd = os.open(initrd, os.O_RDONLY) if initrd else -1
     buf = cmdline.encode() + b"\0"
+    if ima_copy and os.path.isdir("/sys/kernel/security/ima"):
+        # securityfs is never measured (dont_measure fsmagic), so this copy adds no entry.
+        os.makedirs(ima_copy, exist_ok=True)
+        for name in ("binary_runtime_measurements", "runtime_measurements_count"):
+            with open(f"/sys/kernel/security/ima/{name}", "rb") as src, \
+                    open(os.path.join(ima_copy, name), "wb") as dst:
+                shutil.copyfileobj(src, dst)
     nr = SYSCALLS[platform.machine()]
     libc.syscall.restype = ctypes.c_long
     rc = libc.syscall(ctypes.c_long(nr), ctypes.c_int(kfd), ctypes.c_int(ifd),
