@@ -168,12 +168,12 @@ def test_near_a_page_boundary_the_plan_says_the_size_can_still_change():
                           running_cmdline="", files=[], next_cmdline=b"", page_size=4096,
                           mem_total_kb=None)
     assert seg.memsz == 4096
-    assert any("next page boundary" in a for a in seg.assumptions)
+    assert any("next page boundary" in a for a in seg.notes)
     far = MeasurementList(size=100, count=1, largest_entry=100)
     seg = predict_segment(ImaState(present=True, measurements=far, policy=""), config={},
                           running_cmdline="", files=[], next_cmdline=b"", page_size=4096,
                           mem_total_kb=None)
-    assert not any("next page boundary" in a for a in seg.assumptions)
+    assert not any("next page boundary" in a for a in seg.notes)
 
 
 def test_unreadable_policy_is_an_assumption_naming_the_boot_policy():

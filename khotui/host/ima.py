@@ -384,6 +384,8 @@ class ImaSegment:
     added: list[tuple[str, int]] = field(default_factory=list)   # (what, bytes) the load adds
     dropped: bool = False   # more than half of RAM: ima_add_kexec_buffer() adds no segment
     assumptions: list[str] = field(default_factory=list)
+    # read, not guessed, yet worth saying: e.g. the list is within one entry of a page boundary
+    notes: list[str] = field(default_factory=list)
     exact: bool = True
 
 
@@ -506,7 +508,9 @@ def predict_segment(state: ImaState, *, config: dict[str, str] | None, running_c
     room = seg.memsz - runtime
     step = max(lst.largest_entry, 1)
     if room < step:
-        seg.assumptions.append(
+        # the size was read, so the prediction is exact for the list as it is now; the
+        # caution goes with it as a note
+        seg.notes.append(
             f"IMA: the list ({total + 2 * KEXEC_HDR + seg.staged_size} bytes with headers, "
             f"{extra} extra) is {room} bytes short of the next page boundary, less than one "
             f"entry ({step} bytes): any measurement before the load grows the segment by a "

@@ -309,6 +309,7 @@ def read_ima_segment(status: HostStatus, request: PlanRequest,
                           next_cmdline=cmdline.encode(), page_size=page,
                           mem_total_kb=b.meminfo.get("MemTotal"))
     assumed.extend(seg.assumptions)
+    notes.extend(seg.notes)
     if seg.list_size is not None:
         added = ", ".join(f"{what} {n} B" for what, n in seg.added) or "nothing"
         notes.append(f"IMA segment {seg.memsz:#x} bytes: measurement list {seg.list_size} B "
