@@ -44,8 +44,8 @@ def replay(capture: str, tmp_path: Path, monkeypatch) -> tuple[Path, PlanRequest
     at_syscall = cap / "load" / "ima-at-syscall"
     for f in at_syscall.iterdir():
         (root / IMA_DIR / f.name).write_bytes(f.read_bytes())
-    recorded = parse_list(open(at_syscall / "binary_runtime_measurements", "rb").read,
-                          str(at_syscall))
+    with open(at_syscall / "binary_runtime_measurements", "rb") as listed:
+        recorded = parse_list(listed.read, str(at_syscall))
 
     def as_loaded(role: str, path: str, source: object) -> LoadFile:
         # the stand-in plays the file the guest loaded: the name and digest the list recorded
