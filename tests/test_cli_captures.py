@@ -56,6 +56,15 @@ def with_running_image(capture: str, tmp_path: Path) -> Path:
     return root
 
 
+def with_boot_log(capture: str, tmp_path: Path) -> Path:
+    """The arm64 capture's sysroot with the kernel log a snapshot keeps (`dmesg`): the arm64
+    captures recorded that boot's log only after the load (load/kernel.log), and the boot part
+    of it is what the host showed before (it says whether the RNG was ready for /chosen)."""
+    root = copy_tree(CAPTURES / capture / "sysroot", tmp_path / "sysroot", writable=True)
+    (root / "dmesg").write_text((CAPTURES / capture / "load" / "kernel.log").read_text())
+    return root
+
+
 def plan_args(capture: str, tmp_path: Path, request, *, image: bool = True) -> list[str]:
     cap = CAPTURES / capture
     scenario = (cap / "scenario.txt").read_text()
@@ -63,6 +72,8 @@ def plan_args(capture: str, tmp_path: Path, request, *, image: bool = True) -> l
     root = cap / "sysroot"
     if image and "arm64" not in capture:
         root = with_running_image(capture, tmp_path)
+    elif image:
+        root = with_boot_log(capture, tmp_path)
     args = ["plan", "--json", "--root", str(root), "--kernel", str(kernel),
             "--cmdline", (cap / "load" / "cmdline").read_text()]
     m = re.search(r"^initrd: (\d+) bytes", scenario, re.M)
@@ -88,8 +99,16 @@ def test_plan_reproduces_the_kernels_placement(capture, tmp_path, request):
         actual = [(s.mem, s.memsz) for s in logged.segments]
         assert predicted == actual
         assert [s["bufsz"] for s in plan["segments"]] == [s.bufsz for s in logged.segments]
-        # the purgatory was read from the running kernel's image, not assumed
+        # the purgatory was read from the running kernel's image, not assumed: nothing is
         assert not [a for a in plan["assumptions"] if "purgatory" in a]
+        if (cap / "sysroot/sys/firmware/efi").exists() and \
+                not (cap / "sysroot/sys/kernel/boot_params").exists():
+            # an EFI boot recorded without boot_params: the descriptor size is guessed, and
+            # said (tests/fixtures/captures/efi-* record it and are exact)
+            assert plan["exact"] is False
+            assert [a.split(":")[0] for a in plan["assumptions"]] == ["EFI descriptor size"]
+        else:
+            assert plan["exact"] is True and plan["assumptions"] == [], plan["assumptions"]
     else:
         assert result.returncode == 1
         assert plan["fits"] is False and plan["errno"] == errno
