@@ -99,7 +99,11 @@ SLOW_KERNEL = textwrap.dedent("""\
             with open({loaded!r}, "w") as f:
                 f.write("1\\n")
             open({marker!r}, "w").close()
-            time.sleep(1.5)
+            # stay "inside the syscall" until the test has sent its signal (it writes
+            # MARKER.sent after send_signal): a fixed sleep lost the race on a loaded machine
+            deadline = time.monotonic() + 60
+            while not os.path.exists({marker!r} + ".sent") and time.monotonic() < deadline:
+                time.sleep(0.01)
             return 0
 
         def reboot_kexec(self):
@@ -125,6 +129,7 @@ def signal_inside_syscall(script: str, marker: Path,
         time.sleep(0.02)
     assert marker.exists(), "the child never reached the syscall"
     child.send_signal(sig)
+    Path(f"{marker}.sent").touch()
     out, err = child.communicate(timeout=60)
     return child, out, err
 
@@ -530,7 +535,7 @@ def test_unload_pointed_at_a_snapshot_is_a_dry_run(tmp_path, capsys, monkeypatch
 
 
 APP_CHILD = textwrap.dedent("""
-    import asyncio, sys, time
+    import asyncio, os, sys, time
     sys.path.insert(0, {repo!r})
     from khotui.load import audit, lock
     from khotui.load.audit import AuditSink
