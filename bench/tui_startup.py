@@ -96,6 +96,16 @@ class Pty:
             except OSError:
                 return len(self.buf)
 
+    def idle(self, seconds: float) -> int:
+        """Bytes the app sends in `seconds` while nothing is pressed."""
+        quiet = len(self.buf)
+        end = time.perf_counter() + seconds
+        while (left := end - time.perf_counter()) > 0:
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                self.buf += os.read(self.fd, 65536)
+        return len(self.buf) - quiet
+
     def send(self, data: str) -> None:
         os.write(self.fd, data.encode())
 
@@ -139,13 +149,7 @@ def measure_khotui(cols: int, rows: int, idle: float = 0.0,
             walk.append((key, p.drain() - before))
             if idle:
                 p.drain(1.0)
-                quiet = len(p.buf)
-                end = time.perf_counter() + idle
-                while (left := end - time.perf_counter()) > 0:
-                    r, _, _ = select.select([p.fd], [], [], left)
-                    if r:
-                        p.buf += os.read(p.fd, 65536)
-                walk.append(("idle", len(p.buf) - quiet))
+                walk.append(("idle", p.idle(idle)))
         p.send("q")
         return t, startup, walk
     finally:
@@ -168,13 +172,7 @@ def measure_idle_walk(cols: int, rows: int, idle: float) -> list[tuple[str, int,
             p.read_until(marker)
             p.drain(2.2)
             step = len(p.buf) - before
-            quiet = len(p.buf)
-            end = time.perf_counter() + idle
-            while (left := end - time.perf_counter()) > 0:
-                r, _, _ = select.select([p.fd], [], [], left)
-                if r:
-                    p.buf += os.read(p.fd, 65536)
-            out.append((keys.replace("\x1b", "esc "), step, len(p.buf) - quiet))
+            out.append((keys.replace("\x1b", "esc "), step, p.idle(idle)))
         return out
     finally:
         p.close()

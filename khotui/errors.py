@@ -94,3 +94,13 @@ def explain_os_error(exc: OSError, path: str | os.PathLike[str] | Path, *,
     reason = exc.strerror or type(exc).__name__
     return KhotuiError(f"cannot read this {what}: {reason}", path=path,
                        fix="check that the file exists and is readable")
+
+
+def one_line(exc: BaseException) -> str:
+    """Why something could not be read, in one line: a KhotuiError's message, an OSError's
+    strerror, else the exception's text (skip lists, tried-paths lists)."""
+    if isinstance(exc, KhotuiError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)

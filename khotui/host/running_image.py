@@ -33,7 +33,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from khotui.errors import KhotuiError
+from khotui.errors import KhotuiError, one_line
 from khotui.host.sysroot import Sysroot
 from khotui.image.decompress import DecompressError
 from khotui.image.purgatory import (
@@ -105,7 +105,7 @@ def _text(sysroot: Sysroot, path: str, tried: Tried | None = None) -> str | None
         return sysroot.read_optional_text(path)
     except (KhotuiError, OSError) as exc:
         if tried is not None:
-            tried.add(f"{sysroot.display(path)}: {_why(exc)}")
+            tried.add(f"{sysroot.display(path)}: {one_line(exc)}")
         return None
 
 
@@ -154,7 +154,7 @@ def _try_image(sysroot: Sysroot, path: str, version: str | None,
     try:
         st = sysroot.stat(path)
     except (KhotuiError, OSError) as exc:
-        tried.add(f"{shown}: {_why(exc)}")
+        tried.add(f"{shown}: {one_line(exc)}")
         return None
     if st is None:
         tried.missing.append(path)
@@ -177,7 +177,7 @@ def _try_image(sysroot: Sysroot, path: str, version: str | None,
         image = cached_image_purgatory(key) or read_image_purgatory(read(), key=key,
                                                                      extra=digest)
     except (KhotuiError, OSError) as exc:
-        tried.add(f"{shown}: {_why(exc)}")
+        tried.add(f"{shown}: {one_line(exc)}")
         return None
     except DecompressError as exc:
         # kept per file identity: a plan runs per keystroke in the app, and an image that cannot
@@ -223,14 +223,6 @@ def _read_file(sysroot: Sysroot, path: str, limit: int) -> bytes:
         os.close(fd)
 
 
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, KhotuiError):
-        return exc.message
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc)
-
-
 # --- the snapshot's record ----------------------------------------------------------------
 
 
@@ -242,7 +234,7 @@ def read_purgatory_record(sysroot: Sysroot, tried: Tried) -> PurgatoryReading | 
             return None
         elf = sysroot.read_bytes(PURGATORY_RECORD, limit=MAX_PURGATORY_BYTES)
     except (KhotuiError, OSError) as exc:
-        tried.add(f"{shown}: {_why(exc)}")
+        tried.add(f"{shown}: {one_line(exc)}")
         return None
     try:
         layout = purgatory_layout(elf)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from khotui.errors import KhotuiError
+from khotui.errors import KhotuiError, one_line
 from khotui.host.blockrecord import RECORD, format_record, parse_record
 from khotui.host.ima import BINARY_LIST, STAGED_LIST
 from khotui.host.ima import FILES as IMA_FILES
@@ -252,7 +252,7 @@ class _Copier:
                     self._skip(host, "dangling symbolic link")
                     return
         except (KhotuiError, OSError) as exc:
-            self._skip(host, _reason(exc))
+            self._skip(host, one_line(exc))
             return
         if stat.S_ISDIR(st.st_mode):
             self.tree(host)
@@ -275,7 +275,7 @@ class _Copier:
             elif self.source.exists(host):
                 self.file(host)
         except (KhotuiError, OSError) as exc:
-            self._skip(host, _reason(exc))
+            self._skip(host, one_line(exc))
 
     def dir(self, host: str) -> None:
         self.out.mkdir(host.lstrip("/"))
@@ -308,7 +308,7 @@ class _Copier:
                     link = self.source.is_symlink(child)
                     is_dir = self.source.is_dir(child)
                 except (KhotuiError, OSError) as exc:
-                    self._skip(child, _reason(exc))
+                    self._skip(child, one_line(exc))
                     continue
                 if link and is_dir:
                     self.link(child)
@@ -317,15 +317,6 @@ class _Copier:
                 else:
                     self.file(child, limit=limit)
             pending.extend(reversed(subtrees))   # depth first, in name order
-
-
-def _reason(exc: Exception) -> str:
-    """Why an entry was not copied, in one line (the skip list the CLI prints)."""
-    if isinstance(exc, KhotuiError):
-        return exc.message
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc)
 
 
 def _open_out(source: Sysroot, out: Path) -> int:
