@@ -188,3 +188,20 @@ def test_snapshot_keeps_the_purgatory_for_root(tmp_path, request):
     logged = parse_kernel_log((CAPTURES / "two-nodes/load/kernel.log").read_text())
     assert [(s["mem"], s["memsz"]) for s in plan["segments"]] == \
         [(s.mem, s.memsz) for s in logged.segments]
+
+
+def test_the_efi_capture_with_boot_params_is_exact(tmp_path):
+    # tests/fixtures/captures/efi-two-nodes-bootparams: OVMF, boot_params recorded (its
+    # version reads 0x0000 under the EFI stub's entry, efi_info is there): the descriptor size
+    # is read, not assumed, and every segment is the kernel's
+    cap = REPO / "tests" / "fixtures" / "captures" / "efi-two-nodes-bootparams"
+    logged = parse_kernel_log((cap / "load" / "kernel.log").read_text())
+    initrd = make_initrd(8 << 20, tmp_path / "initrd")
+    result = run_cli("plan", "--json", "--root", str(cap / "sysroot"),
+                     "--kernel", str(VM / "bzImage-kho-7.3.4"), "--initrd", str(initrd),
+                     "--cmdline", (cap / "load" / "cmdline").read_text())
+    plan = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout
+    assert [(s["mem"], s["memsz"], s["bufsz"]) for s in plan["segments"]] == \
+        [(s.mem, s.memsz, s.bufsz) for s in logged.segments]
+    assert plan["exact"] is True and plan["assumptions"] == []

@@ -12,7 +12,7 @@ import pytest
 from tests.fixtures.where import GROUND_TRUTH
 
 PAGE = 4096
-# the second x86_64 build's captures (IMA measuring); the arm64 64K ones are in test_captures_64k
+# The second (IMA) build's captures; the arm64 and EFI captures beside them have other rules.
 CAPTURES = sorted(p for p in GROUND_TRUTH.glob("ima-*") if (p / "scenario.txt").is_file())
 SEG = re.compile(r"kexec_file: segment\[(\d+)\]: buf=\S+ bufsz=(0x[0-9a-f]+) "
                  r"mem=(0x[0-9a-f]+) memsz=(0x[0-9a-f]+)")
@@ -94,3 +94,22 @@ def test_under_tight_scratch_the_longer_list_moves_the_initrd_to_another_region(
     assert [region(m) for _b, m, _s in short] == [0] * 6
     # IMA segment 0x59000: the kernel drops to the region's start, the initrd leaves region 0.
     assert long[4][1] == phys[0] and region(long[5][1]) == 1
+
+
+def test_efi_capture_records_the_firmware_descriptor_size_under_a_zero_boot_protocol() -> None:
+    """efi-two-nodes-bootparams: OVMF booted the kernel through the EFI stub's PE entry, which
+    zeroes boot_params and never sets hdr.version (efi_allocate_bootparams(),
+    drivers/firmware/efi/libstub/x86-stub.c): version reads 0x0000 while efi_info is filled."""
+    cap = GROUND_TRUTH / "efi-two-nodes-bootparams"
+    bp = cap / "sysroot" / "sys" / "kernel" / "boot_params"
+    data = (bp / "data").read_bytes()
+    assert (bp / "version").read_text() == "0x0000\n"
+    assert data[0x1C0:0x1C4] == b"EL64"
+    assert int.from_bytes(data[0x1C8:0x1CC], "little") == 48
+    runtime_map = cap / "sysroot" / "sys" / "firmware" / "efi" / "runtime-map"
+    assert sorted(p.name for p in runtime_map.iterdir()) == ["0", "1", "2", "3", "4"]
+    segs = [tuple(int(x, 16) for x in m.groups()[1:])
+            for m in SEG.finditer((cap / "load" / "kernel.log").read_text())]
+    # (bufsz, mem, memsz): KHO page, purgatory, boot params, kernel, initrd
+    assert segs[2] == (0x1290, 0x7B7F9000, 0x2000)
+    assert len(segs) == 5

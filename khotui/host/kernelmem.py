@@ -143,10 +143,11 @@ def read_efi_memdesc_size(sysroot: Sysroot) -> EfiMemdescSize:
         except ValueError:
             return EfiMemdescSize(None, why=f"{sysroot.display(BOOT_PARAMS_VERSION)} is not a "
                                             "boot protocol version")
-        if version < 0x0200:
-            # efi_info has been in the zero page since boot protocol 2.x; older is not Linux x86_64
-            return EfiMemdescSize(None, why=f"boot protocol {version:#06x} in "
-                                            f"{sysroot.display(BOOT_PARAMS_VERSION)} predates 2.00")
+        # No version check: the EFI stub's own entry (efi_allocate_bootparams(),
+        # drivers/firmware/efi/libstub/x86-stub.c) zeroes boot_params and never sets
+        # hdr.version, so an OVMF boot reads 0x0000 here with efi_info filled in; setup_arch()
+        # (arch/x86/kernel/setup.c) trusts efi_loader_signature alone, and so do we
+        # (tests/fixtures/captures/efi-two-nodes-bootparams).
     signature = data[EFI_INFO_OFFSET:EFI_INFO_OFFSET + 4]
     (desc_size,) = struct.unpack_from("<I", data, EFI_MEMDESC_SIZE_OFFSET)
     if signature not in EFI_LOADER_SIGNATURES:
@@ -155,7 +156,7 @@ def read_efi_memdesc_size(sysroot: Sysroot) -> EfiMemdescSize:
     if desc_size < EFI_MEMDESC_MIN or desc_size % 8 or desc_size > BOOT_PARAMS_SIZE:
         return EfiMemdescSize(None, why=f"{where}: efi_info.efi_memdesc_size {desc_size} is not "
                                         "a descriptor size")
-    proto = "" if version is None else f", boot protocol {version >> 8}.{version & 0xFF:02d}"
+    proto = "" if not version else f", boot protocol {version >> 8}.{version & 0xFF:02d}"
     return EfiMemdescSize(desc_size, source=f"{where} (efi_info.efi_memdesc_size{proto})")
 
 
