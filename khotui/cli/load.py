@@ -118,7 +118,8 @@ def load(args: argparse.Namespace, root: Path, out: TextIO | None = None, *,
         try:
             s = LoadSession.prepare(root, request or _request(args),
                                     live=True if syscalls is not None else None,
-                                    sink=_audit_sink(args))
+                                    sink=_audit_sink(args),
+                                    receipt_path=getattr(args, "receipt", None))
             if notes:
                 s.plan.notes[:0] = notes
             with s:
@@ -147,7 +148,8 @@ def _load(args: argparse.Namespace, s: LoadSession, root: Path, out: TextIO,
     early = s.precheck(force=confirmed)
     if early is not None and early.dry_run:
         return _finish(args, out, s.plan, None,
-                       "dry run: the host state comes from a snapshot, so nothing was loaded",
+                       "dry run: the host state comes from a snapshot, so nothing was loaded "
+                       "and no receipt was written",
                        EXIT_OK if early.ok else EXIT_FAILED, dry_run=True)
     if early is not None:
         return _finish(args, out, s.plan, None,
@@ -185,10 +187,13 @@ def _load(args: argparse.Namespace, s: LoadSession, root: Path, out: TextIO,
                        f"refused: {new} fails now and was not confirmed"
                        + (f" (--force confirmed {', '.join(confirmed)})" if confirmed else "")
                        + "; nothing was loaded", EXIT_FAILED)
-    rc = _finish(args, out, s.plan, done, None, EXIT_OK if done.ok else EXIT_FAILED,
+    rc = _finish(args, out, s.plan, done, None,
+                 EXIT_OK if done.ok and done.receipt_problem is None else EXIT_FAILED,
                  shown=s.warnings)
-    if done.ok and args.execute:
+    if done.ok and args.execute and done.receipt_problem is None:
         return _execute(s, done, out, syscalls)
+    if done.ok and args.execute:
+        out.write("not executing: the receipt was not written (see above)\n")
     return rc
 
 def _finish(args: argparse.Namespace, out: TextIO, plan: PlanResult,
@@ -221,6 +226,15 @@ def _finish(args: argparse.Namespace, out: TextIO, plan: PlanResult,
     for w in done.warnings:
         if w not in shown:  # the file warnings were printed with the plan
             out.write(f"warning: {warning_text(w)}\n")
+    if done.receipt is not None:
+        out.write(f"receipt: {done.receipt} (after the kexec, `khotui verify --receipt "
+                  f"{done.receipt}` checks what arrived)\n")
+    rp = done.receipt_problem
+    if rp is not None:
+        out.write(f"\nthe image IS loaded, but its receipt was not written: {rp.headline}"
+                  + (f" ({rp.path})" if rp.path else "") + "\n"
+                  f"  fix: {rp.fix or 'see above'}; then load again with --receipt FILE (or "
+                  "execute without a receipt: `khotui verify` will then have nothing to check)\n")
     out.write(f"next: {commit.how_to_execute(Sysroot('/'))}\n")
     return code
 

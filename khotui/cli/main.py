@@ -108,6 +108,25 @@ it anywhere with `khotui --root OUT`.
 """
 
 
+VERIFY_HELP = """\
+Run in the new kernel after `khotui load` and the kexec. Reads the receipt the load wrote and
+checks, each by name:
+  kho-booted       this kernel booted via KHO (kho/in is there)
+  rebooted         the boot id differs from the receipt's (when both are known)
+  kexec-metadata   kexec-metadata names the receipt's release as the previous one and the
+                   kexec count rose by one
+  kernel           the running kernel is the loaded one (/proc/version's banner matches
+                   the image's version string)
+  cmdline          /proc/cmdline is the loaded command line
+  blobs            every outgoing KHO sub-blob arrived (kho/in/sub_fdts) by name and size,
+                   and by sha256 where its content is stable (all but LUO)
+  luo              the LUO live-update number rose by one (skipped: "LUO not on")
+With --root DIR a snapshot taken after the kexec verifies offline; --demo checks the demo.
+Exit: 0 everything arrived, 1 something did not (named), 2 bad input (a missing, unreadable,
+foreign or corrupt receipt).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="khotui", description="Prepare a kexec with Kexec HandOver (KHO).",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append a JSON line per load here (default: %(default)s)")
     p.add_argument("--no-audit-log", action="store_true",
                    help="load even without a JSON audit log (on purpose; see --log)")
+    p.add_argument("--receipt", metavar="FILE", default=None,
+                   help="after a successful load, write what was handed over here, for "
+                        "`khotui verify` after the kexec (default: /var/lib/khotui/receipt.json;"
+                        " mode 0600, directory 0700; none on a dry run)")
+
+    p = sub.add_parser("verify", help="after the kexec: did what the load's receipt recorded "
+                                      "arrive? (exit 0 yes, 1 no, 2 bad receipt)",
+                       description=VERIFY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--receipt", metavar="FILE", default=None,
+                   help="the receipt `khotui load` wrote (default: /var/lib/khotui/receipt.json)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_root(p)
 
     p = sub.add_parser("unload", help="unload the loaded kexec image")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -330,6 +361,11 @@ def cmd_unload(args: argparse.Namespace, target: Target, syscalls: Syscalls | No
     return load.unload(args, syscalls=syscalls)
 
 
+def cmd_verify(args: argparse.Namespace, target: Target) -> int:
+    from khotui.cli import verify
+    return verify.run(args, target.root)
+
+
 def cmd_tui(args: argparse.Namespace, target: Target) -> int:
     try:
         from khotui.tui import require_terminal
@@ -343,10 +379,11 @@ def cmd_tui(args: argparse.Namespace, target: Target) -> int:
 
 # Commands that only read: the real kexec syscalls are switched off before they run, so not even
 # a bug can reach kexec_file_load from them (tests/test_invariants.py proves it with seccomp).
-DRY_RUN_COMMANDS = {"status", "plan", "snapshot", "kernels"}
+DRY_RUN_COMMANDS = {"status", "plan", "snapshot", "kernels", "verify"}
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Target], int]] = {
-    "status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot, "kernels": cmd_kernels}
+    "status": cmd_status, "plan": cmd_plan, "snapshot": cmd_snapshot, "kernels": cmd_kernels,
+    "verify": cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,

@@ -80,6 +80,8 @@ class CommitResult:
     warnings: tuple[Problem, ...] = ()
     failing: tuple[Finding, ...] = ()
     unconfirmed: tuple[Finding, ...] = ()    # refused: failing checks the operator never confirmed
+    receipt: str | None = None               # where the receipt of a real load was written
+    receipt_problem: Problem | None = None   # loaded, but the receipt could not be written
 
     @property
     def reached_kernel(self) -> bool:
@@ -111,6 +113,9 @@ class CommitResult:
             "matches_prediction": self.matches_prediction,
             "differences": [d.as_dict() for d in self.diffs if not d.same],
             "warnings": [warning_text(w) for w in self.warnings],
+            "receipt": self.receipt,
+            "receipt_problem": None if self.receipt_problem is None
+            else self.receipt_problem.as_dict(),
         }
 
 

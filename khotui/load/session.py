@@ -16,7 +16,10 @@ host name to type, the failing checks, whether this is a dry run and why).
    confirmation is never overridden by it;
 3. otherwise one `kexec_file_load` through the given `Syscalls`, recorded before and after with
    SIGINT/SIGTERM/SIGHUP held off in between (`opened.run_load`), the kernel's placement read
-   back and compared (`commit.load_opened`); forced, the answer names what was overridden.
+   back and compared (`commit.load_opened`); forced, the answer names what was overridden;
+4. after a successful real load, the receipt (`receipt`: what was handed over, for `khotui
+   verify` in the next kernel) is written to `receipt_path`; a failure to write it is in the
+   answer's `receipt_problem` (the image IS loaded). A dry run or a refusal writes none.
 
 `interrupted_note()` words an interrupt from what actually happened: the syscall made or not,
 the kernel's answer, and the kernel's own `/sys/kernel/kexec_loaded`.
@@ -29,6 +32,7 @@ production, a fake in tests): the one way to inject it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Collection
@@ -38,7 +42,7 @@ from typing import Self
 
 from khotui.errors import KhotuiError, Problem
 from khotui.host.sysroot import Sysroot
-from khotui.load import commit
+from khotui.load import commit, receipt
 from khotui.load.audit import DEFAULT_SINK, AuditLog, AuditSink
 from khotui.load.commit import CommitResult
 from khotui.load.explain import ExplainContext, explain
@@ -141,8 +145,11 @@ class LoadSession:
 
     def __init__(self, root: Path, files: OpenedFiles, plan: PlanResult, *, live: bool,
                  host_name: str, sink: AuditSink, log: AuditLog | None = None,
-                 lock: LoadLock | None = None, log_problem: KhotuiError | None = None) -> None:
+                 lock: LoadLock | None = None, log_problem: KhotuiError | None = None,
+                 receipt_path: str | os.PathLike[str] | None = None) -> None:
         self.root = root
+        # None: receipt.DEFAULT_PATH as it is at commit time
+        self.receipt_path = receipt_path
         self.files = files
         self.plan = plan
         self.live = live
@@ -158,7 +165,8 @@ class LoadSession:
     def prepare(cls, root: str | os.PathLike[str], request: PlanRequest, *,
                 live: bool | None = None, status: HostStatus | None = None,
                 host_name: str | None = None, sink: AuditSink = DEFAULT_SINK,
-                lock_dir: str | None = None) -> LoadSession:
+                lock_dir: str | None = None,
+                receipt_path: str | os.PathLike[str] | None = None) -> LoadSession:
         """Take the load lock (live host only), open and hash the files, plan on their
         descriptors, then open the audit log (live host only; an unusable one is kept in
         `log_problem` for `precheck()` to refuse with).
@@ -192,7 +200,8 @@ class LoadSession:
                 lock.release()
             raise
         return cls(path, files, plan, live=is_live, host_name=host_name or this_host_name(),
-                   sink=sink, log=log, lock=lock, log_problem=log_problem)
+                   sink=sink, log=log, lock=lock, log_problem=log_problem,
+                   receipt_path=receipt_path)
 
     # -- what the operator confirms ------------------------------------------------------------
 
@@ -275,12 +284,27 @@ class LoadSession:
                                   fix="this is a khotui bug: report it with the command you ran")
             done = commit.load_opened(self.plan, self.files, syscalls=syscalls, sink=self.sink,
                                       log=self.log)
-            return CommitResult(done.action, done.ok, done.flags, forced=bool(self.failing),
-                                errno=done.errno, explanation=done.explanation,
-                                actual=done.actual, diffs=done.diffs, warnings=done.warnings,
-                                failing=self.failing)
+            result = CommitResult(done.action, done.ok, done.flags, forced=bool(self.failing),
+                                  errno=done.errno, explanation=done.explanation,
+                                  actual=done.actual, diffs=done.diffs, warnings=done.warnings,
+                                  failing=self.failing)
+            return self._with_receipt(result) if result.ok else result
         finally:
             self._close_files()
+
+    def _with_receipt(self, done: CommitResult) -> CommitResult:
+        """`done` with the receipt written, or with why it could not be (the image is loaded
+        either way: the caller says so and exits non-zero)."""
+        path = receipt.default_path() if self.receipt_path is None else self.receipt_path
+        try:
+            written = receipt.write(path, receipt.build(self.plan, self.files, done))
+        except KhotuiError as exc:
+            return dataclasses.replace(done, receipt_problem=exc.problem)
+        except OSError as exc:  # what write() does not name itself (fstat, fsync of the dir)
+            return dataclasses.replace(done, receipt_problem=Problem(
+                f"cannot write the receipt: {exc.strerror or exc}", os.fspath(path),
+                receipt.WRITE_FIX))
+        return dataclasses.replace(done, receipt=written)
 
     def interrupted_note(self, signame: str) -> str:
         """An interrupt of this session's load, worded from what happened."""
