@@ -37,3 +37,11 @@ def no_real_libc(monkeypatch):
         raise AssertionError("a test tried to open the real libc for a syscall")
     monkeypatch.setattr(syscall, "_open_libc", refuse)
     monkeypatch.setattr(syscall, "DRY_RUN_ONLY", False)
+
+
+@pytest.fixture(autouse=True)
+def receipt_in_tmp(tmp_path, monkeypatch):
+    """In every test: a load's default receipt goes to the test's own directory, never to
+    this machine's /var/lib/khotui."""
+    from khotui.load import receipt
+    monkeypatch.setattr(receipt, "DEFAULT_PATH", str(tmp_path / "var-lib-khotui" / "receipt.json"))

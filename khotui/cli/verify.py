@@ -30,8 +30,9 @@ def run(args: argparse.Namespace, root: Path, out: TextIO | None = None) -> int:
         obj["loaded_at"] = rec.get("written_at")
         write_json("verify", obj, out)
     else:
+        host = rec["host"] if isinstance(rec["host"], dict) else {}
         out.write(f"receipt {path} (written {rec.get('written_at')}, on "
-                  f"{rec['host'].get('release')})\n")
+                  f"{host.get('release')})\n")
         for c in verdict.checks:
             out.write(f"  {MARK.get(c.status, c.status):4} {c.id:15} {c.message}\n")
         out.write(verdict.summary() + "\n")
