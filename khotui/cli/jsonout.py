@@ -5,7 +5,8 @@ The versioning rule (README, "JSON for scripts"): each object names its kind and
 khotui.kernels/1, khotui.error/1, khotui.verify/1; the receipt file khotui.receipt/1). N goes
 up only when a field is removed, renamed or changes meaning; a new field keeps N, so a script
 checks the kind and N and ignores fields it does not know. `schema` is added here, after the
-command built its object: whatever else a command puts in its object (another field, a top-level note) keeps it.
+command built its object: whatever else a command puts in its object (another field, a
+top-level note) keeps it.
 """
 
 from __future__ import annotations
