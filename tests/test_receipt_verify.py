@@ -317,3 +317,34 @@ def test_verify_is_documented():
 ])
 def test_the_banner_is_matched_against_the_images_version(banner, version, same):
     assert banner_matches(banner, version) is same
+
+
+# -- the app's Overview ---------------------------------------------------------------------------
+
+def _overview_row(made: Path, root: Path) -> str:
+    import dataclasses
+
+    from khotui.plan import host_status
+    from khotui.tui.screens.overview import kho_content
+    from khotui.tui.viewmodel.overview import kho_summary
+    # the capture stands for the live host here: the Overview looks for a receipt only there
+    status = dataclasses.replace(host_status(root), live=True)
+    shown = kho_content(kho_summary(status))
+    return next(line for line in str(shown).splitlines() if line.startswith("booted via KHO"))
+
+
+def test_the_overview_shows_the_verdict_after_a_kho_boot(made, tmp_path, monkeypatch):
+    monkeypatch.setattr(receipt, "DEFAULT_PATH", str(made))
+    assert "receipt verified" in _overview_row(made, NEXT)
+    bad = _tampered(made, tmp_path, lambda r: r.update(cmdline="other"))
+    monkeypatch.setattr(receipt, "DEFAULT_PATH", str(bad))
+    row = _overview_row(bad, NEXT)
+    assert "NOT verified: cmdline (khotui verify)" in row and len(row) <= 78
+    made.unlink()
+    monkeypatch.setattr(receipt, "DEFAULT_PATH", str(made))
+    assert _overview_row(made, NEXT).endswith("yes (kho/in present)")
+
+
+def test_the_overview_says_nothing_of_a_receipt_before_the_kexec(made, monkeypatch):
+    monkeypatch.setattr(receipt, "DEFAULT_PATH", str(made))
+    assert _overview_row(made, BEFORE).endswith("no")

@@ -179,11 +179,24 @@ def kho_content(kho: KhoSummary | Problem | None) -> Content | Problem:
         rows.append(("debugfs layout", kho.layout))
     if kho.finalized is not None:
         rows.append(("finalize", "1 (finalized)" if kho.finalized else "0 (not finalized)"))
-    rows.append(("booted via KHO", fmt.yesno(kho.kho_booted, "yes (kho/in present)", "no")))
+    rows.append(("booted via KHO", receipt_row(kho)))
     text = fmt.kv(rows, 15)
     for note in kho.notes:
         text += Content.from_markup("\n[$warning]![/] $n", n=note)
     return text
+
+
+def receipt_row(kho: KhoSummary) -> str | Content:
+    """The "booted via KHO" row, with `khotui verify`'s verdict when a receipt is here: the
+    same one line, so the first 80x24 screen keeps the scratch regions and the verdict."""
+    if kho.receipt_ok is None or not kho.kho_booted:
+        return fmt.yesno(kho.kho_booted, "yes (kho/in present)", "no")
+    if kho.receipt_ok:
+        return Content.from_markup("yes, [b $success]receipt verified[/]")
+    failed = ", ".join(kho.receipt_failed)
+    if len(failed) > 28:
+        failed = f"{kho.receipt_failed[0]} +{len(kho.receipt_failed) - 1}"
+    return Content.from_markup("yes, [b $error]NOT verified[/]: $f (khotui verify)", f=failed)
 
 
 def kexec_content(k: KexecSummary | Problem | None) -> Content | Problem:

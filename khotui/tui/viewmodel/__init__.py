@@ -58,6 +58,9 @@ class KhoSummary:
     notes: list[str] = field(default_factory=list)
     scratch_unknown: str | None = None    # KHO on, scratch regions unreadable: why
     scratch_fix: str | None = None
+    # after a KHO boot with a load's receipt here: `khotui verify`'s verdict (ok, failed ids)
+    receipt_ok: bool | None = None
+    receipt_failed: tuple[str, ...] = ()
 
 
 @dataclass

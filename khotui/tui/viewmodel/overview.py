@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from khotui.tui.viewmodel import (
@@ -64,11 +65,33 @@ def kho_summary(status: HostStatus) -> KhoSummary:
         problem = status.errors.get(key)
         if problem is not None:
             notes.append(problem.headline)
+    ok, failed = receipt_verdict(status)
     return KhoSummary(enabled=k.enabled, abi=status.kho_abi, layout=k.layout,
                       finalized=k.finalized, kho_booted=k.kho_booted, off_message=k.off_message,
                       fix=k.fix, notes=notes,
                       scratch_unknown=None if k.scratch_known or not k.enabled else k.scratch_message,
-                      scratch_fix=None if k.scratch_known or not k.enabled else k.scratch_fix)
+                      scratch_fix=None if k.scratch_known or not k.enabled else k.scratch_fix,
+                      receipt_ok=ok, receipt_failed=failed)
+
+
+def receipt_verdict(status: HostStatus, path: str | None = None) -> tuple[bool | None,
+                                                                          tuple[str, ...]]:
+    """`khotui verify`'s verdict on the live host after a KHO boot, when the load left a
+    receipt (`path`, default the load's default): (None, ()) when there is nothing to say. A
+    snapshot's receipt is not on this machine, so none is looked for there. An unusable
+    receipt is said as the failed check "receipt" (`khotui verify` says why)."""
+    if not status.live or not status.kho.kho_booted:
+        return None, ()
+    from khotui.errors import KhotuiError
+    from khotui.load import receipt, verify
+    where = path or receipt.default_path()
+    if not os.path.lexists(where):
+        return None, ()
+    try:
+        verdict = verify.verify(receipt.read(where), status)
+    except KhotuiError:
+        return False, ("receipt",)
+    return verdict.ok, tuple(c.id for c in verdict.failed)
 
 
 def kexec_summary(k: KexecState) -> KexecSummary:
