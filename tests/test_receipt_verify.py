@@ -348,3 +348,12 @@ def test_the_overview_shows_the_verdict_after_a_kho_boot(made, tmp_path, monkeyp
 def test_the_overview_says_nothing_of_a_receipt_before_the_kexec(made, monkeypatch):
     monkeypatch.setattr(receipt, "DEFAULT_PATH", str(made))
     assert _overview_row(made, BEFORE).endswith("no")
+
+
+@pytest.mark.parametrize("luo", [
+    None, {"sessions": [{"name": "vm-state", "pid": 7}]},
+    type("Luo", (), {"sessions": [type("S", (), {"name": "vm-state"})()]})(),
+])
+def test_the_receipt_takes_the_session_names_from_whatever_status_luo_is(luo):
+    status = type("Status", (), {"luo": luo})()
+    assert receipt.luo_sessions(status) == ([] if luo is None else ["vm-state"])

@@ -86,8 +86,10 @@ def _luo_number(blobs: dict[str, bytes]) -> tuple[str | None, int | None] | None
 
 def luo_sessions(status: object) -> list[Any]:
     """The session names the status lists (`status.luo.sessions`, when that part is there)."""
+    # read defensively: the status's LUO part (#12 item 1) may be absent, an object or a dict
     luo = getattr(status, "luo", None)
-    sessions = getattr(luo, "sessions", None) if luo is not None else None
+    sessions = (luo.get("sessions") if isinstance(luo, dict)
+                else getattr(luo, "sessions", None) if luo is not None else None)
     out: list[Any] = []
     for s in sessions or ():
         name = getattr(s, "name", None) if not isinstance(s, dict) else s.get("name")

@@ -207,6 +207,11 @@ async def test_load_goes_to_the_syscall_seam_and_shows_actual_vs_predicted(tmp_p
         assert any("initrd" in r and r.count("0x7c200000") == 2 for r in rows), text
         assert "kexec -e" in text                                 # how to execute (no systemd)
         assert (tmp_path / "khotui.log").exists()
+        # the same receipt `khotui load` writes (conftest: the default path is in tmp_path)
+        from khotui.load import receipt
+        rec = receipt.read(receipt.DEFAULT_PATH)
+        assert rec["cmdline"].encode() == call.cmdline.rstrip(b"\0")
+        assert f"receipt: {receipt.DEFAULT_PATH}" in app.result.next_steps[-1]
 
 
 @pytest.mark.skipif(not KERNEL.exists(), reason="the KHO kernel in ../shared/vm is needed")

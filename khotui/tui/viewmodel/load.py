@@ -266,6 +266,18 @@ def commit_result(src: Source, plan: Plan, done: CommitResult) -> LoadResult:
                if match is False else "the kernel did not log its placement")
     steps += ["the image is loaded; nothing runs until you execute it",
               commit.how_to_execute(src.sysroot)]
+    if done.receipt is not None:
+        steps.append(f"receipt: {done.receipt}; after the kexec, `khotui verify --receipt "
+                     f"{done.receipt}` checks what arrived")
+    rp = done.receipt_problem
+    if rp is not None:
+        # the image IS loaded: said as such, with why the receipt is missing and the fix
+        return LoadResult(ok=True, dry_run=False, title="Loaded, but the receipt was not written",
+                          message=(f"kexec_file_load succeeded ({verdict}), but the receipt "
+                                   f"was not written: "
+                                   + (f"{rp.path}: " if rp.path else "") + rp.headline),
+                          fix=rp.fix, predicted=predicted, diffs=diffs, overridden=overridden,
+                          next_steps=steps)
     return LoadResult(ok=True, dry_run=False, title="Loaded",
                       message=f"kexec_file_load succeeded: {verdict}", predicted=predicted,
                       diffs=diffs, overridden=overridden, next_steps=steps)
