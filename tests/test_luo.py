@@ -103,6 +103,23 @@ def test_real_capture_without_liveupdate_on_says_luo_is_off():
     assert luo["enabled"] is False
     assert "no liveupdate=on" in luo["off_reason"]
     assert luo["outgoing"] is None and luo["sessions"] == []
+    assert luo["scan"]["source"] is None and "not scanned" in luo["scan"]["note"]
+
+
+def test_the_scan_is_bounded_and_says_so(tmp_path, monkeypatch):
+    import khotui.host.luo as luo_mod
+    root = luo_tree(tmp_path)
+    monkeypatch.setattr(luo_mod, "MAX_PROCESSES", 2)
+    luo = host_status(root).luo
+    assert luo.complete is False and "stopped after 2 processes" in luo.note
+    monkeypatch.setattr(luo_mod, "MAX_PROCESSES", 100)
+    monkeypatch.setattr(luo_mod, "MAX_LINKS_PER_PROCESS", 2)
+    assert host_status(root).luo.complete is False
+    # an incomplete scan may hide the holder: no "held by nothing" warning on it
+    ctx = context_for(host_status(luo_tree(tmp_path / "b", holder=False)))
+    ctx.cmdline = "kho=on liveupdate=on"
+    assert ctx.luo_scan_complete is False
+    assert by_id(checks.check_luo(ctx), "luo-device-holder") == []
 
 
 def test_luo_off_when_kho_is_off(tmp_path):
