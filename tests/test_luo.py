@@ -304,3 +304,12 @@ def test_plan_cli_reports_the_failing_check(tmp_path, flag):
     found = {c["id"]: c for c in json.loads(result.stdout)["checks"]}
     assert found["cmdline-liveupdate"]["status"] == FAIL
     assert "--append liveupdate=on" in found["cmdline-liveupdate"]["fix"]
+
+
+def test_status_text_lists_each_session_and_its_holder(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "khotui", "status", "--root",
+                             str(luo_tree(tmp_path, holder=False))],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "luo      on; /dev/liveupdate held by nothing; 3 sessions" in result.stdout
+    assert "  session 'vm-42' pid 812 vmm vmm.service" in result.stdout
+    assert "outgoing LUO blob: luo-v5, live update #3" in result.stdout
