@@ -536,9 +536,12 @@ def _record_purgatory(sysroot: Sysroot, copier: _Copier) -> dict[str, str | int 
 def _record_luo(sysroot: Sysroot, copier: _Copier) -> None:
     """LUO's device holder and open sessions, as /proc/*/fd shows them (khotui.host.luo), since
     /proc is not copied whole. From a snapshot that has a record, the record is copied."""
-    if not sysroot.is_live and sysroot.lstat(LUO_RECORD) is not None:
-        copier.file(LUO_RECORD, limit=1 << 20)
-        return
+    if not sysroot.is_live:
+        if sysroot.lstat(LUO_RECORD) is not None:
+            copier.file(LUO_RECORD, limit=1 << 20)
+            return
+        if not sysroot.is_dir("/dev"):
+            return   # a tree without dev/ (a capture) shows no LUO: nothing to record
     copier._write(LUO_RECORD, write_luo_record(sysroot))
 
 

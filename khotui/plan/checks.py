@@ -422,6 +422,8 @@ MAX_SESSION_FINDINGS = 8
 # shutdown.target, which every unit with default dependencies conflicts with (user sessions'
 # scopes included: logind stops them), and systemd-shutdown then sends SIGTERM and SIGKILL to
 # every process left before reboot(LINUX_REBOOT_CMD_KEXEC) (systemd src/shutdown/shutdown.c).
+# A session fd pushed into a unit's fd store with FileDescriptorStorePreserve= (systemd v261,
+# Documentation/userspace-api/liveupdate.rst) is held by PID 1, in init.scope: not warned.
 _SURVIVES_KEXEC = frozenset({"init.scope"})
 
 
@@ -462,10 +464,11 @@ def check_luo(ctx: CheckContext) -> list[Finding]:
                            f"({holder.comm or '?'}, {where}): `systemctl kexec` stops it before "
                            "the reboot, and a session whose last fd closes is destroyed "
                            "(luo_session_release()), so it would not be handed over",
-                           "keep it across the stop: give the unit an fd store with "
-                           "FileDescriptorStorePreserve= (systemd v261+, which keeps the fds "
-                           "through LUO), or run `kexec -e` yourself once the holder is ready "
-                           "instead of `systemctl kexec`"))
+                           "keep it across the stop: push the session fd into the unit's fd "
+                           "store (FileDescriptorStoreMax= and FileDescriptorStorePreserve=, "
+                           "systemd v261+; PID 1 then holds it and hands it back after the "
+                           "kexec), or run `kexec -e` yourself once the holder is ready instead "
+                           "of `systemctl kexec`"))
     if count > MAX_SESSION_FINDINGS:
         out.append(Finding("luo-session-holder", WARN,
                            f"{count - MAX_SESSION_FINDINGS} more LUO sessions are open; "
