@@ -107,6 +107,21 @@ def kho_requested(cmdline: str) -> bool | None:
     return result
 
 
+def liveupdate_requested(cmdline: str) -> bool | None:
+    """What `liveupdate=` on this command line sets: True/False, None when nothing sets it.
+    early_liveupdate_param() (kernel/liveupdate/luo_core.c, 7.3) is an early_param calling
+    kstrtobool(buf, &luo_global.enabled) for every occurrence: the last accepted value wins, and
+    without one LUO is off (luo_global.enabled starts false; there is no config default)."""
+    result: bool | None = None
+    for token in kernel_params(cmdline):
+        key, sep, val = token.partition("=")
+        if key == "liveupdate" and sep:
+            parsed = kstrtobool(val)
+            if parsed is not None:
+                result = parsed
+    return result
+
+
 def debugfs_requested(cmdline: str) -> bool | None:
     """What `debugfs=` on this command line sets: True (on), False (off), None (nothing).
     debugfs_kernel() (fs/debugfs/inode.c, 7.3) knows exactly `on`, `off` and `no-mount` (since

@@ -61,10 +61,33 @@ def print_status(status: HostStatus, out: TextIO | None = None) -> None:
     out.write(f"kexec    loaded={_yn(k.loaded)} crash_loaded={_yn(k.crash_loaded)} "
               f"load_disabled={_yn(k.kexec_load_disabled)} "
               f"limit={load_limit(k.kexec_load_limit_reboot)} lockdown={k.lockdown or '?'}\n")
+    _luo_lines(status, out)
     for source, problem in status.errors.items():
         out.write(f"error    {source}: {problem}\n")
     out.write("checks\n")
     _findings(status.findings, out)
+
+
+def _luo_lines(status: HostStatus, out: TextIO) -> None:
+    """The Live Update Orchestrator: on/off and why, then each session with its holder."""
+    luo = status.luo
+    if luo.enabled is False:
+        out.write(f"luo      off: {luo.off_message}\n")
+    else:
+        h = luo.device_holder
+        holder = "nothing" if h is None else f"{h.comm or '?'} (pid {h.pid}, {h.unit or 'no unit'})"
+        state = "on" if luo.enabled else f"unknown: {luo.off_message}"
+        out.write(f"luo      {state}; /dev/liveupdate held by {holder}; "
+                  f"{len(luo.sessions)} sessions\n")
+        for s in luo.sessions:
+            who = s.holder
+            out.write(f"  session {s.name!r} pid {who.pid} {who.comm or '?'} {who.unit or 'no unit'}\n")
+        if luo.note and not luo.complete:
+            out.write(f"  ! {luo.note}\n")
+    for label, blob in (("outgoing", luo.outgoing), ("incoming", luo.incoming)):
+        if blob is not None:
+            out.write(f"  {label} LUO blob: {blob.ser.compatible}, live update "
+                      f"#{blob.ser.liveupdate_num}\n")
 
 
 def load_limit(limit: int | None) -> str:

@@ -11,7 +11,8 @@ to directories are recorded as small files holding the link target. The kernel l
 `<out_dir>/dmesg` ("[    secs.usecs] message" lines), read without blocking from /dev/kmsg on
 the live host, copied from `<root>/dmesg` from a snapshot. On x86_64 the running kernel's
 purgatory ELF goes to `<out_dir>/khotui-purgatory.ro` (khotui.host.running_image reads it back),
-its provenance (image path, sha256, banner) to the manifest's "purgatory".
+its provenance (image path, sha256, banner) to the manifest's "purgatory". LUO's device holder
+and open sessions, read from /proc/*/fd, go to `<out_dir>/khotui-luo.json` (khotui.host.luo).
 
 Read-only on the source. A file that cannot be read is skipped and reported, not fatal.
 
@@ -51,6 +52,8 @@ from khotui.host.kernelmem import (
 )
 from khotui.host.kernels import BLS_ROOTS
 from khotui.host.kho import KHO_DIR, MAX_BLOB_BYTES, SETUP_DATA_DIR
+from khotui.host.luo import RECORD as LUO_RECORD
+from khotui.host.luo import write_luo_record
 from khotui.host.memory import (
     BLOCK_READ,
     MEMORY_DIR,
@@ -458,6 +461,7 @@ def _copy(sysroot: Sysroot, copier: _Copier, progress: Callable[[str], None] | N
     _record_memory_blocks(sysroot, copier, progress)
     _copy_dmesg(sysroot, copier)
     purgatory = _record_purgatory(sysroot, copier)
+    _record_luo(sysroot, copier)
 
     manifest = {"source": str(sysroot.root), "live": sysroot.is_live,
                 "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": copier.copied,
@@ -527,6 +531,18 @@ def _record_purgatory(sysroot: Sysroot, copier: _Copier) -> dict[str, str | int 
         return {"source": None, "not_recorded": tried.said(sysroot)}
     copier._write(PURGATORY_RECORD, reading.elf)
     return reading.provenance()
+
+
+def _record_luo(sysroot: Sysroot, copier: _Copier) -> None:
+    """LUO's device holder and open sessions, as /proc/*/fd shows them (khotui.host.luo), since
+    /proc is not copied whole. From a snapshot that has a record, the record is copied."""
+    if not sysroot.is_live:
+        if sysroot.lstat(LUO_RECORD) is not None:
+            copier.file(LUO_RECORD, limit=1 << 20)
+            return
+        if not sysroot.is_dir("/dev"):
+            return   # a tree without dev/ (a capture) shows no LUO: nothing to record
+    copier._write(LUO_RECORD, write_luo_record(sysroot))
 
 
 def _copy_dmesg(sysroot: Sysroot, copier: _Copier) -> None:

@@ -209,6 +209,29 @@ class Sysroot:
         except OSError as exc:
             raise explain_os_error(exc, self.display(host_path), what="link") from None
 
+    def read_links(self, host_path: str, *, limit: int) -> tuple[list[tuple[str, str]], bool]:
+        """The (name, target) of the symbolic links in a directory, each read as written and
+        never followed (readlinkat(2) relative to the directory, which is resolved beneath the
+        root): `/proc/PID/fd` on the live host, a tree's `proc/PID/fd` under a snapshot root.
+        At most `limit` links; the flag says the directory had more. An entry that vanishes or
+        is not a link is skipped: processes close their files while this reads. OSError or
+        KhotuiError when the directory itself cannot be opened."""
+        fd = (os.open(self._real(host_path), _OPEN_DIR) if self.is_live
+              else self._open(host_path, _OPEN_DIR))
+        links: list[tuple[str, str]] = []
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if len(links) >= limit:
+                        return links, True
+                    try:
+                        links.append((entry.name, os.readlink(entry.name, dir_fd=fd)))
+                    except OSError:
+                        continue   # closed since the listing (ENOENT), or not a link (EINVAL)
+        finally:
+            os.close(fd)
+        return links, False
+
     @staticmethod
     def _split(host_path: str) -> tuple[str, str]:
         parent, _, name = host_path.rstrip("/").rpartition("/")

@@ -21,10 +21,13 @@ from khotui.cmdline import (
     kho_requested,
     kstrtobool,
     length_text,
+    liveupdate_requested,
     parse_scratch_size,
     scratch_param,
 )
 from khotui.errors import Problem
+from khotui.host.luo import DEVICE as LUO_DEVICE
+from khotui.host.luo import LuoProcess, LuoSession
 from khotui.types import FAIL, OK, SKIP, WARN, Finding, ScratchRegion, Surface
 from khotui.units import size
 
@@ -67,6 +70,13 @@ class CheckContext:
     kho_booted: bool = False          # this kernel booted through KHO: its scratch is inherited
     kexec_loaded: bool | None = None
     iomem_all_zero: bool = False
+    # the Live Update Orchestrator (khotui.host.luo): on (None: cannot be told), liveupdate= on
+    # this kernel's command line, the /dev/liveupdate holder and the open sessions
+    luo_enabled: bool | None = False
+    luo_requested: bool | None = None
+    luo_device_holder: LuoProcess | None = None
+    luo_sessions: list[LuoSession] = field(default_factory=list)
+    luo_scan_complete: bool = True    # every process's fds were read (else a holder may hide)
     # Only for `plan` / `load`:
     planning: bool = False
     kernel_path: str | None = None
@@ -406,6 +416,74 @@ def check_cmdline(ctx: CheckContext) -> list[Finding]:
     return out
 
 
+# At most this many sessions get a finding of their own; the rest are counted in one more.
+MAX_SESSION_FINDINGS = 8
+# The units `systemctl kexec` leaves running: PID 1's own. kexec.target pulls in
+# shutdown.target, which every unit with default dependencies conflicts with (user sessions'
+# scopes included: logind stops them), and systemd-shutdown then sends SIGTERM and SIGKILL to
+# every process left before reboot(LINUX_REBOOT_CMD_KEXEC) (systemd src/shutdown/shutdown.c).
+# A session fd pushed into a unit's fd store with FileDescriptorStorePreserve= (systemd v261,
+# Documentation/userspace-api/liveupdate.rst) is held by PID 1, in init.scope: not warned.
+_SURVIVES_KEXEC = frozenset({"init.scope"})
+
+
+def check_luo(ctx: CheckContext) -> list[Finding]:
+    """LUO on the plan: the next kernel must have liveupdate=on to retrieve the sessions, and
+    each session must still be held at reboot(KEXEC), when liveupdate_reboot() serialises them
+    (kernel/liveupdate/luo_core.c; kernel_kexec() in kernel/kexec_core.c calls it)."""
+    if ctx.luo_enabled is False or (ctx.luo_enabled is None and not ctx.luo_requested):
+        return []
+    out: list[Finding] = []
+    cmdline = ctx.cmdline or ""
+    nxt = liveupdate_requested(cmdline)
+    count = len(ctx.luo_sessions)
+    what = (f"the {count} open LUO session{'s' if count != 1 else ''}' data" if count
+            else "LUO's state")
+    maybe = "" if ctx.luo_enabled else " (LUO is probably on here: liveupdate=on)"
+    if nxt is True:
+        out.append(Finding("cmdline-liveupdate", OK, "the next command line keeps liveupdate=on"))
+    else:
+        said = ("no liveupdate=on" if cmdline_param(cmdline, "liveupdate") is None
+                else f"liveupdate={cmdline_param(cmdline, 'liveupdate')}")
+        # luo_early_startup() restores the incoming LUO state whenever KHO is on, but
+        # liveupdate_ioctl_init() creates /dev/liveupdate only with liveupdate=on: nothing can
+        # then retrieve (LIVEUPDATE_IOCTL_RETRIEVE_SESSION) or finish the sessions
+        out.append(Finding("cmdline-liveupdate", FAIL if ctx.luo_enabled else WARN,
+                           f"LUO is on here{maybe} but the next command line has {said}: "
+                           f"{what} would arrive in the new kernel with no {LUO_DEVICE} to "
+                           "retrieve it",
+                           "add liveupdate=on to the next kernel's command line",
+                           how=_add_token_how("liveupdate=on")))
+    for session in ctx.luo_sessions[:MAX_SESSION_FINDINGS]:
+        holder = session.holder
+        if holder.unit in _SURVIVES_KEXEC or holder.pid == 1:
+            continue
+        where = f"unit {holder.unit}" if holder.unit else "no systemd unit khotui could read"
+        out.append(Finding("luo-session-holder", WARN,
+                           f"LUO session \"{session.name}\" is held by pid {holder.pid} "
+                           f"({holder.comm or '?'}, {where}): `systemctl kexec` stops it before "
+                           "the reboot, and a session whose last fd closes is destroyed "
+                           "(luo_session_release()), so it would not be handed over",
+                           "keep it across the stop: push the session fd into the unit's fd "
+                           "store (FileDescriptorStoreMax= and FileDescriptorStorePreserve=, "
+                           "systemd v261+; PID 1 then holds it and hands it back after the "
+                           "kexec), or run `kexec -e` yourself once the holder is ready instead "
+                           "of `systemctl kexec`"))
+    if count > MAX_SESSION_FINDINGS:
+        out.append(Finding("luo-session-holder", WARN,
+                           f"{count - MAX_SESSION_FINDINGS} more LUO sessions are open; "
+                           "`khotui status` lists them all", "check each holder's unit as above"))
+    if count and ctx.luo_device_holder is None and ctx.luo_scan_complete:
+        out.append(Finding("luo-device-holder", WARN,
+                           f"{count} LUO session{'s are' if count != 1 else ' is'} open but no "
+                           f"process holds {LUO_DEVICE}: nothing is orchestrating this live "
+                           "update, so no one is there to retrieve and finish the sessions in "
+                           "the new kernel",
+                           f"start the live-update agent that opens {LUO_DEVICE} (and retrieves "
+                           "the sessions after the kexec) before loading"))
+    return out
+
+
 def _check_cmdline_length(ctx: CheckContext, cmdline: str) -> list[Finding]:
     """The one statement of the length rule and its words: `cmdline_len()` (what the syscall
     gets, NUL included) against `accepted_length()`; the placement refuses on the same rule and
@@ -644,6 +722,6 @@ def run_status_checks(ctx: CheckContext) -> list[Finding]:
 
 
 def run_plan_checks(ctx: CheckContext) -> list[Finding]:
-    return (run_status_checks(ctx) + check_image(ctx) + check_cmdline(ctx)
+    return (run_status_checks(ctx) + check_image(ctx) + check_cmdline(ctx) + check_luo(ctx)
             + check_scratch_request(ctx) + check_next_abi(ctx) + check_plan(ctx))
 

@@ -21,6 +21,7 @@ from khotui.host.ima import read_secure_boot, secure_boot_from_log
 from khotui.host.iomem import Iomem, read_iomem
 from khotui.host.kernellog import read_kernel_log
 from khotui.host.kho import KhoState, read_kho
+from khotui.host.luo import LuoState, read_luo
 from khotui.host.state import KexecState, read_kexec_state
 from khotui.host.sysroot import Sysroot
 from khotui.plan import checks
@@ -45,6 +46,7 @@ class HostStatus:
     # read once here, so that context_for() (used by the pure dry_run) reads nothing
     secure_boot: bool | None = None   # the SecureBoot EFI variable, else the kernel log
     kho_booted: bool = False          # this kernel booted through KHO
+    luo: LuoState = field(default_factory=LuoState)   # the Live Update Orchestrator
 
     @property
     def sysroot(self) -> Sysroot:
@@ -93,6 +95,7 @@ class HostStatus:
                        "config_source": self.boot.config_source},
             "kho": self.kho_dict(),
             "kexec": _kexec_dict(self.kexec),
+            "luo": self.luo.as_dict(),
             "iomem_readable": self.iomem is not None and not self.iomem.all_zero,
             # the text an operator reads (path, message, fix), as `status` has always given it
             "errors": {source: str(problem) for source, problem in self.errors.items()},
@@ -163,6 +166,11 @@ def host_status(root: str | os.PathLike[str] = "/") -> HostStatus:
     status = HostStatus(root=str(root), live=sysroot.is_live, boot=boot, kho=kho, kexec=kexec,
                         iomem=iomem, errors=errors)
     _decode_kho(status)
+    status.luo = read_luo(sysroot, kho_enabled=kho.enabled, out_blobs=kho.out_sub_fdts,
+                          in_blobs=kho.in_sub_fdts, cmdline=boot.cmdline, config=boot.config,
+                          config_source=boot.config_source)
+    if status.luo.problem is not None:
+        errors["luo"] = status.luo.problem
     status.secure_boot = _secure_boot(status)
     status.kho_booted = kho_booted(status)
     status.findings = checks.run_status_checks(context_for(status))
@@ -252,4 +260,9 @@ def context_for(status: HostStatus) -> CheckContext:
         kho_booted=status.kho_booted,
         kexec_loaded=k.loaded,
         iomem_all_zero=bool(status.iomem and status.iomem.all_zero),
+        luo_enabled=status.luo.enabled,
+        luo_requested=status.luo.requested,
+        luo_device_holder=status.luo.device_holder,
+        luo_sessions=list(status.luo.sessions),
+        luo_scan_complete=status.luo.complete and not status.luo.unreadable,
     )

@@ -13,7 +13,15 @@ from textual.widgets import Static
 from khotui.tui import fmt
 from khotui.tui.messages import UnloadRequested
 from khotui.tui.screens.base import KhotuiScreen
-from khotui.tui.viewmodel import KexecSummary, KhoSummary, Overview, Problem, ScratchRegion, SystemSummary
+from khotui.tui.viewmodel import (
+    KexecSummary,
+    KhoSummary,
+    LuoSummary,
+    Overview,
+    Problem,
+    ScratchRegion,
+    SystemSummary,
+)
 from khotui.tui.widgets.findings import findings_content, summary_content
 from khotui.tui.widgets.panel import Panel, problem_content
 
@@ -81,6 +89,8 @@ choose the kernel to load.
             yield Panel("KHO", id="kho")
             yield ScratchPanel("Scratch regions (kho_scratch[], tried in this order)", id="scratch")
             with Grid(id="cards"):
+                # below the scratch box: the first 80x24 screen keeps the verdict and scratch
+                yield Panel("Live update", id="luo")
                 yield Panel("kexec", id="kexec")
                 yield Panel("Running kernel", id="boot")
                 yield Panel("System", id="system")
@@ -147,6 +157,7 @@ choose the kernel to load.
                                                h=ov.hostname))
         self.query_one("#kho", Panel).show(kho_content(ov.kho))
         self.query_one("#kexec", Panel).show(kexec_content(ov.kexec))
+        self.query_one("#luo", Panel).show(luo_content(ov.luo))
         self.query_one("#boot", Panel).show(boot_content(ov))
         self.query_one("#system", Panel).show(system_content(ov.system))
         self.query_one("#scratch", ScratchPanel).show(ov.scratch)
@@ -197,6 +208,45 @@ def receipt_row(kho: KhoSummary) -> str | Content:
     if len(failed) > 28:
         failed = f"{kho.receipt_failed[0]} +{len(kho.receipt_failed) - 1}"
     return Content.from_markup("yes, [b $error]NOT verified[/]: $f (khotui verify)", f=failed)
+
+
+def luo_content(luo: LuoSummary | Problem | None) -> Content | Problem:
+    """One or two lines: on/off, who holds /dev/liveupdate, the sessions, the numbers."""
+    if luo is None:
+        return Problem("not reported")
+    if isinstance(luo, Problem):
+        return luo
+    if luo.enabled is False:
+        text = Content.from_markup("[dim]off:[/] $m", m=luo.off_message or "LUO is off")
+        if luo.incoming_number is not None:
+            # luo_early_startup() restores it whenever KHO is on; without liveupdate=on there
+            # is no /dev/liveupdate to retrieve the sessions from
+            text += Content.from_markup("\n[$warning]![/] live update #$n arrived, with no "
+                                        "/dev/liveupdate to retrieve it", n=str(luo.incoming_number))
+        return text
+    state = ("[b $success]on[/]" if luo.enabled
+             else "[b $warning]unknown[/]")
+    holder = (Content.from_markup("/dev/liveupdate held by $h", h=luo.holder) if luo.holder
+              else Content.from_markup("[$warning]/dev/liveupdate held by nothing[/]"))
+    count = len(luo.sessions)
+    names = ", ".join(luo.sessions[:3]) + (f", +{count - 3}" if count > 3 else "")
+    text = (Content.from_markup(state + " · ") + holder
+            + Content.from_markup(" · $n session$s", n=str(count), s="" if count == 1 else "s"))
+    if count:
+        text += Content.from_markup(": $names", names=names)
+    numbers = []
+    if luo.outgoing_number is not None:
+        numbers.append(f"next live update #{luo.outgoing_number}")
+    if luo.incoming_number is not None:
+        numbers.append(f"arrived as #{luo.incoming_number}")
+    if luo.enabled is None and luo.off_message:
+        text += Content.from_markup("\n[$warning]![/] $m", m=luo.off_message)
+    elif numbers or luo.note:
+        text += Content.from_markup("\n$l", l=" · ".join(numbers))
+        if luo.note:
+            text += Content.from_markup("$sep[$warning]![/] $m", sep=" · " if numbers else "",
+                                        m=luo.note)
+    return text
 
 
 def kexec_content(k: KexecSummary | Problem | None) -> Content | Problem:

@@ -74,6 +74,19 @@ class KexecSummary:
 
 
 @dataclass
+class LuoSummary:
+    """The Live Update Orchestrator in a line or two (khotui.host.luo)."""
+
+    enabled: bool | None
+    off_message: str | None = None
+    holder: str | None = None            # "luod (pid 900, luod.service)"
+    sessions: list[str] = field(default_factory=list)   # session names, in holder order
+    outgoing_number: int | None = None   # the LUO blob's live-update number, out and in
+    incoming_number: int | None = None
+    note: str | None = None              # an incomplete scan or a refused record
+
+
+@dataclass
 class SystemSummary:
     mem_total: int | None = None       # bytes
     mem_available: int | None = None
@@ -93,6 +106,7 @@ class Overview:
     kho: KhoSummary | Problem | None = None
     scratch: list[ScratchRegion] | Problem = field(default_factory=list)
     kexec: KexecSummary | Problem | None = None
+    luo: LuoSummary | Problem | None = None
     system: SystemSummary | Problem | None = None
     findings: list[Finding] | Problem = field(default_factory=list)
     worst: Status = "ok"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from khotui.tui.viewmodel import (
     KexecSummary,
     KhoSummary,
+    LuoSummary,
     Overview,
     Problem,
     _guard,
@@ -15,6 +16,7 @@ from khotui.tui.viewmodel import (
 )
 
 if TYPE_CHECKING:
+    from khotui.host.luo import LuoState
     from khotui.host.state import KexecState
     from khotui.plan.status import HostStatus
     from khotui.tui.viewmodel import Source
@@ -42,6 +44,7 @@ def overview(src: Source) -> Overview:
                               fix=k.scratch_fix)
                       if k.enabled and not k.scratch_known else list(k.scratch))
     ov.kexec = errors["kexec"] if "kexec" in errors else kexec_summary(status.kexec)
+    ov.luo = luo_summary(status.luo)
     ov.findings = list(status.findings)
     ov.worst = worst(f.status for f in ov.findings)
     return ov
@@ -92,6 +95,21 @@ def receipt_verdict(status: HostStatus, path: str | None = None) -> tuple[bool |
     except KhotuiError:
         return False, ("receipt",)
     return verdict.ok, tuple(c.id for c in verdict.failed)
+
+
+def luo_summary(luo: LuoState) -> LuoSummary:
+    holder = luo.device_holder
+    who = None
+    if holder is not None:
+        unit = f", {holder.unit}" if holder.unit else ""
+        who = f"{holder.comm or '?'} (pid {holder.pid}{unit})"
+    note = luo.problem.headline if luo.problem is not None else (
+        luo.note if not luo.complete else None)
+    return LuoSummary(enabled=luo.enabled, off_message=luo.off_message, holder=who,
+                      sessions=[s.name for s in luo.sessions],
+                      outgoing_number=None if luo.outgoing is None else luo.outgoing.ser.liveupdate_num,
+                      incoming_number=None if luo.incoming is None else luo.incoming.ser.liveupdate_num,
+                      note=note)
 
 
 def kexec_summary(k: KexecState) -> KexecSummary:
