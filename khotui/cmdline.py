@@ -91,35 +91,34 @@ def kstrtobool(value: str | None) -> bool | None:
     return None
 
 
-def kho_requested(cmdline: str) -> bool | None:
-    """What `kho=` on this command line sets: True/False, None when no `kho=` sets anything
-    (absent, or only values the kernel rejects). kho_parse_enable()
-    (kernel/liveupdate/kexec_handover.c) runs for every `kho=` before `--` and calls
-    kstrtobool(p, &kho_enable), which leaves kho_enable unchanged on a value it rejects: the last
-    value it accepts wins, and without one CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT decides."""
+def last_bool(cmdline: str, name: str) -> bool | None:
+    """The value a boolean parameter `name=` ends with: parsers that call kstrtobool() for
+    every occurrence leave the variable unchanged on a value they reject, so the last accepted
+    value wins; None when no occurrence sets anything (absent, or only rejected values)."""
     result: bool | None = None
     for token in kernel_params(cmdline):
         key, sep, val = token.partition("=")
-        if key == "kho" and sep:
+        if key == name and sep:
             parsed = kstrtobool(val)
             if parsed is not None:
                 result = parsed
     return result
+
+
+def kho_requested(cmdline: str) -> bool | None:
+    """What `kho=` on this command line sets (None: nothing sets it). kho_parse_enable()
+    (kernel/liveupdate/kexec_handover.c) runs for every `kho=` before `--` and calls
+    kstrtobool(p, &kho_enable); without an accepted value CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT
+    decides."""
+    return last_bool(cmdline, "kho")
 
 
 def liveupdate_requested(cmdline: str) -> bool | None:
-    """What `liveupdate=` on this command line sets: True/False, None when nothing sets it.
+    """What `liveupdate=` on this command line sets (None: nothing sets it).
     early_liveupdate_param() (kernel/liveupdate/luo_core.c, 7.3) is an early_param calling
-    kstrtobool(buf, &luo_global.enabled) for every occurrence: the last accepted value wins, and
-    without one LUO is off (luo_global.enabled starts false; there is no config default)."""
-    result: bool | None = None
-    for token in kernel_params(cmdline):
-        key, sep, val = token.partition("=")
-        if key == "liveupdate" and sep:
-            parsed = kstrtobool(val)
-            if parsed is not None:
-                result = parsed
-    return result
+    kstrtobool(buf, &luo_global.enabled) for every occurrence; without one LUO is off
+    (luo_global.enabled starts false; there is no config default)."""
+    return last_bool(cmdline, "liveupdate")
 
 
 def debugfs_requested(cmdline: str) -> bool | None:

@@ -104,3 +104,12 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc)
+
+
+class ReasonError(Exception):
+    """A reader's one-line reason why it got nothing (an image that cannot be decompressed,
+    no purgatory in it), for an assumption or a check's message; not an operator error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

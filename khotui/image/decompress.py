@@ -26,6 +26,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from khotui.errors import ReasonError
+
 # A distro vmlinux.bin is 30-70 MB; a debug build with everything built in is under 200 MB.
 MAX_DECOMPRESSED = 256 << 20
 # liblzma allocates its dictionary up front: a hostile header must not make it allocate GBs.
@@ -46,12 +48,8 @@ MAGICS: tuple[tuple[bytes, str], ...] = (
 STDLIB_FORMATS = ("gzip", "xz", "lzma", "bzip2")
 
 
-class DecompressError(Exception):
+class DecompressError(ReasonError):
     """Why a body could not be had: one line, for an assumption or a check's message."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

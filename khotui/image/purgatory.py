@@ -20,6 +20,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
+from khotui.errors import ReasonError
 from khotui.image.decompress import MAX_DECOMPRESSED, DecompressError, kernel_body
 
 ELF_MAGIC64_LE = b"\x7fELF\x02\x01\x01"
@@ -38,12 +39,8 @@ MAX_CANDIDATES = 4096
 _MASK = (1 << 64) - 1
 
 
-class PurgatoryError(Exception):
+class PurgatoryError(ReasonError):
     """Why no purgatory could be had from an image or a blob: one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
