@@ -313,3 +313,15 @@ def test_status_text_lists_each_session_and_its_holder(tmp_path):
     assert "luo      on; /dev/liveupdate held by nothing; 3 sessions" in result.stdout
     assert "  session 'vm-42' pid 812 vmm vmm.service" in result.stdout
     assert "outgoing LUO blob: luo-v5, live update #3" in result.stdout
+
+
+def test_a_snapshot_of_a_host_without_luo_reads_as_the_host_did(tmp_path):
+    # the VM tier compares `status` live and on its own snapshot: with LUO off (no
+    # liveupdate=on) the record must not make the snapshot's `luo` differ from the live one
+    src = copy_tree(TWO_NODES, tmp_path / "src", writable=True)
+    (src / "dev").mkdir()
+    out = tmp_path / "snap"
+    write_snapshot(Sysroot(src), out)
+    assert (out / RECORD.lstrip("/")).is_file()
+    live, snap = host_status(src).as_dict()["luo"], host_status(out).as_dict()["luo"]
+    assert live["enabled"] is False and snap == live

@@ -324,6 +324,10 @@ def read_luo(sysroot: Sysroot, *, kho_enabled: bool, out_blobs: dict[str, bytes]
         state.device_present = _device_present(sysroot)
     decide_enabled(state, kho_enabled=kho_enabled, cmdline=cmdline, config=config,
                    config_source=config_source)
+    if (state.enabled is False and state.problem is None and not state.sessions
+            and not state.device_holders):
+        # a snapshot of a host without LUO reads as that host did live: nothing to scan
+        state.source, state.processes_scanned, state.complete = None, 0, True
     if state.source is None:
         if state.enabled is False:
             # no /dev/liveupdate, so no process can have made a session: the scan of every

@@ -123,8 +123,9 @@ def handover(vm_dirs) -> guest.GuestRun:
     if have("plan"):
         s1.append(("plan", f"{KHOTUI} plan {load_args(initrd)} --json"))
     if have("load"):
+        # the guest's root is read-only: the receipt and the audit log go to /var/tmp
         s1.append(("load", f"{KHOTUI} load --yes {load_args(initrd)} --json "
-                           "--log /var/tmp/khotui.log"))
+                           "--receipt /var/tmp/khotui-receipt.json --log /var/tmp/khotui.log"))
     else:  # still reach stage 2, so `status` can be checked on a KHO boot
         s1.append(("guestutil-load", f"python3 $GUESTUTIL load {guest.KERNEL} --initrd {initrd}"))
     s1.append(("loaded-after", "cat /sys/kernel/kexec_loaded"))
@@ -146,9 +147,11 @@ def scratch_too_small(vm_dirs) -> guest.GuestRun:
     if have("plan"):
         steps.append(("plan", f"{KHOTUI} plan {load_args(initrd)} --json"))
     if have("load"):
-        steps.append(("load", f"{KHOTUI} load --yes {load_args(initrd)} --json"))
+        steps.append(("load", f"{KHOTUI} load --yes {load_args(initrd)} --json "
+                              "--receipt /var/tmp/khotui-receipt.json"))
         # past the refusal, so the kernel's own errno and khotui's explanation of it are tested
         steps.append(("load-forced", f"{KHOTUI} load --yes --force {load_args(initrd)} --json "
+                                     "--receipt /var/tmp/khotui-receipt.json "
                                      "--log /var/tmp/khotui.log"))
     steps.append(("loaded-after", "cat /sys/kernel/kexec_loaded"))
     run = guest.boot([steps], numa=[1024, 1024], append="kho=on", kho_scratch=SMALL_SCRATCH,
