@@ -123,9 +123,10 @@ def handover(vm_dirs) -> guest.GuestRun:
     if have("plan"):
         s1.append(("plan", f"{KHOTUI} plan {load_args(initrd)} --json"))
     if have("load"):
-        # the guest's root is read-only: the receipt and the audit log go to /var/tmp
+        # the guest's root is read-only: the receipt and the audit log go to /var/tmp (the
+        # receipt in a directory khotui makes 0700: /var/tmp itself is 1777, which it refuses)
         s1.append(("load", f"{KHOTUI} load --yes {load_args(initrd)} --json "
-                           "--receipt /var/tmp/khotui-receipt.json --log /var/tmp/khotui.log"))
+                           "--receipt /var/tmp/khotui/receipt.json --log /var/tmp/khotui.log"))
     else:  # still reach stage 2, so `status` can be checked on a KHO boot
         s1.append(("guestutil-load", f"python3 $GUESTUTIL load {guest.KERNEL} --initrd {initrd}"))
     s1.append(("loaded-after", "cat /sys/kernel/kexec_loaded"))
@@ -148,10 +149,10 @@ def scratch_too_small(vm_dirs) -> guest.GuestRun:
         steps.append(("plan", f"{KHOTUI} plan {load_args(initrd)} --json"))
     if have("load"):
         steps.append(("load", f"{KHOTUI} load --yes {load_args(initrd)} --json "
-                              "--receipt /var/tmp/khotui-receipt.json"))
+                              "--receipt /var/tmp/khotui/receipt.json"))
         # past the refusal, so the kernel's own errno and khotui's explanation of it are tested
         steps.append(("load-forced", f"{KHOTUI} load --yes --force {load_args(initrd)} --json "
-                                     "--receipt /var/tmp/khotui-receipt.json "
+                                     "--receipt /var/tmp/khotui/receipt.json "
                                      "--log /var/tmp/khotui.log"))
     steps.append(("loaded-after", "cat /sys/kernel/kexec_loaded"))
     run = guest.boot([steps], numa=[1024, 1024], append="kho=on", kho_scratch=SMALL_SCRATCH,
