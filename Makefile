@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 .PHONY: demo test lint venv bench clean
 
 # The runtime alone for the demo; the test extra (pytest, mypy, ruff...) only for lint/test.
+# PYTHONWARNINGS=ignore: setuptools prints an "Editable installation" banner for -e installs;
+# the demo's first screen should be the app, not that.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test]'
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed-test
