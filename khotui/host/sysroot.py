@@ -300,17 +300,7 @@ class Sysroot:
             raise
         except OSError as exc:
             raise explain_os_error(exc, self.display(host_path)) from None
-        try:
-            data = _read_capped(lambda n: os.read(fd, n), limit + 1)
-        except OSError as exc:
-            raise explain_os_error(exc, self.display(host_path)) from None
-        finally:
-            os.close(fd)
-        if len(data) > limit:
-            raise KhotuiError(f"file is larger than {limit} bytes; refusing to read it whole",
-                              path=self.display(host_path),
-                              fix="check that this is the file you meant")
-        return data
+        return _read_whole(fd, limit, self.display(host_path))
 
     def read_bytes(self, host_path: str, *, limit: int = MAX_TEXT_BYTES) -> bytes:
         """Read a file, at most `limit` bytes; a longer file is an error, not a silent cut."""
@@ -433,23 +423,33 @@ class DirReader:
             raise explain_os_error(exc, root.display(host)) from None
         try:
             mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise root._not_regular(host, mode)
-            data = _read_capped(lambda n: os.read(fd, n), limit + 1)
         except OSError as exc:
-            raise explain_os_error(exc, root.display(host)) from None
-        finally:
             os.close(fd)
-        if len(data) > limit:
-            raise KhotuiError(f"file is larger than {limit} bytes; refusing to read it whole",
-                              path=root.display(host), fix="check that this is the file you meant")
-        return data.decode("utf-8", errors="replace")
+            raise explain_os_error(exc, root.display(host)) from None
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise root._not_regular(host, mode)
+        return _read_whole(fd, limit, root.display(host)).decode("utf-8", errors="replace")
 
 
 # procfs sysctl files allocate a kernel buffer of the size asked for in read(2) and fail with
 # ENOMEM beyond KMALLOC_MAX_SIZE (proc_sys_call_handler(), fs/proc/proc_sysctl.c): read in
 # modest chunks until EOF instead of asking for `limit` bytes at once.
 READ_CHUNK = 256 << 10
+
+
+def _read_whole(fd: int, limit: int, shown: str) -> bytes:
+    """All of an open file, at most `limit` bytes (more is refused, not cut); closes `fd`."""
+    try:
+        data = _read_capped(lambda n: os.read(fd, n), limit + 1)
+    except OSError as exc:
+        raise explain_os_error(exc, shown) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise KhotuiError(f"file is larger than {limit} bytes; refusing to read it whole",
+                          path=shown, fix="check that this is the file you meant")
+    return data
 
 
 def _read_capped(read: Callable[[int], bytes], cap: int) -> bytes:

@@ -198,7 +198,8 @@ def _decode_kho(status: HostStatus) -> None:
             status.errors["kho_in"] = exc.problem
 
 
-KHO_IN_DIR = "/sys/kernel/debug/kho/in"
+KHO_DIR = "/sys/kernel/debug/kho"
+KHO_IN_DIR = f"{KHO_DIR}/in"
 
 
 def _secure_boot(status: HostStatus) -> bool | None:
@@ -217,7 +218,9 @@ def kho_booted(status: HostStatus) -> bool:
     """This kernel booted through KHO (kho/in, or kho_populate()'s "KHO: exec from" line)."""
     if status.kho_in is not None or status.sysroot.exists(KHO_IN_DIR):
         return True
-    if not status.kho.enabled:
+    if not status.kho.enabled or status.sysroot.exists(KHO_DIR):
+        # a visible kho/ without in/ answers it: the log (all of /dev/kmsg on a live host) is
+        # read only when debugfs cannot say, not on every status and Overview refresh
         return False
     try:
         return "KHO: exec from" in (read_kernel_log(status.sysroot) or "")
