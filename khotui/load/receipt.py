@@ -9,7 +9,8 @@ caller's) and writable by nobody else (a sticky world-writable directory like /t
 through: nobody can move our entries there); a directory khotui makes is 0700; the file is
 written to a fresh O_EXCL temporary beside it, mode 0600, fsync'ed, then renamed over the
 receipt, so a reader never sees half a receipt and nothing is ever written through a link.
-An existing receipt that is not a regular file of ours is refused, not replaced. `read()` loads
+An existing receipt that is not a regular file of ours is refused, not replaced. (Those rules are
+khotui.host.safewrite's, shared with the node_exporter textfile.) `read()` loads
 one back, refusing (`ReceiptError`, exit 2) what is missing, unreadable, foreign or corrupt.
 
 Format (`schema` khotui.receipt/1; a new field keeps the 1, see cli/jsonout.py):
@@ -24,16 +25,15 @@ Format (`schema` khotui.receipt/1; a new field keeps the 1, see cli/jsonout.py):
 from __future__ import annotations
 
 import datetime
-import errno
 import hashlib
 import json
 import os
 import stat
-from pathlib import Path
 from typing import Any
 
 from khotui.errors import KhotuiError
 from khotui.fdt.blobs import KEXEC_METADATA_NAME, LUO_NAME, decode_sub_blob
+from khotui.host.safewrite import Destination, replace_file
 from khotui.host.sysroot import Sysroot
 from khotui.types import JsonDict
 
@@ -151,114 +151,19 @@ def build(plan: Any, files: Any, done: Any, *, written_at: str | None = None) ->
 
 # -- writing -------------------------------------------------------------------------------------
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WRITE_FIX = ("pass --receipt FILE in a directory only root can write (the default "
              f"{DEFAULT_PATH} is made 0700)")
-
-
-def _refuse(message: str, path: str | os.PathLike[str], fix: str = WRITE_FIX) -> KhotuiError:
-    return KhotuiError(message, path=path, fix=fix)
-
-
-def _open_dirs(target: Path) -> int:
-    """A descriptor of the receipt's directory, walked from / one O_NOFOLLOW step at a time.
-    Each directory must be root's or the caller's; one that others can write to is passed
-    through only when sticky (they cannot move our entries) and never holds the receipt.
-    Missing directories are made 0700."""
-    euid = os.geteuid()
-    parent = target.parent
-    # links above the receipt's directory are resolved once (/var -> /data/var is common);
-    # every step below is then opened O_NOFOLLOW, so a link swapped in later is refused
-    real = Path(os.path.realpath(parent.parent)) / parent.name
-    fd = os.open("/", _DIR_FLAGS)
-    where = Path("/")
-    try:
-        parts = real.parts[1:]
-        for n, name in enumerate(parts):
-            where = where / name
-            made = False
-            try:
-                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                try:
-                    os.mkdir(name, DIR_MODE, dir_fd=fd)
-                except OSError as exc:
-                    raise _refuse(f"cannot create the receipt's directory: "
-                                  f"{exc.strerror or exc}", where) from None
-                made = True
-                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise _refuse("is a symbolic link or not a directory: the receipt is never "
-                                  "written through a link", where,
-                                  f"remove {where} or pass --receipt elsewhere") from None
-                raise _refuse(f"cannot open: {exc.strerror or exc}", where) from None
-            os.close(fd)
-            fd = nxt
-            st = os.fstat(fd)
-            last = n == len(parts) - 1
-            if made:
-                os.fchmod(fd, DIR_MODE)
-            elif st.st_uid not in (0, euid):
-                raise _refuse(f"is owned by uid {st.st_uid}: its owner could swap the receipt's "
-                              "path for a link", where)
-            others = stat.S_IMODE(st.st_mode) & (stat.S_IWGRP | stat.S_IWOTH)
-            if others and (last or not st.st_mode & stat.S_ISVTX):
-                raise _refuse(f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): "
-                              "they could replace the receipt", where)
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+# the directory rules and the temporary-then-rename are khotui.host.safewrite's, shared with
+# the node_exporter textfile
+DESTINATION = Destination(what="the receipt", option="--receipt", fix=WRITE_FIX,
+                          file_mode=FILE_MODE, dir_mode=DIR_MODE)
 
 
 def write(path: str | os.PathLike[str], receipt: JsonDict) -> str:
     """Store `receipt` at `path` (module docstring); returns the path written. Raises
     KhotuiError naming the path and the fix."""
-    target = Path(os.path.abspath(path))
-    if not target.name:
-        raise _refuse("is not a file name", path)
     data = (json.dumps(receipt, indent=2) + "\n").encode()
-    dfd = _open_dirs(target)
-    tmp = f".{target.name}.{os.getpid()}.tmp"
-    try:
-        try:
-            st = os.stat(target.name, dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            st = None
-        if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid())):
-            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else (
-                "not a regular file" if not stat.S_ISREG(st.st_mode) else
-                f"owned by uid {st.st_uid}")
-            raise _refuse(f"exists and is {kind}: the receipt is never written through it nor "
-                          "over it", target, f"remove {target}, or pass --receipt elsewhere")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         FILE_MODE, dir_fd=dfd)
-        except OSError as exc:
-            raise _refuse(f"cannot create the receipt: {exc.strerror or exc}", target) from None
-        try:
-            os.fchmod(fd, FILE_MODE)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except OSError as exc:
-            os.unlink(tmp, dir_fd=dfd)
-            raise _refuse(f"cannot write the receipt: {exc.strerror or exc}", target,
-                          "free space there, or pass --receipt elsewhere") from None
-        finally:
-            os.close(fd)
-        try:
-            os.rename(tmp, target.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except OSError as exc:
-            os.unlink(tmp, dir_fd=dfd)
-            raise _refuse(f"cannot put the receipt in place: {exc.strerror or exc}",
-                          target) from None
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return str(target)
+    return replace_file(path, data, DESTINATION)
 
 
 # -- reading -------------------------------------------------------------------------------------
