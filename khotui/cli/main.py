@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from khotui.plan import PlanRequest
 
 EXIT_OK, EXIT_WOULD_FAIL, EXIT_USAGE = 0, 1, 2
+FORMATS = ("text", "json", "prometheus")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="dry run: checks and the predicted placement of every segment")
     _add_load_args(p)
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="text (default), json (the same as --json), or prometheus: the text "
+                        "exposition format, for node_exporter's textfile collector")
+    p.add_argument("--textfile", metavar="PATH", default=None,
+                   help="with --format prometheus: write the metrics to PATH (whole, through a "
+                        "temporary renamed into place, mode 0644) instead of stdout, even when "
+                        "the dry run cannot run (exit 2: khotui_check_success 0)")
 
     p = sub.add_parser("kernels", help="the installed kernels, newest first, and the default")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -289,6 +297,43 @@ def resolve_request(args: argparse.Namespace, target: Target) -> tuple[PlanReque
                        append=args.append), notes
 
 
+def plan_format(args: argparse.Namespace) -> None:
+    """`plan`'s output: --format, with --json as --format json; --textfile only with
+    --format prometheus. Sets args.format and args.json; a contradiction is a usage error."""
+    given = getattr(args, "format", None)
+    if args.json and given not in (None, "json"):
+        raise _UsageError(f"--json and --format {given} disagree: give one of them")
+    args.format = given or ("json" if args.json else "text")
+    args.json = args.format == "json"
+    if args.textfile is not None and args.format != "prometheus":
+        raise _UsageError("--textfile needs --format prometheus")
+
+
+class _UsageError(Exception):
+    """A combination of options argparse cannot express; reported by main() as a usage error."""
+
+
+def _now() -> float:
+    """The check's time for the metrics (a function, so tests can fix it)."""
+    import time
+    return time.time()
+
+
+def write_metrics(args: argparse.Namespace, exposition: str, verdict: str) -> None:
+    """The metrics to stdout, or to --textfile with one line saying where they went and the
+    `verdict` they hold."""
+    if args.textfile is None:
+        sys.stdout.write(exposition)
+        sys.stdout.flush()
+        return
+    from khotui.cli import textfile
+    written = textfile.write(args.textfile, exposition)
+    print(f"khotui: wrote {written}: {verdict}")
+    if not written.endswith(textfile.SUFFIX):
+        print(f"khotui: note: node_exporter's textfile collector reads only *{textfile.SUFFIX} "
+              "files", file=sys.stderr)
+
+
 def cmd_plan(args: argparse.Namespace, target: Target) -> int:
     from khotui.cli import text
     from khotui.plan import plan_load
@@ -296,7 +341,14 @@ def cmd_plan(args: argparse.Namespace, target: Target) -> int:
     result = plan_load(target.root, request)
     # where each file came from is a rule applied, not a guess: a note
     result.notes[:0] = notes
-    if args.json:
+    if args.format == "prometheus":
+        from khotui.cli import prometheus
+        failing = [f.id for f in result.findings if f.status == "fail"]
+        write_metrics(args, prometheus.plan_metrics(result, now=_now()),
+                      "the load would succeed" if result.would_succeed else
+                      "the load would fail (" + ", ".join(
+                          ([result.errno] if result.errno else []) + failing) + ")")
+    elif args.json:
         write_json("plan", result.as_dict())
     else:
         text.print_plan(result)
@@ -396,11 +448,25 @@ def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,
     words = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(words)
+        if args.command == "plan":
+            try:
+                plan_format(args)
+            except _UsageError as exc:
+                parser.error(str(exc))
     except SystemExit as exc:
-        # a usage error with --json still answers in JSON (--help and --version exit 0)
-        if exc.code == EXIT_USAGE and "--json" in words:
-            write_error(getattr(parser, "last_error", None) or "bad usage",
-                        fix="see `khotui --help`")
+        # a usage error with --json still answers in JSON (--help and --version exit 0), and
+        # with --format prometheus in metrics, on stdout only: the arguments that would name a
+        # --textfile are the ones that are wrong (a stale textfile shows in
+        # khotui_check_timestamp_seconds)
+        if exc.code == EXIT_USAGE:
+            message = getattr(parser, "last_error", None) or "bad usage"
+            wanted = _format_in(words)
+            if wanted == "json" or "--json" in words:
+                write_error(message, fix="see `khotui --help`")
+            elif wanted == "prometheus":
+                from khotui.cli import prometheus
+                sys.stdout.write(prometheus.error_metrics(message, None, "see `khotui --help`",
+                                                          now=_now()))
         raise
     wants_json = bool(getattr(args, "json", False))
     if args.command in DRY_RUN_COMMANDS:
@@ -427,6 +493,7 @@ def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,
         print(f"khotui: {exc}", file=sys.stderr)
         if wants_json:
             write_error(exc.message, exc.path, exc.fix)
+        _error_metrics(args, exc.message, exc.path, exc.fix, exc)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("khotui: interrupted; nothing was changed", file=sys.stderr)
@@ -442,4 +509,34 @@ def main(argv: Sequence[str] | None = None, *, syscalls: Syscalls | None = None,
         print(f"khotui: {message}. {fix[0].upper()}{fix[1:]}.", file=sys.stderr)
         if wants_json:
             write_error(message, None, fix)
+        _error_metrics(args, message, None, fix, exc)
         return EXIT_USAGE
+
+
+def _format_in(words: Sequence[str]) -> str | None:
+    """The --format value among raw arguments (for answering a usage error in that format)."""
+    for n, word in enumerate(words):
+        if word == "--format" and n + 1 < len(words):
+            return words[n + 1]
+        if word.startswith("--format="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def _error_metrics(args: argparse.Namespace, message: str, path: str | None, fix: str | None,
+                   exc: BaseException) -> None:
+    """`plan --format prometheus` that could not run (exit 2) still answers in metrics
+    (khotui_check_success 0 and why), to --textfile when given: a broken host shows up in
+    monitoring as broken, not as yesterday's answer. Not when the textfile itself is what
+    failed: that is said on stderr only."""
+    if getattr(args, "format", None) != "prometheus":
+        return
+    from khotui.cli import prometheus
+    from khotui.cli.textfile import TextfileError
+    if isinstance(exc, TextfileError):
+        return
+    try:
+        write_metrics(args, prometheus.error_metrics(message, path, fix, now=_now()),
+                      "khotui_check_success 0 (the dry run could not run)")
+    except KhotuiError as again:
+        print(f"khotui: {again}", file=sys.stderr)
