@@ -53,7 +53,11 @@ def escape_label_value(value: str) -> str:
     """A label value as the text format writes it: backslash, double quote and newline escaped
     (the only three escapes it has). A path that is not UTF-8 (Python's surrogate escapes)
     is written with its bytes as \\xNN text first, since the format is UTF-8."""
-    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:
+        raw = value.encode("utf-8", "surrogateescape")     # the bytes the path really has
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "backslashreplace")    # a lone surrogate from elsewhere
+    text = raw.decode("utf-8", "backslashreplace")
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
