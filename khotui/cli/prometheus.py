@@ -104,7 +104,7 @@ def _common(success: bool, now: float) -> list[Family]:
                "1 if khotui's dry run ran (plan exit 0 or 1), 0 if it could not (exit 2: see "
                "khotui_check_error_info)").add(success),
         Family("khotui_check_timestamp_seconds",
-               "When khotui's dry run ran, in seconds since the Unix epoch").add(now),
+               "When khotui's dry run ran, in seconds since the Unix epoch").add(round(now, 3)),
     ]
 
 
