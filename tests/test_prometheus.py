@@ -469,6 +469,32 @@ def test_the_service_runs_plan_with_flags_khotui_has(tmp_path, capsys):
     assert [p.lstrip("-") for p in service["ReadWritePaths"]] == [str(textfile.parent)]
 
 
+@pytest.mark.parametrize("where", ["live", "demo"])
+def test_the_units_command_never_reaches_a_kexec_syscall(where, tmp_path):
+    # the ExecStart as written (textfile moved to a temp directory), under the seccomp filter
+    # that kills on kexec_load, kexec_file_load and reboot; on this machine's own host too,
+    # where any answer (0, 1, or 2 with khotui_check_success 0) must land in the textfile
+    import sys
+
+    from tests import syscall_guard
+    if not syscall_guard.supported():
+        pytest.skip("seccomp guard supports x86_64 and aarch64 Linux only")
+    collector = tmp_path / "collector"
+    collector.mkdir(mode=0o755)
+    os.chmod(collector, 0o755)
+    args = exec_start()[1:]
+    args[args.index("--textfile") + 1] = str(collector / "khotui.prom")
+    if where == "demo":
+        args.append("--demo")
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "syscall_guard.py"),
+                             sys.executable, "-m", "khotui", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode in (0, 1, 2), result
+    assert "Traceback" not in result.stderr
+    found = metrics((collector / "khotui.prom").read_text())
+    assert one(found, "khotui_check_success") == (result.returncode != 2)
+
+
 def test_the_service_is_a_oneshot_where_would_fail_is_a_result():
     service = unit("khotui-check.service")["Service"]
     assert service["Type"] == ["oneshot"]
