@@ -297,6 +297,10 @@ def resolve_request(args: argparse.Namespace, target: Target) -> tuple[PlanReque
                        append=args.append), notes
 
 
+class _UsageError(Exception):
+    """A combination of options argparse cannot express; reported by main() as a usage error."""
+
+
 def plan_format(args: argparse.Namespace) -> None:
     """`plan`'s output: --format, with --json as --format json; --textfile only with
     --format prometheus. Sets args.format and args.json; a contradiction is a usage error."""
@@ -307,10 +311,6 @@ def plan_format(args: argparse.Namespace) -> None:
     args.json = args.format == "json"
     if args.textfile is not None and args.format != "prometheus":
         raise _UsageError("--textfile needs --format prometheus")
-
-
-class _UsageError(Exception):
-    """A combination of options argparse cannot express; reported by main() as a usage error."""
 
 
 def _now() -> float:
