@@ -167,3 +167,15 @@ def test_the_guest_saw_the_same_verdict_and_got_the_memfd_back():
     got = json.loads((CAPTURE / "guest/luo-retrieve.json").read_text())
     assert got == {"session": "khotui-vm", "token": 0x5EED, "size": len(PAYLOAD),
                    "content": PAYLOAD}
+
+
+def test_the_app_handover_warns_that_the_incoming_luo_page_was_freed():
+    from khotui.tui.viewmodel.handover import _sub_blob
+    kho = FREED / "after/sys/kernel/debug/kho"
+    incoming = _sub_blob("LUO", (kho / "in/sub_fdts/LUO").read_bytes(),
+                         "/sys/kernel/debug/kho/in/sub_fdts/LUO")
+    assert any("freed this page" in w for w in incoming.warnings), incoming.warnings
+    outgoing = _sub_blob("LUO", (kho / "out/sub_fdts/LUO").read_bytes(),
+                         "/sys/kernel/debug/kho/out/sub_fdts/LUO")
+    assert not any("freed" in w for w in outgoing.warnings), outgoing.warnings
+    assert ("liveupdate_num", "2") in outgoing.fields
