@@ -275,10 +275,10 @@ def test_the_luo_number_must_rise_by_one(made, tmp_path, capsys):
                                   .hexdigest()})
     code, out, _ = _verify(capsys, _tampered(made, tmp_path, with_luo), root)
     assert code == 0, out    # LUO's hash is not compared: sessions_pa is set at reboot
-    assert "the live-update number rose by one (now 5)" in out
+    assert "the live-update number rose by one (now 5, kho/in/sub_fdts/LUO)" in out
     (root / "sys/kernel/debug/kho/in/sub_fdts/LUO").write_bytes(_luo_blob(1))
     code, out, _ = _verify(capsys, _tampered(made, tmp_path, with_luo), root)
-    assert code == 1 and "the live-update number is 1, expected 5" in out
+    assert code == 1 and "the live-update number is 1 (kho/in/sub_fdts/LUO), expected 5" in out
 
 
 @pytest.mark.parametrize(("content", "words"), [

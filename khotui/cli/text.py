@@ -78,16 +78,26 @@ def _luo_lines(status: HostStatus, out: TextIO) -> None:
         holder = "nothing" if h is None else f"{h.comm or '?'} (pid {h.pid}, {h.unit or 'no unit'})"
         state = "on" if luo.enabled else f"unknown: {luo.off_message}"
         out.write(f"luo      {state}; /dev/liveupdate held by {holder}; "
-                  f"{len(luo.sessions)} sessions\n")
+                  f"{len(luo.sessions)} session{'' if len(luo.sessions) == 1 else 's'}\n")
         for s in luo.sessions:
             who = s.holder
             out.write(f"  session {s.name!r} pid {who.pid} {who.comm or '?'} {who.unit or 'no unit'}\n")
         if luo.note and not luo.complete:
             out.write(f"  ! {luo.note}\n")
     for label, blob in (("outgoing", luo.outgoing), ("incoming", luo.incoming)):
-        if blob is not None:
+        if blob is None:
+            continue
+        if blob.source == "blob":
             out.write(f"  {label} LUO blob: {blob.ser.compatible}, live update "
                       f"#{blob.ser.liveupdate_num}\n")
+        elif blob.source == "outgoing":
+            out.write(f"  {label} LUO blob: {blob.ser.compatible}, live update "
+                      f"#{blob.ser.liveupdate_num} (the outgoing number minus one: the kernel "
+                      "freed kho/in's copy at boot)\n")
+        else:
+            out.write(f"  {label} LUO blob: arrived, live update number unknown (the kernel "
+                      "freed kho/in's copy at boot; its log line \"luo: Retrieved live update "
+                      "data\" has it)\n")
 
 
 def load_limit(limit: int | None) -> str:

@@ -20,7 +20,12 @@ What the kernel does (Linux 7.3):
   luo_session.c): its fd link reads `anon_inode:[luo_session] NAME`. Closing its last fd
   destroys an outgoing session (luo_session_release()). No ioctl lists sessions.
 * The incoming `LUO` blob is restored whenever KHO is on, with or without `liveupdate=on`
-  (luo_early_startup() checks only kho_is_enabled()).
+  (luo_early_startup() checks only kho_is_enabled()), read once and its page FREED
+  (luo_early_startup(): kho_restore_free(luo_ser)). debugfs `kho/in/sub_fdts/LUO` still points
+  at that page (kho_in_debugfs_init(), kexec_handover_debugfs.c: phys_to_virt(blob_phys)), so
+  it shows whatever the page holds now: in the VM tier the intact struct in one boot, 32 zero
+  bytes in the next. `incoming` is therefore the blob only when it agrees with what the kernel
+  kept; else it is derived from the outgoing blob (see _incoming()), and says so.
 
 A snapshot cannot copy /proc whole: `write_luo_record()` records the sessions and the device
 holder as `khotui-luo.json` at the snapshot's root, and under `--root` `read_luo()` reads that
@@ -85,16 +90,18 @@ class LuoSession:
 
 @dataclass
 class LuoBlob:
-    """The `LUO` sub-blob decoded (struct luo_ser, include/linux/kho/abi/luo.h)."""
+    """The `LUO` sub-blob decoded (struct luo_ser, include/linux/kho/abi/luo.h). `source` says
+    where the values come from: the blob itself, or (incoming only) the outgoing blob."""
 
     size: int
     ser: LuoSer
     warnings: list[str] = field(default_factory=list)
+    source: str = "blob"
 
     def as_dict(self) -> JsonDict:
         return {"compatible": self.ser.compatible, "liveupdate_number": self.ser.liveupdate_num,
                 "sessions_pa": self.ser.sessions_pa, "flbs_pa": self.ser.flbs_pa,
-                "size": self.size, "warnings": list(self.warnings)}
+                "size": self.size, "source": self.source, "warnings": list(self.warnings)}
 
 
 @dataclass
@@ -250,6 +257,46 @@ def _blob(blobs: dict[str, bytes]) -> LuoBlob | None:
     return LuoBlob(len(data), sub.luo, list(sub.warnings))
 
 
+FREED_NOTE = ("kho/in/sub_fdts/LUO no longer holds the struct the kernel read at boot "
+              "(luo_early_startup() frees it: kho_restore_free(); debugfs still shows that page)")
+
+
+def _incoming(in_blobs: dict[str, bytes], outgoing: LuoBlob | None) -> LuoBlob | None:
+    """The incoming `struct luo_ser` as the kernel read it (see the module docstring).
+
+    With an outgoing blob, the kernel accepted the incoming one: luo_early_startup() turns
+    LUO off (no outgoing blob) when the incoming compatible is not its LUO_ABI_COMPATIBLE or
+    its sessions fail to restore, and luo_state_setup() writes liveupdate_num = incoming + 1.
+    So the incoming compatible is the outgoing one and its number the outgoing one minus one;
+    the debugfs bytes are used only when they say exactly that (then sessions_pa and flbs_pa
+    are theirs too). Without an outgoing blob nothing checks them: they are shown with a
+    warning when they look like a luo_ser, else as unknown."""
+    blob = _blob(in_blobs)
+    if blob is None:
+        return None
+    ser = blob.ser
+    if outgoing is not None:
+        want = outgoing.ser
+        number = None if want.liveupdate_num is None else want.liveupdate_num - 1
+        if ser.compatible == want.compatible and ser.liveupdate_num == number:
+            return blob
+        return LuoBlob(blob.size, LuoSer(want.compatible, number, None, None),
+                       [*blob.warnings, f"{FREED_NOTE}: compatible and live-update number "
+                        "taken from kho/out/sub_fdts/LUO (luo_state_setup() writes the incoming "
+                        "number plus one); sessions_pa and flbs_pa unknown"],
+                       source="outgoing")
+    if ser.compatible and ser.compatible.startswith("luo-"):
+        return LuoBlob(blob.size, ser, [
+            *blob.warnings, "read from kho/in/sub_fdts/LUO, a page the kernel freed after "
+            "reading it at boot (luo_early_startup(): kho_restore_free()); nothing here "
+            "confirms it is still what the kernel read"])
+    return LuoBlob(blob.size, LuoSer(None, None, None, None),
+                   [*blob.warnings, f"{FREED_NOTE}: the live-update number is unknown here "
+                    "(the kernel log's \"luo: Retrieved live update data, liveupdate number: "
+                    "N\" has it)"],
+                   source="unknown")
+
+
 def decide_enabled(state: LuoState, *, kho_enabled: bool, cmdline: str, config: dict[str, str],
                    config_source: str | None) -> None:
     """LUO on or off as the kernel decides it (see the module docstring), with the evidence."""
@@ -311,7 +358,8 @@ def read_luo(sysroot: Sysroot, *, kho_enabled: bool, out_blobs: dict[str, bytes]
              config_source: str | None) -> LuoState:
     """LUO on this host (live or snapshot). Never raises: a snapshot's record that is not one
     khotui wrote becomes `problem` (the sessions then unknown, not guessed from the tree)."""
-    state = LuoState(outgoing=_blob(out_blobs), incoming=_blob(in_blobs))
+    outgoing = _blob(out_blobs)
+    state = LuoState(outgoing=outgoing, incoming=_incoming(in_blobs, outgoing))
     if not sysroot.is_live and _has_record(sysroot):
         try:
             _apply_record(state, parse_record(sysroot.read_bytes(RECORD, limit=MAX_RECORD_BYTES),

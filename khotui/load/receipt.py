@@ -112,7 +112,9 @@ def build(plan: Any, files: Any, done: Any, *, written_at: str | None = None) ->
     count_before = count_in if count_in is not None else (
         0 if not status.kho_booted else None)
     luo_out = _luo_number(out_blobs)
-    luo_in = _luo_number(in_blobs)
+    # not the raw kho/in blob: the kernel frees that page at boot (khotui.host.luo._incoming)
+    incoming = getattr(getattr(status, "luo", None), "incoming", None)
+    luo_in = None if incoming is None else (incoming.ser.compatible, incoming.ser.liveupdate_num)
     boot_id = sysroot.read_optional_text(BOOT_ID)
     banner = sysroot.read_optional_text("/proc/version")
     k, i = files.kernel, files.initrd

@@ -182,22 +182,50 @@ def _blobs(rec: dict[str, Any], status: HostStatus) -> Check:
     return Check("blobs", PASS, f"every outgoing sub-blob arrived ({names})")
 
 
+# pr_info("Retrieved live update data, liveupdate number: %lld\n") with pr_fmt "luo: ",
+# luo_early_startup(), kernel/liveupdate/luo_core.c: printed from the incoming struct luo_ser
+# before the kernel frees it
+RETRIEVED = re.compile(r"luo: Retrieved live update data, liveupdate number: (-?\d+)")
+
+
+def _incoming_luo_number(status: HostStatus) -> tuple[int | None, str]:
+    """The live-update number the kernel read at boot, and where khotui found it: the incoming
+    LUO blob as khotui.host.luo reads it (debugfs kho/in shows a freed page, so it may be
+    derived from the outgoing blob), else the kernel's own log line."""
+    incoming = status.luo.incoming
+    if incoming is not None and incoming.ser.liveupdate_num is not None:
+        where = ("kho/in/sub_fdts/LUO" if incoming.source == "blob"
+                 else "kho/out/sub_fdts/LUO minus one")
+        return incoming.ser.liveupdate_num, where
+    try:
+        log = read_kernel_log(status.sysroot)
+    except (KhotuiError, OSError):
+        log = None
+    found = RETRIEVED.findall(log or "")
+    if found:
+        return int(found[-1]), "the kernel log line \"luo: Retrieved live update data\""
+    return None, ""
+
+
 def _luo(rec: dict[str, Any], status: HostStatus) -> Check:
     luo = rec.get("luo")
     if not luo:
         return Check("luo", SKIP, "LUO not on (the receipt has no LUO blob)")
-    raw = status.kho.in_sub_fdts.get(LUO_NAME)
-    if raw is None:
+    if LUO_NAME not in status.kho.in_sub_fdts:
         return Check("luo", FAIL, "the LUO blob did not arrive (kho/in/sub_fdts/LUO)")
-    ser = decode_sub_blob(LUO_NAME, raw).luo
-    got = None if ser is None else ser.liveupdate_num
-    # luo_fdt_setup() writes incoming + 1 into the outgoing blob; the next kernel reads it in
+    got, where = _incoming_luo_number(status)
+    # luo_state_setup() writes incoming + 1 into the outgoing blob; the next kernel reads it in
     # luo_early_startup() (kernel/liveupdate/luo_core.c): what it reads is what the receipt
     # recorded going out
     want = luo.get("outgoing_number")
-    if got is None or want is None or got != want:
-        return Check("luo", FAIL, f"the live-update number is {got}, expected {want}")
-    return Check("luo", PASS, f"the live-update number rose by one (now {got})")
+    if got is None:
+        return Check("luo", FAIL, "the LUO blob arrived but the live-update number the kernel "
+                     "read is unknown: kho/in/sub_fdts/LUO no longer holds it (the kernel "
+                     "frees it at boot), there is no outgoing LUO blob (liveupdate=on missing?) "
+                     "and no \"luo: Retrieved live update data\" line in the kernel log")
+    if want is None or got != want:
+        return Check("luo", FAIL, f"the live-update number is {got} ({where}), expected {want}")
+    return Check("luo", PASS, f"the live-update number rose by one (now {got}, {where})")
 
 
 def verify(rec: dict[str, Any], status: HostStatus) -> Verdict:

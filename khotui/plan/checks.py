@@ -437,8 +437,8 @@ def check_luo(ctx: CheckContext) -> list[Finding]:
     cmdline = ctx.cmdline or ""
     nxt = liveupdate_requested(cmdline)
     count = len(ctx.luo_sessions)
-    what = (f"the {count} open LUO session{'s' if count != 1 else ''}' data" if count
-            else "LUO's state")
+    owner = "session's" if count == 1 else "sessions'"
+    what = f"the {count} open LUO {owner} data" if count else "LUO's state"
     maybe = "" if ctx.luo_enabled else " (LUO is probably on here: liveupdate=on)"
     if nxt is True:
         out.append(Finding("cmdline-liveupdate", OK, "the next command line keeps liveupdate=on"))

@@ -98,6 +98,12 @@ def _sub_blob(name: str, data: bytes, path: str) -> FdtBlob:
         blob.warnings.append(sub.message)
         return blob
     blob.warnings.extend(sub.warnings)
+    if name == "LUO" and "/in/" in path:
+        # luo_early_startup() (kernel/liveupdate/luo_core.c) frees the incoming struct after
+        # reading it; debugfs still shows that page (khotui.host.luo._incoming)
+        blob.warnings.append("the kernel freed this page after reading it at boot: these bytes "
+                             "may no longer be what it read (the Overview's Live update panel "
+                             "has the number it kept)")
     if sub.fdt is not None:
         blob.kind = "fdt"
         blob.root = _node_view(sub.fdt.root)
