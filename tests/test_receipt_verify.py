@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from khotui.cli import main as cli
+from khotui.host.snapshot import write_snapshot
+from khotui.host.sysroot import Sysroot
 from khotui.load import receipt
 from khotui.load.verify import banner_matches
 from tests.conftest import CAPTURES, VM
@@ -254,6 +256,22 @@ def test_the_same_boot_id_means_no_kexec_happened(made, tmp_path, capsys):
     code, out, _ = _verify(capsys, _tampered(made, tmp_path,
                                              lambda r: r["host"].update(boot_id="b0")), root)
     assert code == 0 and "the boot id changed" in out
+
+
+def test_a_snapshot_taken_before_the_kexec_keeps_the_boot_id_verify_needs(made, tmp_path, capsys):
+    # the operator's offline check: the receipt against a snapshot of the same boot must say the
+    # kexec has not happened (rebooted), not skip it for want of the boot id
+    live = tmp_path / "live"
+    copy_tree(BEFORE, live)
+    (live / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+    (live / "proc/sys/kernel/random/boot_id").write_text("b1\n")
+    snap = tmp_path / "snap"
+    write_snapshot(Sysroot(live), snap)
+    code, out, _ = _verify(capsys, _tampered(made, tmp_path,
+                                             lambda r: r["host"].update(boot_id="b1")), snap,
+                           "--json")
+    obj = json.loads(out)
+    assert code == 1 and "rebooted" in obj["failed"]
 
 
 def _luo_blob(number: int) -> bytes:

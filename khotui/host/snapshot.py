@@ -75,6 +75,9 @@ FILES = (
     "/proc/uptime", "/proc/loadavg",
     "/proc/sys/kernel/osrelease", "/proc/sys/kernel/ostype", "/proc/sys/kernel/arch",
     "/proc/sys/kernel/hostname",
+    # the receipt's boot id (khotui.load.receipt.BOOT_ID): `verify --root` on a snapshot taken
+    # before the kexec then says "rebooted FAIL" instead of skipping the check
+    "/proc/sys/kernel/random/boot_id",
     "/proc/sys/kernel/kexec_load_disabled", "/proc/sys/kernel/kexec_load_limit_reboot",
     "/proc/sys/kernel/kexec_load_limit_panic",
     "/sys/kernel/kexec_loaded", "/sys/kernel/kexec_crash_loaded", "/sys/kernel/kexec_crash_size",

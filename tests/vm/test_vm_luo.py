@@ -193,7 +193,7 @@ def test_offline_verify_against_the_pre_kexec_snapshot_fails(luo_run):
     p = offline_verify(luo_run, "before")
     assert p.returncode == 1, (p.stdout, p.stderr)
     doc = json.loads(p.stdout)
-    assert {"kho-booted", "kexec-metadata", "cmdline", "luo"} <= set(doc["failed"]), doc
+    assert {"kho-booted", "rebooted", "kexec-metadata", "cmdline", "luo"} <= set(doc["failed"]), doc
 
 
 def test_offline_verify_against_the_post_kexec_snapshot_passes(luo_run):
