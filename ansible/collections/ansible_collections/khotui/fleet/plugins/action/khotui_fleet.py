@@ -28,6 +28,7 @@ import os
 import tempfile
 import time
 
+from ansible import context
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
@@ -305,12 +306,14 @@ class ActionModule(ActionBase):
         args = self._task.args
         step = args.get("step")
         hostvars = task_vars.get("hostvars", {})
+        # the run's --check, not this task's check_mode (off here, so the report is written)
+        check_mode = bool(context.CLIARGS.get("check"))
         if step == "gate":
-            state = gate(args, hostvars, bool(self._task.check_mode))
+            state = gate(args, hostvars, check_mode)
         elif step in ("batch", "report"):
             state = _plain(args.get("state") or {})
             if not state:
-                state = {"hosts": {}, "batches": [], "check_mode": bool(self._task.check_mode),
+                state = {"hosts": {}, "batches": [], "check_mode": check_mode,
                          "stopped": "no preflight ran: no host matched the play"}
             if step == "batch":
                 state = batch(args, hostvars, state)
