@@ -17,9 +17,13 @@ PY := $(VENV)/bin/python
 # The runtime alone for the demo; the test extra (pytest, mypy, ruff...) only for lint/test.
 # PYTHONWARNINGS=ignore: setuptools prints an "Editable installation" banner for -e installs;
 # the demo's first screen should be the app, not that.
-# --clear: a venv made by another Python (an older checkout's python3) is remade, not patched.
+# A venv made by another Python version (an older checkout's python3) is remade, not patched.
+PYVER := import sys; print("%d.%d" % sys.version_info[:2])
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv --clear $(VENV)
+	@if [ -x $(PY) ] && [ "$$($(PY) -c '$(PYVER)')" != "$$($(PYTHON) -c '$(PYVER)')" ]; then \
+		echo "make: $(VENV) is Python $$($(PY) -c '$(PYVER)'), remaking it with $(PYTHON)"; \
+		rm -rf $(VENV); fi
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e .
 	touch $@
