@@ -158,7 +158,7 @@ def test_the_playbook_passes_ansibles_syntax_check_from_the_repository_root(flee
 
 def test_too_many_failing_hosts_stop_the_rollout_before_any_load(stopped: Run) -> None:
     assert stopped.rc != 0, "the play must fail when the gate stops it"
-    assert "Traceback" not in stopped.out
+    assert "Traceback" not in stopped.out and "DEPRECATION" not in stopped.out
     # no load task ran anywhere: the load play had no host
     assert "Load (khotui load" not in stopped.out
     assert {stopped.verdict(h) for h in FIT_HOSTS} == {"not-loaded"}
@@ -179,6 +179,7 @@ def test_within_the_allowed_failures_fitting_hosts_load_as_dry_runs_in_batches(
         went_ahead: Run) -> None:
     assert went_ahead.rc == 0, went_ahead.out[-3000:]
     assert "Traceback" not in went_ahead.out
+    assert "DEPRECATION" not in went_ahead.out
     for h in FIT_HOSTS:
         entry = went_ahead.report["hosts"][h]
         assert entry["verdict"] == "loaded"
@@ -226,7 +227,10 @@ def live_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fake.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests/fleet/fake_khotui.py'} "
                     '"$@"\n')
     systemctl = d / "systemctl"
-    systemctl.write_text(f"#!/bin/sh\necho \"$@\" >> {d / 'systemctl.log'}\n")
+    # a kexec starts a new boot: a new boot id, which the playbook waits for before verifying
+    (d / "boot_id").write_text("boot-0\n")
+    systemctl.write_text(f"#!/bin/sh\necho \"$@\" >> {d / 'systemctl.log'}\n"
+                         f"echo boot-$$ > {d / 'boot_id'}\n")
     for f in (fake, systemctl):
         f.chmod(0o755)
     kernels = {"live1": "ok", "live2": "verify-fails", "live3": "ok", "live4": "ok"}
@@ -235,7 +239,8 @@ def live_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           for h, k in kernels.items()]
     # khotui_systemctl: the stand-in; the real one would kexec this machine
     lines += ["[live:vars]", *local_vars(fake), "khotui_exec=true",
-              f"khotui_systemctl={systemctl}", "khotui_exec_delay=0"]
+              f"khotui_systemctl={systemctl}", "khotui_exec_delay=0",
+              f"khotui_boot_id_command='cat {d / 'boot_id'}'"]
     (d / "inventory.ini").write_text("\n".join(lines) + "\n")
     return d / "inventory.ini"
 
@@ -245,7 +250,7 @@ def test_a_batch_failing_verification_stops_the_rollout_before_the_next(live_fle
     assert f"khotui_systemctl={live_fleet.parent / 'systemctl'}" in inventory
     run = playbook(live_fleet, live_fleet.parent / "report.json", "-e", "khotui_batch=2")
     assert run.rc != 0
-    assert "Traceback" not in run.out
+    assert "Traceback" not in run.out and "DEPRECATION" not in run.out
     assert run.verdict("live1") == "verified"
     assert run.verdict("live2") == "failed-verify"
     assert run.report["hosts"]["live2"]["checks_failed"] == ["kernel"]
@@ -259,6 +264,27 @@ def test_a_batch_failing_verification_stops_the_rollout_before_the_next(live_fle
     stop = run.report["summary"]["stopped"]
     assert stop.startswith("batch 1 failed") and "live2 (failed-verify: kernel)" in stop
     assert all(e["dry_run"] is False for e in run.report["hosts"].values())
+
+
+def test_a_host_still_in_its_old_boot_is_not_verified_there(live_fleet: Path,
+                                                             tmp_path: Path) -> None:
+    """systemd may take a while to stop services after `systemctl kexec`: the host still
+    answers from the old kernel. The playbook waits for a new boot id instead of verifying
+    there (which would fail `rebooted`); here the boot never changes, so it gives up."""
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(live_fleet.read_text()
+                         .replace(f"khotui_systemctl={live_fleet.parent / 'systemctl'}",
+                                  "khotui_systemctl=/bin/true")
+                         .replace("khotui_exec_delay=0", "khotui_exec_delay=0\nkhotui_exec_timeout=2")
+                         .replace(str(live_fleet.parent / "receipt-"), str(tmp_path / "receipt-")))
+    run = playbook(inventory, tmp_path / "report.json", "-l", "live1,live3", "-e", "khotui_batch=1")
+    assert run.rc != 0
+    assert "Traceback" not in run.out
+    live1 = run.report["hosts"]["live1"]
+    assert live1["verdict"] == "unreachable" and live1["phase"] == "exec"
+    assert "still the boot from before the kexec" in live1["error"]["message"]
+    assert run.verdict("live3") == "not-loaded", "the rollout stops after batch 1"
+    assert "stopped before the next batch" in run.out.split("Fail the run when")[-1]
 
 
 # -- one host over real SSH --------------------------------------------------------------------
@@ -301,6 +327,8 @@ def test_an_unreachable_host_fails_the_preflight(tmp_path: Path, fleet: Path) ->
     assert run.verdict("gone") == "unreachable"
     assert [run.verdict(h) for h in ("fit01", "fit02")] == ["loaded", "loaded"]
     assert run.report["summary"]["gate"]["failing_hosts"] == ["gone"]
+    # the report play ran under --limit too (it prints the table and the report's path)
+    assert f"report: {tmp_path / 'report.json'}" in run.out
 
 
 # -- the check timer ---------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _ran(r):
     return isinstance(r, dict) and not r.get("skipped")
 
 
-def batch_entry(entry, load, exec_, back, verify):
+def batch_entry(entry, load, exec_, reachable, back, verify):
     """A loading host's entry after its batch; (entry, failed?) where failed stops the rollout."""
     entry = dict(entry)
     if not _ran(load):
@@ -130,9 +130,10 @@ def batch_entry(entry, load, exec_, back, verify):
                           "path": None, "fix": "the image stays loaded; execute it by hand"}
         return entry, True
     if not _ran(back) or back.get("failed") or back.get("unreachable"):
+        why = back if _ran(back) else reachable if _ran(reachable) else {}
         entry.update(verdict="unreachable",
                      error={"message": "not back after the kexec: "
-                                       + str((back or {}).get("msg", "no answer")),
+                                       + str(why.get("msg") or "no answer"),
                             "path": None,
                             "fix": f"reach its console; the receipt is at {entry['receipt']}"})
         return entry, True
@@ -281,7 +282,8 @@ def batch(args, hostvars, state):
             hosts[h] = dict(hosts[h], note=f"not loaded: the rollout stopped before batch {index}")
             continue
         entry, bad = batch_entry(hosts[h], *(_result(hostvars, h, n) for n in (
-            "khotui_load_result", "khotui_exec_result", "khotui_back", "khotui_verify_result")))
+            "khotui_load_result", "khotui_exec_result", "khotui_reachable", "khotui_back",
+            "khotui_verify_result")))
         entry["batch"] = index
         hosts[h] = entry
         if bad:

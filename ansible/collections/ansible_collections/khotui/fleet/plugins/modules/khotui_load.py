@@ -74,7 +74,10 @@ def main():
               "checks_failed": ids, "failures": failures,
               "receipt": done.get("receipt"), "receipt_problem": done.get("receipt_problem"),
               "matches_prediction": done.get("matches_prediction"),
-              "warnings": done.get("warnings") or []}
+              # not `warnings`: Ansible reads that key as the module's own (deprecated)
+              "khotui_warnings": done.get("warnings") or []}
+    for w in result["khotui_warnings"]:
+        module.warn(f"khotui load: {w}")
     loaded = rc == 0 and not dry_run and bool(done.get("ok"))
     if rc != 0:
         ex = done.get("explanation") or {}
