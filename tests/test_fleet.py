@@ -51,7 +51,7 @@ class Run:
     rc: int
     out: str
     report: dict[str, Any]
-    seconds: float = 0.0    # timed_playbook(): read only by the perf test below
+    seconds: float = 0.0    # timed_playbook(), in the perf test only
 
     def verdict(self, host: str) -> str:
         return str(self.report["hosts"][host]["verdict"])
@@ -81,7 +81,7 @@ def playbook(inventory: Path, report: Path, *extra: str, book: Path = PLAYBOOK,
 
 
 def timed_playbook(inventory: Path, report: Path, *extra: str) -> Run:
-    """playbook() with its wall time, for the module's two paths: only the perf test reads it."""
+    """playbook() and its wall time."""
     start = time.monotonic()
     run = playbook(inventory, report, *extra)
     run.seconds = time.monotonic() - start
@@ -122,13 +122,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stopped(fleet: Path) -> Run:
     """The default khotui_max_fail_percentage (0) with 3 of 12 hosts failing: the gate stops."""
-    return timed_playbook(fleet, fleet.parent / "report-stop.json")
+    return playbook(fleet, fleet.parent / "report-stop.json")
 
 
 @pytest.fixture(scope="module")
 def went_ahead(fleet: Path) -> Run:
     """25% fail, 30% allowed: the 9 fitting hosts load (dry runs) in batches of 4."""
-    return timed_playbook(fleet, fleet.parent / "report-go.json",
+    return playbook(fleet, fleet.parent / "report-go.json",
                     "-e", "khotui_max_fail_percentage=30", "-e", "khotui_batch=4")
 
 
@@ -361,10 +361,15 @@ def test_the_check_timer_installs_into_a_root(tmp_path: Path, fleet: Path) -> No
 
 
 @pytest.mark.perf
-def test_both_paths_take_under_a_minute_of_ansible_time(stopped: Run, went_ahead: Run) -> None:
-    """Issue 14's bound, an absolute one: both paths over the 12 snapshot hosts in under 60 s of
-    ansible-playbook wall time on the 2-core machine (measured around each run above)."""
-    total = stopped.seconds + went_ahead.seconds
-    print(f"ansible time: stop path {stopped.seconds:.1f} s, go-ahead path "
-          f"{went_ahead.seconds:.1f} s, total {total:.1f} s")
-    assert total < 60, f"stop {stopped.seconds:.1f} s + go-ahead {went_ahead.seconds:.1f} s"
+def test_both_paths_take_under_a_minute_of_ansible_time(fleet: Path) -> None:
+    """Issue 14's bound, an absolute one (not a ratio to a baseline like the other perf tests:
+    the issue states it in seconds): both paths over the 12 snapshot hosts in under 60 s of
+    ansible-playbook wall time on the 2-core machine."""
+    stop = timed_playbook(fleet, fleet.parent / "report-stop-timed.json")
+    go = timed_playbook(fleet, fleet.parent / "report-go-timed.json",
+                        "-e", "khotui_max_fail_percentage=30", "-e", "khotui_batch=4")
+    assert stop.rc != 0 and go.rc == 0
+    total = stop.seconds + go.seconds
+    print(f"ansible time: stop path {stop.seconds:.1f} s, go-ahead path {go.seconds:.1f} s, "
+          f"total {total:.1f} s")
+    assert total < 60, f"stop {stop.seconds:.1f} s + go-ahead {go.seconds:.1f} s"
