@@ -15,7 +15,8 @@ import pytest
 
 from tests.fixtures.where import CAPTURES, REPO, SHARED, VM
 
-__all__ = ["CAPTURES", "REPO", "SHARED", "VM", "capture_names", "python_runs_as"]
+__all__ = ["CAPTURES", "REPO", "SHARED", "VM", "capture_names", "khotui_as_user",
+           "python_runs_as"]
 
 
 def python_runs_as(uid: int, python: str = sys.executable) -> bool:
@@ -28,6 +29,33 @@ def python_runs_as(uid: int, python: str = sys.executable) -> bool:
     p = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                         python, "-c", ""], capture_output=True, timeout=60)
     return p.returncode == 0
+
+
+# Imports every khotui module but the app's, then drops to the user, then runs the CLI. Used
+# only when the user cannot start the venv's Python itself (python_runs_as): from then on the
+# process is that user's in every way khotui can observe (euid, CapEff, what it may open), and
+# a module it failed to import up front would show as the traceback the tests look for.
+_DROP_THEN_RUN = """
+import importlib, os, pkgutil, sys
+import khotui
+for m in pkgutil.walk_packages(khotui.__path__, "khotui."):
+    if not m.name.startswith("khotui.tui") and m.name != "khotui.__main__":
+        importlib.import_module(m.name)
+uid = int(sys.argv[1])
+os.setgroups([]); os.setgid(uid); os.setuid(uid)
+from khotui.cli.main import main
+sys.argv[0] = "khotui"
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def khotui_as_user(uid: int, *args: str) -> list[str]:
+    """The command line that runs `khotui ARGS` as `uid` (run it as root): through setpriv when
+    the user can start this venv's Python, else by dropping to the user inside it."""
+    if python_runs_as(uid):
+        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                sys.executable, "-m", "khotui", *args]
+    return [sys.executable, "-c", _DROP_THEN_RUN, str(uid), *args]
 
 
 def capture_names() -> list[str]:
