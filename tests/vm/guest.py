@@ -195,6 +195,14 @@ class GuestRun:
         return "\n".join(lines)
 
 
+def ok_step(run: GuestRun, name: str) -> Step:
+    """The named step, which must have exited 0: GuestError with its output otherwise."""
+    st = run.named(name)
+    if not st.ok:
+        raise GuestError(f"step {name!r} failed\n{st.describe()}")
+    return st
+
+
 def _clip(s: str, n: int = 2000) -> str:
     s = s.rstrip("\n")
     return s if len(s) <= n else s[: n // 2] + f"\n... [{len(s) - n} chars] ...\n" + s[-n // 2:]

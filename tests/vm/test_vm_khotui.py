@@ -30,7 +30,7 @@ from pathlib import Path
 
 import guest
 import pytest
-from guest import GuestError, require_khotui
+from guest import ok_step, require_khotui
 
 pytestmark = pytest.mark.vm
 
@@ -171,13 +171,6 @@ def kho_off(vm_dirs) -> guest.GuestRun:
     run = guest.boot([steps], numa=[1024], append="kho=off", run_dir=d)
     print(f"\nkho-off boot: {run.seconds:.1f}s")
     return run
-
-
-def ok_step(run: guest.GuestRun, name: str) -> guest.Step:
-    st = run.named(name)
-    if not st.ok:
-        raise GuestError(f"step {name!r} failed\n{st.describe()}")
-    return st
 
 
 # ---------------------------------------------------------------------------------------------

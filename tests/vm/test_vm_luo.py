@@ -31,7 +31,7 @@ import subprocess
 
 import guest
 import pytest
-from guest import GuestError, require_khotui
+from guest import ok_step, require_khotui
 
 pytestmark = pytest.mark.vm
 
@@ -73,13 +73,6 @@ def luo_run(vm_dirs) -> guest.GuestRun:
     run = guest.boot([s1, s2], numa=[1024, 1024], append="kho=on liveupdate=on", run_dir=d)
     print(f"\nLUO boot cycle (2 kernels): {run.seconds:.1f}s")
     return run
-
-
-def ok_step(run: guest.GuestRun, name: str) -> guest.Step:
-    st = run.named(name)
-    if not st.ok:
-        raise GuestError(f"step {name!r} failed\n{st.describe()}")
-    return st
 
 
 def holder_pid(run: guest.GuestRun) -> int:
