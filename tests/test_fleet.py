@@ -156,6 +156,24 @@ def test_the_playbook_passes_ansibles_syntax_check_from_the_repository_root(flee
         assert "Traceback" not in p.stdout + p.stderr
 
 
+@pytest.mark.parametrize(("module", "options"), [
+    ("khotui_plan", ("kernel", "initrd", "append", "cmdline", "root", "khotui_bin")),
+    ("khotui_load", ("kernel", "initrd", "cmdline", "receipt", "log", "khotui_bin")),
+    ("khotui_verify", ("receipt", "root", "khotui_bin")),
+])
+def test_ansible_doc_documents_every_module(tmp_path: Path, module: str,
+                                            options: tuple[str, ...]) -> None:
+    # what an operator reads first; a YAML slip in DOCUMENTATION leaves them an error instead
+    env = {**ansible_env(tmp_path / "ansible-home"),
+           "ANSIBLE_COLLECTIONS_PATH": str(REPO / "ansible" / "collections")}
+    p = subprocess.run([str(BIN / "ansible-doc"), "--json", f"khotui.fleet.{module}"],
+                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads(p.stdout)[f"khotui.fleet.{module}"]["doc"]
+    assert set(options) <= set(doc["options"]), sorted(doc["options"])
+
+
 def test_too_many_failing_hosts_stop_the_rollout_before_any_load(stopped: Run) -> None:
     assert stopped.rc != 0, "the play must fail when the gate stops it"
     assert "Traceback" not in stopped.out and "DEPRECATION" not in stopped.out

@@ -7,23 +7,19 @@ DOCUMENTATION = r"""
 module: khotui_load
 short_description: Load the next kernel for a KHO kexec with khotui, writing a receipt
 description:
-  - Runs C(khotui load --json --yes --receipt FILE) on the target: the checks and the plan
-    again on the very files loaded, then kexec_file_load(2). Never C(--force), never C(--exec)
+  - Runs C(khotui load --json --yes --receipt FILE) on the target. It runs the checks and
+    the plan again on the very files loaded, then kexec_file_load(2). Never C(--force), never C(--exec)
     (the playbook executes the kexec itself, asynchronously).
   - With C(root) (a snapshot) the load is a dry run that changes nothing and writes no
     receipt; C(dry_run) says so.
   - A refused or failed load fails the task with the errno and khotui's explanation.
   - In check mode nothing runs.
 options:
-  khotui_bin: {description: khotui on the target, type: str, default: khotui}
-  kernel: {description: kernel image on the target, or C(default), type: str, required: true}
-  initrd: {description: initrd on the target, type: str}
-  append: {description: text added to the running command line, type: str}
-  cmdline: {description: the exact next command line, type: str}
   root: {description: a snapshot directory (the load is then a dry run), type: path}
   receipt: {description: where the receipt goes, type: path,
             default: /var/lib/khotui/receipt.json}
   log: {description: khotui's JSON audit log (khotui's default when unset), type: path}
+extends_documentation_fragment: [khotui.fleet.khotui_target]
 author: khotui
 """
 

@@ -11,12 +11,8 @@ description:
   - A plan that would fail is not a failed task; C(fits) says it. Bad input (a missing
     kernel file, an unreadable snapshot) fails the task with khotui's message and fix.
 options:
-  khotui_bin: {description: khotui on the target, type: str, default: khotui}
-  kernel: {description: kernel image on the target, or C(default), type: str, required: true}
-  initrd: {description: initrd on the target, type: str}
-  append: {description: text added to the running command line, type: str}
-  cmdline: {description: the exact next command line, type: str}
   root: {description: a snapshot directory to review instead of the live host, type: path}
+extends_documentation_fragment: [khotui.fleet.khotui_target]
 author: khotui
 """
 
