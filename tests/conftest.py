@@ -6,13 +6,28 @@ ground truth: each is a sysroot recorded from a KHO kernel plus the kernel's own
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.where import CAPTURES, REPO, SHARED, VM
 
-__all__ = ["CAPTURES", "REPO", "SHARED", "VM", "capture_names"]
+__all__ = ["CAPTURES", "REPO", "SHARED", "VM", "capture_names", "python_runs_as"]
+
+
+def python_runs_as(uid: int, python: str = sys.executable) -> bool:
+    """Whether user `uid` (setpriv, as root) can start `python`. pyenv's 3.12 and 3.13 load
+    libpython from their RUNPATH under /root (0700), which `nobody` cannot read; a 3.11 venv
+    ran only because Debian ships libpython3.11 in /lib. The Makefile now picks Python >= 3.12
+    for the venv (ansible-core), so tests that run it as another user ask first."""
+    if not shutil.which("setpriv"):
+        return False
+    p = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                        python, "-c", ""], capture_output=True, timeout=60)
+    return p.returncode == 0
 
 
 def capture_names() -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CAPTURES, REPO, VM
+from tests.conftest import CAPTURES, REPO, VM, python_runs_as
 from tests.fixtures.trees import copy_tree
 
 TWO = CAPTURES / "two-nodes" / "sysroot"
@@ -136,6 +136,9 @@ def test_bad_usage_exits_2():
 def test_non_root_on_the_live_host_gets_a_partial_view(tmp_path):
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root (to drop to nobody) and setpriv")
+    if not python_runs_as(65534):
+        pytest.skip(f"nobody cannot start this venv's Python ({sys.executable}: its libpython "
+                    "is below /root)")
     env = dict(os.environ, HOME=str(tmp_path))
     result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                              sys.executable, "-m", "khotui", "status", "--json"],
@@ -151,6 +154,9 @@ def test_non_root_on_the_live_host_gets_a_partial_view(tmp_path):
 def test_non_root_plan_on_the_live_host_says_what_needs_root(tmp_path, shared):
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root (to drop to nobody) and setpriv")
+    if not python_runs_as(65534):
+        pytest.skip(f"nobody cannot start this venv's Python ({sys.executable}: its libpython "
+                    "is below /root)")
     kernel = KERNEL    # tmp_path is below a 0700 directory of root's; the shared kernel is 0444
     env = dict(os.environ, HOME="/nonexistent")
     env.pop("KHOTUI_DEBUG", None)

@@ -24,7 +24,7 @@ from khotui.cli import main as cli
 from khotui.errors import KhotuiError
 from khotui.host.snapshot import MANIFEST, MAX_TREE_DEPTH, write_snapshot
 from khotui.host.sysroot import Sysroot
-from tests.conftest import CAPTURES
+from tests.conftest import CAPTURES, python_runs_as
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
@@ -106,8 +106,13 @@ def test_the_planted_dmesg_race_from_the_issue_does_not_reach_the_victim(tmp_pat
                     os.symlink({str(victim)!r}, {str(race / "dmesg")!r})
                     break
         """)
+        # the attacker is stdlib only: any Python nobody can start (conftest.python_runs_as)
+        python = next((p for p in (sys.executable, "/usr/bin/python3")
+                       if python_runs_as(NOBODY, p)), None)
+        if python is None:
+            pytest.skip("no Python that nobody can start, to run the attacker")
         proc = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                                 "--clear-groups", sys.executable, "-c", attacker])
+                                 "--clear-groups", python, "-c", attacker])
         try:
             for _ in range(500):
                 if race.exists():
