@@ -190,7 +190,7 @@ def test_the_playbook_loads_kexecs_and_verifies_a_kho_guest_over_ssh(fleet_vm: F
     share = fleet_vm.served.out / "khotui"
     receipt = json.loads((share / "receipt.json").read_text())
     assert receipt["cmdline"] == run.cmdline_given
-    assert oct((share).stat().st_mode & 0o777) == oct(0o700)
+    assert oct(share.stat().st_mode & 0o777) == oct(0o700)
     # the operator's table names the host and its verdict
     assert any(HOST in line and "verified" in line for line in run.out.splitlines()), run.out[-3000:]
     assert "Traceback" not in run.out + json.dumps(run.report)
