@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -622,7 +622,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ssh_keys(ssh_dir: Path, port: int) -> tuple[Path, Path]:
+def _ssh_keys(ssh_dir: Path) -> tuple[Path, Path]:
     """Throwaway host and client keys and an sshd_config in `ssh_dir`: (client key, known_hosts)."""
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for name in ("host_ed25519", "client_ed25519"):
@@ -645,7 +645,7 @@ def _ssh_keys(ssh_dir: Path, port: int) -> tuple[Path, Path]:
 def serving(*, numa: Sequence[int] = (1024, 1024), append: str = "kho=on",
             kho_scratch: str | None = None, efi: bool = False, smp: int = 2,
             timeout: float | None = None, run_dir: Path | str | None = None,
-            debugfs: bool = True, wait: bool = True):
+            debugfs: bool = True, wait: bool = True) -> Iterator[ServedGuest]:
     """Boot the KHO kernel as a guest that serves SSH instead of running steps.
 
         with guest.serving(append="kho=on") as g:
@@ -664,7 +664,7 @@ def serving(*, numa: Sequence[int] = (1024, 1024), append: str = "kho=on",
     out.mkdir(exist_ok=True)
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
     port = _free_port()
-    key, known_hosts = _ssh_keys(run_dir / "ssh", port)
+    key, known_hosts = _ssh_keys(run_dir / "ssh")
     init = run_dir / "init.sh"
     init.write_text(_serve_script(run_dir, run_dir / "ssh", int(timeout), debugfs))
     init.chmod(0o755)
