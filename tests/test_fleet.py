@@ -9,8 +9,8 @@ message) and the report JSON.
 
 The live path (load -> `systemctl kexec` -> verify) runs with a stand-in khotui and systemctl
 (tests/fleet/fake_khotui.py): nothing is loaded on this machine. One host is reached over a
-real sshd on 127.0.0.1 (skipped with the reason where sshd is missing). The VM tier does not
-run the playbook (README "Fleet": why).
+real sshd on 127.0.0.1 (skipped with the reason where sshd is missing). The real path runs in
+the VM tier (tests/vm/test_vm_fleet.py: the playbook over SSH against the KHO guest).
 
 Ansible needs Python >= 3.12 on the controller: under an older venv every test here skips
 with that reason (`make venv` picks a Python >= 3.12 when one is installed).
@@ -303,6 +303,28 @@ def test_a_host_still_in_its_old_boot_is_not_verified_there(live_fleet: Path,
     assert "still the boot from before the kexec" in live1["error"]["message"]
     assert run.verdict("live3") == "not-loaded", "the rollout stops after batch 1"
     assert "stopped before the next batch" in run.out.split("Fail the run when")[-1]
+
+
+def test_a_host_without_systemd_kexecs_with_its_exec_command(live_fleet: Path,
+                                                            tmp_path: Path) -> None:
+    """khotui_exec_command replaces `systemctl kexec` (the VM tier's guest has no systemd):
+    it runs instead, once, and systemctl does not run at all."""
+    log, boot_id, kexec = tmp_path / "exec.log", tmp_path / "boot_id", tmp_path / "kexec"
+    boot_id.write_text("boot-0\n")
+    kexec.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\necho boot-$$ > {boot_id}\n")
+    kexec.chmod(0o755)
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(live_fleet.read_text()
+                         .replace(f"khotui_systemctl={live_fleet.parent / 'systemctl'}",
+                                  f"khotui_systemctl=/bin/false\nkhotui_exec_command='{kexec} -e'")
+                         .replace("khotui_exec_delay=0", "khotui_exec_delay=0\nkhotui_exec_timeout=5")
+                         .replace(str(live_fleet.parent / "boot_id"), str(boot_id))
+                         .replace(str(live_fleet.parent / "receipt-"), str(tmp_path / "receipt-")))
+    run = playbook(inventory, tmp_path / "report.json", "-l", "live1")
+    assert run.rc == 0, run.out[-3000:]
+    assert "Traceback" not in run.out
+    assert run.verdict("live1") == "verified"
+    assert log.read_text().splitlines() == ["-e"]
 
 
 # -- one host over real SSH --------------------------------------------------------------------

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -62,6 +62,8 @@ GUESTUTIL = HERE / "guestutil.py"
 QEMU = os.environ.get("KHOTUI_QEMU", "qemu-system-x86_64")
 # How guest steps (and the host-side `--help` probe) invoke the CLI under test.
 KHOTUI_CLI = os.environ.get("KHOTUI_VM_CLI", "python -m khotui")
+SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/sbin/sshd")
+                                     if os.access(p, os.X_OK)), None)
 OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/qemu/OVMF.fd")
 
 # Guest-side constants, also handy for tests.
@@ -359,6 +361,62 @@ def _init_script(run_dir: Path, stages: Sequence[Sequence[str]], debugfs: bool =
     return head + "\n".join(body)
 
 
+# Serving mode: every stage brings up the network and sshd, then waits for the host to drive it.
+_SERVE_BODY = r"""*)
+    serve
+    ;;
+esac
+poweroff
+"""
+
+_SERVE_FUNC = r"""
+serve() {  # network, sshd, then wait: the host drives this kernel over SSH
+    mkdir -p /dev/pts
+    mountpoint -q /dev/pts || mnt -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
+    # the virtio NIC: no udev renames it, so the kernel's eth0 (sit0 & co. may exist too)
+    local nic
+    nic=$(cd /sys/class/net && ls -d eth* en* 2>/dev/null | head -n1)
+    { ip link set lo up && ip link set "$nic" up && ip addr add 10.0.2.15/24 dev "$nic" \
+        && ip route add default via 10.0.2.2; } > "$D/net.log" 2>&1 \
+        || say "network setup failed: $(tr '\n' ' ' < "$D/net.log")"
+    # The 9p share may not keep modes, and sshd refuses a private key others can read: copy the
+    # throwaway keys to a tmpfs. /run/sshd is the privilege separation directory (user `sshd`
+    # from the host's /etc/passwd, seen through the root share).
+    local S=/run/khovm-ssh
+    mkdir -m 0700 -p "$S" /run/sshd && chmod 0755 /run/sshd
+    cp @SSH_DIR@/host_ed25519 @SSH_DIR@/authorized_keys @SSH_DIR@/sshd_config "$S/" \
+        || die "cannot copy the ssh keys from @SSH_DIR@"
+    chmod 0600 "$S"/*
+    # bash reads ~/.bashrc for an SSH command too: the host's /root/.bashrc (seen read-only
+    # here) may set up tools that try to write below /root (pyenv: "cannot rehash") and would
+    # put its noise into every command's stderr; a guest root without rc files is a plain host
+    [ -f /root/.bashrc ] && mount --bind /dev/null /root/.bashrc
+    @SSHD@ -f "$S/sshd_config" -E "$D/sshd.log" || die "sshd did not start (see $D/sshd.log)"
+    date +%s.%N > "$D/serving"
+    say "stage $STAGE serving ssh on $nic (uptime $(cut -d' ' -f1 /proc/uptime)s)"
+    local waited=0
+    # the host asks for the end with a file on the share; a kexec driven over SSH ends it too
+    while [ ! -e /mnt/poweroff ] && [ "$waited" -lt @SERVE_TIMEOUT@ ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    [ -e /mnt/poweroff ] || say "stage $STAGE: no poweroff request in @SERVE_TIMEOUT@ s"
+    finish
+    poweroff
+}
+"""
+
+
+def _serve_script(run_dir: Path, ssh_dir: Path, serve_timeout: int, debugfs: bool = True) -> str:
+    """The init script of a serving guest: every stage runs `serve` (network, sshd, wait)."""
+    stub = _init_script(run_dir, [[]], debugfs)
+    head = stub[: stub.index('case "$STAGE" in')]
+    func = (_SERVE_FUNC.replace("@SSH_DIR@", shlex.quote(str(ssh_dir)))
+            .replace("@SSHD@", shlex.quote(SSHD or "sshd"))
+            .replace("@SERVE_TIMEOUT@", str(int(serve_timeout))))
+    return head + func + 'case "$STAGE" in\n' + _SERVE_BODY
+
+
 # ---------------------------------------------------------------------------------------------
 # host side
 
@@ -370,7 +428,7 @@ def make_initrd(size: int, path: Path) -> Path:
 
 
 def qemu_command(run_dir: Path, out: Path, *, numa: Sequence[int], append: str,
-                 efi: bool, smp: int) -> list[str]:
+                 efi: bool, smp: int, ssh_port: int | None = None) -> list[str]:
     total = sum(numa)
     cmd = [QEMU, "-accel", "tcg,thread=single", "-m", f"{total}M", "-smp", str(smp),
            "-nographic", "-nodefaults", "-no-reboot"]
@@ -383,6 +441,11 @@ def qemu_command(run_dir: Path, out: Path, *, numa: Sequence[int], append: str,
             "-fsdev", f"local,id=outfs,path={out},security_model=none",
             "-device", "virtio-9p-pci,fsdev=outfs,mount_tag=out",
             "-kernel", str(KERNEL), "-append", append]
+    if ssh_port is not None:
+        # user-mode networking: the guest is 10.0.2.15 behind QEMU's NAT, its port 22 forwarded
+        # to 127.0.0.1:ssh_port on the host only
+        cmd += ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                "-device", "virtio-net-pci,netdev=n0"]
     if efi:
         fw = next((p for p in OVMF_CANDIDATES if Path(p).is_file()), None)
         if fw is None:
@@ -459,6 +522,197 @@ def run_in_guest(steps_stage1: Sequence[StepSpec], steps_stage2: Sequence[StepSp
 
 
 StepSpec = "str | tuple[str, str]"  # for annotations only
+
+
+# ---------------------------------------------------------------------------------------------
+# serving mode: a guest driven from the host over SSH (the fleet playbook's VM test)
+
+SERVE_READY_TIMEOUT = float(os.environ.get("KHOTUI_VM_READY_TIMEOUT", "300"))
+
+
+def missing_ssh_prerequisite() -> str | None:
+    """One-line reason why a serving guest cannot run here (beyond missing_prerequisite())."""
+    if SSHD is None:
+        return "no sshd on this host (Debian: apt-get install openssh-server; .ci/run installs it)"
+    for tool in ("ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"no {tool} on PATH (Debian: apt-get install openssh-client)"
+    return None
+
+
+@dataclass
+class ServedGuest:
+    """A running guest serving SSH on 127.0.0.1:`port` as root, with the client key `key`.
+
+    `cmdline` is the command line the guest was booted with (stage 1's /proc/cmdline);
+    `next_cmdline(n)` is it with `khostage=n`, the one a kexec'd kernel needs to be stage n.
+    What the guest writes lands in `out` (`/mnt` in the guest; `out/stageN/` per kernel)."""
+
+    run_dir: Path
+    out: Path
+    port: int
+    key: Path
+    known_hosts: Path
+    cmdline: str
+    proc: subprocess.Popen
+    started: float = field(default_factory=time.monotonic)
+
+    def ssh_options(self) -> list[str]:
+        """OpenSSH options for this throwaway guest (its host key is not worth checking)."""
+        return ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"]
+
+    def ssh_argv(self, command: str) -> list[str]:
+        return ["ssh", *self.ssh_options(), "-i", str(self.key), "-p", str(self.port),
+                "root@127.0.0.1", command]
+
+    def ssh(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run `command` in the guest as root (a non-zero exit is returned, not raised)."""
+        return subprocess.run(self.ssh_argv(command), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def next_cmdline(self, stage: int) -> str:
+        return re.sub(r"\bkhostage=\d+\b", f"khostage={stage}", self.cmdline)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def serial(self) -> str:
+        p = self.run_dir / "serial.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def serving(self, stage: int) -> bool:
+        return (self.out / f"stage{stage}" / "serving").exists()
+
+    def wait_ready(self, stage: int = 1, timeout: float | None = None) -> float:
+        """Wait until kernel `stage` serves SSH (a `true` over SSH works there); the seconds
+        waited. GuestError if QEMU exits or the time runs out."""
+        timeout = SERVE_READY_TIMEOUT if timeout is None else timeout
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        last = "not serving yet"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise GuestError(f"QEMU exited (rc={self.proc.returncode}) before stage {stage} "
+                                 f"served SSH\n{self.summary()}")
+            if self.serving(stage):
+                try:
+                    p = self.ssh("true", timeout=60)
+                except subprocess.TimeoutExpired:
+                    last = "ssh `true` timed out"
+                else:
+                    if p.returncode == 0:
+                        return time.monotonic() - t0
+                    last = f"ssh `true` exited {p.returncode}: {p.stderr.strip()[-300:]}"
+            time.sleep(1)
+        raise GuestError(f"stage {stage} did not serve SSH within {timeout:.0f}s ({last})\n"
+                         f"{self.summary()}")
+
+    def summary(self) -> str:
+        lines = [f"run dir {self.run_dir} (serving guest on port {self.port}, "
+                 f"{time.monotonic() - self.started:.0f}s, qemu rc={self.proc.poll()})"]
+        for log in sorted(self.out.glob("stage*/sshd.log")):
+            lines.append(f"{log.relative_to(self.out)}: " + _clip(log.read_text(errors="replace"), 800))
+        qerr = self.run_dir / "qemu.stderr"
+        if qerr.exists() and qerr.read_text(errors="replace").strip():
+            lines.append("qemu stderr: " + _clip(qerr.read_text(errors="replace"), 800))
+        lines.append("serial log (last 40 lines):\n" + "\n".join(self.serial.splitlines()[-40:]))
+        return "\n".join(lines)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ssh_keys(ssh_dir: Path) -> tuple[Path, Path]:
+    """Throwaway host and client keys and an sshd_config in `ssh_dir`: (client key, known_hosts)."""
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in ("host_ed25519", "client_ed25519"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"khovm-{name}",
+                        "-f", str(ssh_dir / name)], check=True, stdin=subprocess.DEVNULL)
+    (ssh_dir / "authorized_keys").write_text((ssh_dir / "client_ed25519.pub").read_text())
+    # Paths are the guest's: the init script copies these files to /run/khovm-ssh (a tmpfs).
+    (ssh_dir / "sshd_config").write_text(
+        "Port 22\nListenAddress 0.0.0.0\nHostKey /run/khovm-ssh/host_ed25519\n"
+        "AuthorizedKeysFile /run/khovm-ssh/authorized_keys\nPidFile /run/khovm-ssh/sshd.pid\n"
+        "PermitRootLogin yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nStrictModes no\nPrintMotd no\nPrintLastLog no\nUseDNS no\n"
+        "LogLevel VERBOSE\nSubsystem sftp internal-sftp\n")
+    for f in ssh_dir.iterdir():
+        f.chmod(0o600)
+    return ssh_dir / "client_ed25519", ssh_dir / "known_hosts"
+
+
+@contextlib.contextmanager
+def serving(*, numa: Sequence[int] = (1024, 1024), append: str = "kho=on",
+            kho_scratch: str | None = None, efi: bool = False, smp: int = 2,
+            timeout: float | None = None, run_dir: Path | str | None = None,
+            debugfs: bool = True, wait: bool = True) -> Iterator[ServedGuest]:
+    """Boot the KHO kernel as a guest that serves SSH instead of running steps.
+
+        with guest.serving(append="kho=on") as g:
+            g.ssh("cat /proc/cmdline")            # root in the guest, on 127.0.0.1:g.port
+
+    Each kernel (the cold-booted one, and every one a command over SSH kexecs into) brings up
+    a virtio NIC behind QEMU's user-mode NAT, starts sshd with throwaway keys made here, and
+    waits for the host; it powers off when the host leaves the `with` block (a file on the
+    share) or after `timeout` seconds per kernel. Leaving the block always ends QEMU (killed
+    if it does not power off in 60 s). `wait`: return once stage 1 serves SSH. Options as boot().
+    """
+    run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="khovm-"))
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "out"
+    out.mkdir(exist_ok=True)
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    port = _free_port()
+    key, known_hosts = _ssh_keys(run_dir / "ssh")
+    init = run_dir / "init.sh"
+    init.write_text(_serve_script(run_dir, run_dir / "ssh", int(timeout), debugfs))
+    init.chmod(0o755)
+    parts = [BASE_APPEND, f"init={init}", append]
+    if kho_scratch:
+        parts.append(f"kho_scratch={kho_scratch}")
+    parts.append("khostage=1")
+    cmdline = " ".join(p for p in parts if p)
+    cmd = qemu_command(run_dir, out, numa=numa, append=cmdline, efi=efi, smp=smp, ssh_port=port)
+    (run_dir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+    t0 = time.monotonic()
+    with open(run_dir / "qemu.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                start_new_session=True)
+    served = ServedGuest(run_dir=run_dir, out=out, port=port, key=key, known_hosts=known_hosts,
+                         cmdline=cmdline, proc=proc, started=t0)
+    try:
+        if wait:
+            served.wait_ready(1)
+        yield served
+    finally:
+        (out / "poweroff").touch()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # KeyboardInterrupt in the wait: never leave a QEMU behind
+                proc.kill()
+                proc.wait()
+        seconds = time.monotonic() - t0
+        stages = sorted(int(p.name[5:]) for p in out.glob("stage*") if p.name[5:].isdigit())
+        info = {"run_dir": str(run_dir), "seconds": round(seconds, 1), "mode": "serving",
+                "stages": max(stages, default=0), "qemu_rc": proc.returncode}
+        (run_dir / "timing.json").write_text(json.dumps(info, indent=1) + "\n")
+        log = os.environ.get("KHOTUI_VM_TIMINGS")
+        if log:
+            with open(log, "a") as f:
+                f.write(json.dumps(info) + "\n")
 
 
 def _normalize(steps) -> list[tuple[str, str]]:
