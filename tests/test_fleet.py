@@ -271,7 +271,11 @@ def test_a_batch_failing_verification_stops_the_rollout_before_the_next(live_fle
     assert "Traceback" not in run.out and "DEPRECATION" not in run.out
     assert run.verdict("live1") == "verified"
     assert run.verdict("live2") == "failed-verify"
-    assert run.report["hosts"]["live2"]["checks_failed"] == ["kernel"]
+    live2 = run.report["hosts"]["live2"]
+    assert live2["checks_failed"] == ["kernel"]
+    # the report says what did not arrive and what to do, not only the check's name
+    assert [f["id"] for f in live2["failures"]] == ["kernel"] and live2["failures"][0]["message"]
+    assert live2["error"]["fix"] and live2["error"]["path"] == live2["receipt"]
     assert run.report["hosts"]["live1"]["receipt"] == str(live_fleet.parent / "receipt-live1.json")
     for h in ("live3", "live4"):
         assert run.verdict(h) == "not-loaded"

@@ -206,6 +206,7 @@ def test_a_next_kernel_without_kho_fails_verification_in_the_report(fleet_vm: Fl
     # what a kernel booted with kho=off cannot show: the handover never arrived
     assert "kho-booted" in host["checks_failed"], run.describe()
     assert "kexec-metadata" in host["checks_failed"], run.describe()
+    assert {f["id"] for f in host["failures"]} == set(host["checks_failed"]), run.describe()
     # the exec itself happened: the guest runs the loaded kernel (stage 3, kho=off)
     assert "khostage=3" in run.cmdline_after.split() and "kho=off" in run.cmdline_after.split()
     # a batch failing verification stops the rollout: the run fails, after the report

@@ -126,7 +126,7 @@ def batch_entry(entry, load, exec_, reachable, back, verify):
         return entry, False
     entry["phase"] = "exec"
     if exec_.get("unreachable") or exec_.get("failed"):
-        entry["error"] = {"message": f"systemctl kexec did not start: {exec_.get('msg')}",
+        entry["error"] = {"message": f"the kexec command did not start: {exec_.get('msg')}",
                           "path": None, "fix": "the image stays loaded; execute it by hand"}
         return entry, True
     if not _ran(back) or back.get("failed") or back.get("unreachable"):
@@ -146,7 +146,13 @@ def batch_entry(entry, load, exec_, reachable, back, verify):
         entry["verdict"] = "verified"
         return entry, False
     entry.update(verdict="failed-verify", checks_failed=list(verify.get("checks_failed") or []),
-                 error=_error_text(verify))
+                 failures=list(verify.get("failures") or []),
+                 error={"message": verify.get("msg") or "khotui verify failed",
+                        "path": entry["receipt"],
+                        "fix": "the host runs the new kernel but not everything the load "
+                               "recorded arrived (failures); look at it with `khotui verify "
+                               f"--receipt {entry['receipt']}` and `khotui status` there before "
+                               "resuming the rollout"})
     return entry, True
 
 
