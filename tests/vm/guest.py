@@ -454,6 +454,25 @@ def qemu_command(run_dir: Path, out: Path, *, numa: Sequence[int], append: str,
     return cmd
 
 
+def _run_dirs(run_dir: Path | str | None) -> tuple[Path, Path]:
+    """The run directory (a new temporary one by default) and its `out` share, made."""
+    run = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="khovm-"))
+    run = run.resolve()
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "out").mkdir(exist_ok=True)
+    return run, run / "out"
+
+
+def _first_cmdline(init: Path, append: str, kho_scratch: str | None) -> str:
+    """Stage 1's command line: the known-good base, the caller's, the scratch override, the
+    stage marker."""
+    parts = [BASE_APPEND, f"init={init}", append]
+    if kho_scratch:
+        parts.append(f"kho_scratch={kho_scratch}")
+    parts.append("khostage=1")
+    return " ".join(p for p in parts if p)
+
+
 def boot(stages: Sequence[Sequence[StepSpec]], *, numa: Sequence[int] = (1024, 1024),
          append: str = "kho=on", kho_scratch: str | None = None, efi: bool = False,
          smp: int = 2, timeout: float | None = None, run_dir: Path | str | None = None,
@@ -470,20 +489,11 @@ def boot(stages: Sequence[Sequence[StepSpec]], *, numa: Sequence[int] = (1024, 1
     """
     if not stages:
         raise ValueError("boot() needs at least one stage")
-    run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="khovm-"))
-    run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir / "out"
-    out.mkdir(exist_ok=True)
+    run_dir, out = _run_dirs(run_dir)
     init = run_dir / "init.sh"
     init.write_text(_init_script(run_dir, stages, debugfs))
     init.chmod(0o755)
-    # Boot params: the known-good base, the caller's, the scratch override, the stage marker.
-    parts = [BASE_APPEND, f"init={init}", append]
-    if kho_scratch:
-        parts.append(f"kho_scratch={kho_scratch}")
-    parts.append("khostage=1")
-    cmdline = " ".join(p for p in parts if p)
+    cmdline = _first_cmdline(init, append, kho_scratch)
     cmd = qemu_command(run_dir, out, numa=numa, append=cmdline, efi=efi, smp=smp)
     (run_dir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -665,22 +675,14 @@ def serving(*, numa: Sequence[int] = (1024, 1024), append: str = "kho=on",
     share) or after `timeout` seconds per kernel. Leaving the block always ends QEMU (killed
     if it does not power off in 60 s). `wait`: return once stage 1 serves SSH. Options as boot().
     """
-    run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="khovm-"))
-    run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir / "out"
-    out.mkdir(exist_ok=True)
+    run_dir, out = _run_dirs(run_dir)
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
     port = _free_port()
     key, known_hosts = _ssh_keys(run_dir / "ssh")
     init = run_dir / "init.sh"
     init.write_text(_serve_script(run_dir, run_dir / "ssh", int(timeout), debugfs))
     init.chmod(0o755)
-    parts = [BASE_APPEND, f"init={init}", append]
-    if kho_scratch:
-        parts.append(f"kho_scratch={kho_scratch}")
-    parts.append("khostage=1")
-    cmdline = " ".join(p for p in parts if p)
+    cmdline = _first_cmdline(init, append, kho_scratch)
     cmd = qemu_command(run_dir, out, numa=numa, append=cmdline, efi=efi, smp=smp, ssh_port=port)
     (run_dir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     t0 = time.monotonic()
