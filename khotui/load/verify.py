@@ -86,19 +86,29 @@ def _rebooted(rec: dict[str, Any], status: HostStatus) -> Check:
     return Check("rebooted", PASS, "the boot id changed since the load")
 
 
+def _last_in_log(status: HostStatus, line: re.Pattern[str]) -> tuple[str, ...] | None:
+    """The groups of the kernel log's last match of `line` (None: no match, or no log): the
+    fallback when debugfs no longer shows what the kernel read at boot."""
+    try:
+        log = read_kernel_log(status.sysroot)
+    except (KhotuiError, OSError):
+        return None
+    found = line.findall(log or "")
+    if not found:
+        return None
+    last = found[-1]    # findall gives a str for one group, a tuple for more
+    return (last,) if isinstance(last, str) else tuple(last)
+
+
 def _exec_from(status: HostStatus) -> tuple[str | None, int | None, str] | None:
     raw = status.kho.in_sub_fdts.get(KEXEC_METADATA_NAME)
     if raw is not None:
         md = decode_sub_blob(KEXEC_METADATA_NAME, raw).kexec_metadata
         if md is not None:
             return md.previous_release, md.kexec_count, "kho/in/sub_fdts/kexec-metadata"
-    try:
-        log = read_kernel_log(status.sysroot)
-    except (KhotuiError, OSError):
-        log = None
-    found = EXEC_FROM.findall(log or "")
-    if found:
-        release, count = found[-1]
+    found = _last_in_log(status, EXEC_FROM)
+    if found is not None:
+        release, count = found
         return release, int(count), "the kernel log line \"KHO: exec from\""
     return None
 
@@ -197,13 +207,9 @@ def _incoming_luo_number(status: HostStatus) -> tuple[int | None, str]:
         where = ("kho/in/sub_fdts/LUO" if incoming.source == "blob"
                  else "kho/out/sub_fdts/LUO minus one")
         return incoming.ser.liveupdate_num, where
-    try:
-        log = read_kernel_log(status.sysroot)
-    except (KhotuiError, OSError):
-        log = None
-    found = RETRIEVED.findall(log or "")
-    if found:
-        return int(found[-1]), "the kernel log line \"luo: Retrieved live update data\""
+    found = _last_in_log(status, RETRIEVED)
+    if found is not None:
+        return int(found[0]), "the kernel log line \"luo: Retrieved live update data\""
     return None, ""
 
 
